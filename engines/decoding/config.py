@@ -1,0 +1,125 @@
+"""The decoding configuration: one frozen, validated value shared by every modality.
+
+A `DecodingConfig` is built once (from CLI flags, the studio's decoding panel or a
+model card's defaults), refuses bad values on creation with a `DecodingError`
+naming the setting, and is turned into a sampler chain by `build_chain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from engines.errors import DecodingError
+
+STRATEGIES = ("greedy", "sample", "beam")
+
+# The filters a chain may contain, by the name the UI and `--chain` use.
+FILTER_NAMES = (
+    "repetition_penalty",
+    "no_repeat_ngram",
+    "top_k",
+    "typical_p",
+    "top_p",
+    "min_p",
+    "temperature",
+)
+
+# llama.cpp's default order: penalties first, then truncation, temperature last.
+DEFAULT_CHAIN = FILTER_NAMES
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    strategy: str = "sample"  # greedy | sample | beam
+    temperature: float = 1.0  # > 0 rescales logits; 0 means greedy (never divides by zero)
+    top_k: int = 0  # keep the k most likely values; 0 = off
+    top_p: float = 1.0  # nucleus: smallest set with mass >= p; 1 = off; (0, 1]
+    min_p: float = 0.0  # drop values with p < min_p * p_max; 0 = off; [0, 1)
+    typical_p: float = 1.0  # locally typical sampling mass; 1 = off; (0, 1]
+    repetition_penalty: float = 1.0  # CTRL-style penalty on already-seen values; 1 = off; > 0
+    no_repeat_ngram: int = 0  # forbid repeating any n-gram of this size; 0 = off
+    chain: tuple[str, ...] = DEFAULT_CHAIN  # order in which the filters run
+    num_beams: int = 4  # beam search width
+    length_penalty: float = 1.0  # beam score = sum logprob / length ** length_penalty
+    early_stopping: bool = True  # stop once num_beams hypotheses are finished
+    num_return_sequences: int = 1  # beams returned (<= num_beams)
+    seed: int | None = None  # None: a fresh seed is drawn and reported
+
+    def __post_init__(self) -> None:
+        if isinstance(self.chain, list):
+            object.__setattr__(self, "chain", tuple(self.chain))
+        _validate(self)
+
+    # --- conversions -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["chain"] = list(self.chain)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DecodingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DecodingError(f"unknown decoding setting(s): {', '.join(unknown)}")
+        kwargs = dict(data)
+        if "chain" in kwargs and kwargs["chain"] is not None:
+            kwargs["chain"] = tuple(kwargs["chain"])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "DecodingConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_greedy(self) -> bool:
+        """Greedy when asked for, or when temperature 0 / top-k 1 make sampling deterministic."""
+        return self.strategy == "greedy" or (
+            self.strategy == "sample" and (self.temperature == 0 or self.top_k == 1)
+        )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _validate(c: DecodingConfig) -> None:
+    def bad(name: str, value: Any, why: str) -> DecodingError:
+        return DecodingError(f"{name.replace('_', '-')} = {value!r} is invalid: {why}")
+
+    if c.strategy not in STRATEGIES:
+        raise bad("strategy", c.strategy, f"choose one of {', '.join(STRATEGIES)}")
+    if not _is_number(c.temperature) or c.temperature < 0:
+        raise bad("temperature", c.temperature, "must be a number >= 0 (0 means greedy)")
+    if not isinstance(c.top_k, int) or isinstance(c.top_k, bool) or c.top_k < 0:
+        raise bad("top_k", c.top_k, "must be a whole number >= 1, or 0 to turn it off")
+    if not _is_number(c.top_p) or not 0 < c.top_p <= 1:
+        raise bad("top_p", c.top_p, "must be in (0, 1]; 1 turns it off (0 would keep nothing)")
+    if not _is_number(c.min_p) or not 0 <= c.min_p < 1:
+        raise bad("min_p", c.min_p, "must be in [0, 1); 0 turns it off")
+    if not _is_number(c.typical_p) or not 0 < c.typical_p <= 1:
+        raise bad("typical_p", c.typical_p, "must be in (0, 1]; 1 turns it off")
+    if not _is_number(c.repetition_penalty) or c.repetition_penalty <= 0:
+        raise bad("repetition_penalty", c.repetition_penalty, "must be > 0; 1 turns it off")
+    if not isinstance(c.no_repeat_ngram, int) or isinstance(c.no_repeat_ngram, bool) or c.no_repeat_ngram < 0:
+        raise bad("no_repeat_ngram", c.no_repeat_ngram, "must be a whole number >= 1, or 0 to turn it off")
+    unknown = [n for n in c.chain if n not in FILTER_NAMES]
+    if unknown:
+        raise bad("chain", ",".join(c.chain), f"unknown sampler(s) {', '.join(unknown)}; known: {', '.join(FILTER_NAMES)}")
+    if len(set(c.chain)) != len(c.chain):
+        raise bad("chain", ",".join(c.chain), "names a sampler twice")
+    if not isinstance(c.num_beams, int) or isinstance(c.num_beams, bool) or c.num_beams < 1:
+        raise bad("num_beams", c.num_beams, "must be a whole number >= 1")
+    if not _is_number(c.length_penalty):
+        raise bad("length_penalty", c.length_penalty, "must be a finite number")
+    if not isinstance(c.num_return_sequences, int) or not 1 <= c.num_return_sequences:
+        raise bad("num_return_sequences", c.num_return_sequences, "must be a whole number >= 1")
+    if c.strategy == "beam" and c.num_return_sequences > c.num_beams:
+        raise bad(
+            "num_return_sequences", c.num_return_sequences,
+            f"cannot exceed num-beams ({c.num_beams})",
+        )
+    if c.seed is not None and (not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed < 2**63):
+        raise bad("seed", c.seed, "must be a whole number in [0, 2**63)")
