@@ -66,8 +66,11 @@ class DecodingConfig:
         if unknown:
             raise DecodingError(f"unknown decoding setting(s): {', '.join(unknown)}")
         kwargs = dict(data)
-        if "chain" in kwargs and kwargs["chain"] is not None:
-            kwargs["chain"] = tuple(kwargs["chain"])
+        if "chain" in kwargs:
+            if kwargs["chain"] is None:  # null in a card or settings file: the default order
+                del kwargs["chain"]
+            else:
+                kwargs["chain"] = tuple(kwargs["chain"])
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> "DecodingConfig":
@@ -114,7 +117,9 @@ def _validate(c: DecodingConfig) -> None:
         raise bad("num_beams", c.num_beams, "must be a whole number >= 1")
     if not _is_number(c.length_penalty):
         raise bad("length_penalty", c.length_penalty, "must be a finite number")
-    if not isinstance(c.num_return_sequences, int) or not 1 <= c.num_return_sequences:
+    if not isinstance(c.early_stopping, bool):
+        raise bad("early_stopping", c.early_stopping, "must be true or false")
+    if not isinstance(c.num_return_sequences, int) or isinstance(c.num_return_sequences, bool) or not 1 <= c.num_return_sequences:
         raise bad("num_return_sequences", c.num_return_sequences, "must be a whole number >= 1")
     if c.strategy == "beam" and c.num_return_sequences > c.num_beams:
         raise bad(

@@ -1,0 +1,283 @@
+"""`chainrule`: the command-line face of the engines (also `python -m engines`).
+
+The command names, options and JSON keys here are a contract the studio, scripts and
+later modalities keep. Each modality implements its commands in a module named in
+`MODALITY_COMMANDS` (functions `generate`, `score`, `evaluate`, `bench`); this file only
+parses, finds the model and reports. Errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig
+from engines.errors import ChainruleError, DecodingError
+
+# kind -> module implementing generate/score/evaluate/bench for that kind of model.
+MODALITY_COMMANDS = {
+    "text": "engines.text.commands",
+    "image": "engines.image.commands",
+    "audio": "engines.audio.commands",
+    "density": "engines.density.commands",
+}
+TRAINERS = {
+    "gpt": "engines.training.train_gpt",
+    "pixelcnn": "engines.training.train_pixelcnn",
+    "wavenet": "engines.training.train_wavenet",
+    "nade": "engines.training.train_nade",
+    "made": "engines.training.train_made",
+}
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (plus the usage) and exit 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"chainrule: error: {message}\n")
+
+
+# --- decoding options --------------------------------------------------------------
+
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding (defaults come from the model card)")
+    g.add_argument("--strategy", choices=STRATEGIES)
+    g.add_argument("--temperature", type=float, help="0 means greedy")
+    g.add_argument("--top-k", type=int, help="keep the k most likely; 0 turns it off")
+    g.add_argument("--top-p", type=float, help="nucleus mass in (0, 1]")
+    g.add_argument("--min-p", type=float, help="drop values below min-p x the top probability")
+    g.add_argument("--typical-p", type=float, help="locally typical sampling mass in (0, 1]")
+    g.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeats")
+    g.add_argument("--no-repeat-ngram", type=int, help="forbid repeating n-grams of this size")
+    g.add_argument("--num-beams", type=int)
+    g.add_argument("--length-penalty", type=float)
+    g.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", default=None)
+    g.add_argument("--num-return-sequences", type=int)
+    g.add_argument(
+        "--chain",
+        help=f"sampler order, comma-separated names from: {', '.join(FILTER_NAMES)} (hyphens allowed)",
+    )
+    g.add_argument("--seed", type=int, help="same model, input, settings and seed give the same output")
+
+
+_DECODING_FIELDS = (
+    "strategy", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+    "no_repeat_ngram", "num_beams", "length_penalty", "early_stopping", "num_return_sequences", "seed",
+)
+
+
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> DecodingConfig:
+    """Card defaults, overridden by whatever the user passed; validated on creation."""
+    values: dict[str, Any] = dict(defaults or {})
+    for name in _DECODING_FIELDS:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    chain = getattr(args, "chain", None)
+    if chain is not None:
+        values["chain"] = tuple(s.strip().replace("-", "_") for s in chain.split(",") if s.strip())
+    return DecodingConfig.from_dict(values)
+
+
+# --- parser ------------------------------------------------------------------------
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model id (see `chainrule models`)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="extra folder of models (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chainrule", description="Chainrule Studio engines: generate, score, evaluate and benchmark autoregressive models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list installed models")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR")
+    p.add_argument("--json", action="store_true")
+
+    gen = sub.add_parser("generate", help="generate samples")
+    gsub = gen.add_subparsers(dest="modality", required=True, parser_class=_Parser)
+    for modality in ("text", "image", "audio"):
+        g = gsub.add_parser(modality, help=f"generate {modality}")
+        _add_model_arguments(g)
+        add_decoding_arguments(g)
+        g.add_argument("--count", type=int, default=1, help="number of samples")
+        g.add_argument("--out", help="output file (several samples get _1, _2 ... suffixes)")
+        if modality == "text":
+            g.add_argument("--prompt", default="", help="text to continue (empty: start of a document)")
+            g.add_argument("--max-new-tokens", type=int, default=200)
+            g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+        elif modality == "image":
+            g.add_argument("--label", type=int, help="digit to condition on")
+            g.add_argument("--init", help="PNG whose known pixels are kept")
+            g.add_argument("--mask", help="PNG: white pixels are regenerated")
+            g.add_argument("--ordering", help="pixel ordering (density models)")
+        else:
+            g.add_argument("--digit", type=int)
+            g.add_argument("--speaker")
+            g.add_argument("--prompt", help="WAV to continue")
+            g.add_argument("--seconds", type=float, default=1.0)
+
+    p = sub.add_parser("score", help="exact log-likelihood of a text, image or recording")
+    _add_model_arguments(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text")
+    src.add_argument("--image")
+    src.add_argument("--audio")
+    p.add_argument("--prompt", help="text the scored text follows (not scored itself)")
+    p.add_argument("--label", type=int)
+    p.add_argument("--digit", type=int)
+    p.add_argument("--speaker")
+
+    p = sub.add_parser("eval", help="average negative log-likelihood on a data set")
+    _add_model_arguments(p)
+    p.add_argument("--data", required=True, help="data file (text, .npz)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--limit", type=int, help="first N examples of the split, in order")
+
+    p = sub.add_parser("bench", help="speed benchmarks on the shipped models")
+    p.add_argument("modality", choices=("text", "image", "audio", "density"))
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train a model (needs torch: pip install 'chainrule-studio[train]')")
+    p.add_argument("family", choices=tuple(TRAINERS))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the trainer (see `chainrule train FAMILY --help`)")
+    return parser
+
+
+# --- commands ----------------------------------------------------------------------
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engines.registry import list_models
+    from engines.runtime import runtime_info
+
+    provider = runtime_info()["provider"]
+    models = list_models(args.models_dir)
+    if args.json:
+        _print_json([{**m.summary(), "provider": provider} for m in models])
+        return 0
+    if not models:
+        print("No models installed. Put a model folder (card.json + .onnx files) in a models dir and pass --models-dir DIR.")
+        return 0
+    rows = [("ID", "KIND", "PARAMS", "SIZE", "METRICS", "STATUS")]
+    for m in models:
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in list(m.metrics.items())[:3])
+        params = f"{m.parameters:,}" if isinstance(m.parameters, int) else "?"
+        rows.append((m.id, m.kind, params, _human_size(m.size_bytes), metrics or "-", "ok" if m.usable else f"unusable: {m.problem}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+    print(f"\nprovider: {provider}")
+    return 0
+
+
+def _modality_module(kind: str):
+    name = MODALITY_COMMANDS[kind]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise ChainruleError(f"{kind} models are not supported by this version of chainrule yet") from exc
+        raise
+
+
+def cmd_modality(args: argparse.Namespace) -> int:
+    from engines.registry import get_model
+
+    kind = args.modality if args.command == "generate" else None
+    if kind is not None:
+        config_from_args(args)  # refuse bad decoding values before any model work
+    model = get_model(args.model, args.models_dir)
+    if kind is not None and model.kind != kind and not (kind == "image" and model.kind == "density"):
+        raise ChainruleError(f"model {model.id!r} is a {model.kind} model; use `chainrule generate {model.kind if model.kind != 'density' else 'image'}`")
+    module = _modality_module(model.kind)
+    action = {"generate": "generate", "score": "score", "eval": "evaluate"}[args.command]
+    result = getattr(module, action)(args, model)
+    if args.json:
+        _print_json(result)
+    else:
+        module.print_result(args.command, result)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module = _modality_module(args.modality)
+    result = module.bench(args)
+    if args.json:
+        _print_json({"results": result})
+    else:
+        for k, v in result.items():
+            print(f"{k:>28}: {v}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:  # look for torch without importing it: only the trainer modules may import it
+        has_torch = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        has_torch = False
+    if not has_torch:
+        raise ChainruleError("training needs torch: pip install 'chainrule-studio[train]'")
+    name = TRAINERS[args.family]
+    try:
+        trainer = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise ChainruleError(f"training {args.family} is not supported by this version of chainrule yet") from exc
+        raise
+    return int(trainer.main(args.rest) or 0)
+
+
+COMMANDS = {
+    "models": cmd_models,
+    "generate": cmd_modality,
+    "score": cmd_modality,
+    "eval": cmd_modality,
+    "bench": cmd_bench,
+    "train": cmd_train,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ChainruleError as exc:
+        print(f"chainrule: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("chainrule: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `chainrule ... | head`
+        return 0
+    except Exception as exc:  # a bug: still one line, unless debugging
+        if os.environ.get("CHAINRULE_DEBUG"):
+            raise
+        print(f"chainrule: internal error: {type(exc).__name__}: {exc} (set CHAINRULE_DEBUG=1 for details)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

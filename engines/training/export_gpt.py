@@ -1,0 +1,199 @@
+"""Export a trained GPT checkpoint to ONNX with a key/value cache.
+
+The graph follows the Hugging Face Optimum "text-generation-with-past" naming:
+
+inputs
+  ``input_ids``                 int64 (batch, sequence)
+  ``attention_mask``            int64 (batch, past_sequence + sequence), 0 = padding
+  ``position_ids``              int64 (batch, sequence)
+  ``past_key_values.{i}.key``   float32 (batch, n_head, past_sequence, head_dim)
+  ``past_key_values.{i}.value`` float32 (batch, n_head, past_sequence, head_dim)
+outputs
+  ``logits``                    float32 (batch, sequence, vocab)
+  ``present.{i}.key``           float32 (batch, n_head, past_sequence + sequence, head_dim)
+  ``present.{i}.value``         float32 (batch, n_head, past_sequence + sequence, head_dim)
+
+Batch, sequence and past lengths are dynamic; an empty past (length 0) is
+valid for the first call. Weights are embedded in the single ``model.onnx``.
+
+Run as::
+
+    python -m engines.training.export_gpt --ckpt runs/shakespeare-char/ckpt.pt --out assets/models/shakespeare-char
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from engines.training.gpt import GPT, GPTConfig
+
+OPSET = 17
+
+
+def input_names(n_layer: int) -> list[str]:
+    names = ["input_ids", "attention_mask", "position_ids"]
+    for i in range(n_layer):
+        names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    return names
+
+
+def output_names(n_layer: int) -> list[str]:
+    names = ["logits"]
+    for i in range(n_layer):
+        names += [f"present.{i}.key", f"present.{i}.value"]
+    return names
+
+
+class _CacheWrapper(torch.nn.Module):
+    """Flat-argument view of ``GPT.forward_with_past`` for the exporter."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past_flat):
+        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
+        logits, presents = self.model.forward_with_past(input_ids, attention_mask, position_ids, past)
+        flat = [logits]
+        for k, v in presents:
+            flat += [k, v]
+        return tuple(flat)
+
+
+def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, dict]:
+    """Load a training checkpoint; the model comes back in eval mode (dropout off)."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = GPT(GPTConfig(**ck["config"]))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, ck
+
+
+def metadata(model: GPT) -> dict:
+    c = model.config
+    return {"n_layer": c.n_layer, "n_head": c.n_head, "head_dim": c.n_embd // c.n_head,
+            "n_embd": c.n_embd, "vocab_size": c.vocab_size, "block_size": c.block_size,
+            "parameters": model.num_parameters()}
+
+
+def export_onnx(model: GPT, onnx_path: str | Path, opset: int = OPSET) -> dict:
+    """Write ``onnx_path`` (weights embedded, float32) and return the model metadata.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it traces the
+    shape arithmetic (past length, causal mask) as graph ops, so one graph
+    serves both the empty and the non-empty cache.
+    """
+    model = model.float().eval()
+    c = model.config
+    hd = c.n_embd // c.n_head
+    onnx_path = Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+
+    # example with batch 2, sequence 3, past 4: every dynamic dim >= 2 and distinct
+    B, T, P = 2, 3, 4
+    input_ids = torch.randint(c.vocab_size, (B, T), dtype=torch.long)
+    attention_mask = torch.ones(B, P + T, dtype=torch.long)
+    position_ids = torch.arange(P, P + T, dtype=torch.long).unsqueeze(0).expand(B, T).contiguous()
+    past = []
+    for _ in range(c.n_layer):
+        past += [torch.randn(B, c.n_head, P, hd), torch.randn(B, c.n_head, P, hd)]
+
+    in_names, out_names = input_names(c.n_layer), output_names(c.n_layer)
+    dynamic_axes = {"input_ids": {0: "batch", 1: "sequence"},
+                    "attention_mask": {0: "batch", 1: "past_sequence + sequence"},
+                    "position_ids": {0: "batch", 1: "sequence"},
+                    "logits": {0: "batch", 1: "sequence"}}
+    for i in range(c.n_layer):
+        for kv in ("key", "value"):
+            dynamic_axes[f"past_key_values.{i}.{kv}"] = {0: "batch", 2: "past_sequence"}
+            dynamic_axes[f"present.{i}.{kv}"] = {0: "batch", 2: "past_sequence + sequence"}
+
+    wrapper = _CacheWrapper(model).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, (input_ids, attention_mask, position_ids, *past), str(onnx_path),
+            input_names=in_names, output_names=out_names, dynamic_axes=dynamic_axes,
+            opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+    # keep everything in the one file: drop a stray external-data file if any
+    stray = onnx_path.with_name(onnx_path.name + ".data")
+    if stray.exists():
+        import onnx
+
+        m = onnx.load(str(onnx_path), load_external_data=True)
+        onnx.save_model(m, str(onnx_path), save_as_external_data=False)
+        stray.unlink()
+    return metadata(model)
+
+
+def build_card(meta: dict, ck: dict, *, model_id: str, name: str | None = None,
+               description: str | None = None, data_name: str = "Tiny Shakespeare",
+               data_source: str | None = None) -> dict:
+    hp = ck.get("hparams", {})
+    cfg = ck["config"]
+    return {
+        "id": model_id,
+        "kind": "text",
+        "name": name or "Shakespeare char GPT",
+        "description": description or (
+            f"A character-level GPT ({meta['n_layer']} layers, {meta['n_head']} heads, "
+            f"{meta['n_embd']}-wide, {meta['parameters'] / 1e6:.1f}M parameters) trained on "
+            f"{data_name}. It writes play-like text one character at a time."),
+        "architecture": {"family": "gpt", "n_layer": cfg["n_layer"], "n_head": cfg["n_head"],
+                         "n_embd": cfg["n_embd"], "head_dim": meta["head_dim"],
+                         "block_size": cfg["block_size"], "vocab_size": cfg["vocab_size"],
+                         "dropout": cfg["dropout"], "bias": cfg["bias"],
+                         "positional": "learned", "norm": "layernorm (pre-norm)",
+                         "tied_embeddings": True, "kv_cache": True},
+        "parameters": meta["parameters"],
+        "files": {"decoder": "model.onnx"},
+        "io": {"inputs": input_names(meta["n_layer"]), "outputs": output_names(meta["n_layer"])},
+        "tokenizer": {"type": "char", "vocab": list(ck["vocab"])},
+        "data": {"name": data_name,
+                 "source": data_source or ck.get("data_path", ""),
+                 "split": "first 90% of characters train, last 10% validation",
+                 "train_command": ck.get("command", "")},
+        "training": {"iterations": ck.get("iter", -1) + 1, "best_val_loss_estimate": ck.get("best_val"),
+                     "hparams": hp},
+        "metrics": {},
+        "decoding_defaults": {"strategy": "sample", "temperature": 0.8, "top_k": 0, "top_p": 0.95},
+        "context_length": cfg["block_size"],
+    }
+
+
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: str | None = None,
+                      name: str | None = None, data_source: str | None = None) -> dict:
+    """Export ``ckpt_path`` to ``out_dir/model.onnx`` + ``out_dir/card.json``; return the card."""
+    out = Path(out_dir)
+    model, ck = load_checkpoint(ckpt_path)
+    meta = export_onnx(model, out / "model.onnx")
+    card = build_card(meta, ck, model_id=model_id or out.name, name=name, data_source=data_source)
+    (out / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engines.training.export_gpt",
+                                description="Export a GPT checkpoint to ONNX (with KV cache) + card.json")
+    p.add_argument("--ckpt", required=True, help="training checkpoint (ckpt.pt)")
+    p.add_argument("--out", required=True, help="model folder to write model.onnx and card.json into")
+    p.add_argument("--id", default=None, help="model id (default: the folder name)")
+    p.add_argument("--name", default=None, help="display name")
+    p.add_argument("--data-source", default="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                   help="where the training text came from (for the card)")
+    args = p.parse_args(argv)
+    card = export_checkpoint(args.ckpt, args.out, model_id=args.id, name=args.name,
+                             data_source=args.data_source)
+    print(json.dumps({k: card[k] for k in ("id", "parameters", "architecture", "files", "context_length")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

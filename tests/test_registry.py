@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from engines.errors import ModelNotFoundError
+from engines.registry import get_model, list_models, shipped_models_dir
+from tests.model_dirs import make_model_dir
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
+    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
+
+
+def test_finds_models_in_extra_dirs_with_card_fields(tmp_path):
+    make_model_dir(tmp_path / "m", "tiny", parameters=36)
+    found = {m.id: m for m in list_models([tmp_path / "m"])}
+    m = found["tiny"]
+    assert m.kind == "text" and m.usable and m.parameters == 36 and m.source == "extra"
+    assert m.size_bytes > 0 and m.metrics == {"val_nats_per_char": 1.5}
+    assert m.file("decoder").name == "model.onnx"
+
+
+def test_broken_cards_are_listed_with_the_reason(tmp_path):
+    root = tmp_path / "m"
+    make_model_dir(root, "nofile")
+    (root / "nofile" / "model.onnx").unlink()
+    (root / "badjson").mkdir()
+    (root / "badjson" / "card.json").write_text("{not json")
+    make_model_dir(root, "badkind", kind="video")
+    (root / "not-a-model").mkdir()
+    found = {m.id: m for m in list_models([root])}
+    assert "not-a-model" not in found
+    assert "missing" in found["nofile"].problem and "model.onnx" in found["nofile"].problem
+    assert "not valid JSON" in found["badjson"].problem
+    assert "video" in found["badkind"].problem
+    with pytest.raises(ModelNotFoundError, match="cannot be used"):
+        get_model("nofile", [root])
+
+
+def test_earlier_dirs_win_and_user_and_env_dirs_are_searched(tmp_path, monkeypatch):
+    make_model_dir(tmp_path / "a", "same", metrics={"x": 1})
+    make_model_dir(tmp_path / "b", "same", metrics={"x": 2})
+    assert get_model("same", [tmp_path / "a", tmp_path / "b"]).metrics == {"x": 1}
+    make_model_dir(tmp_path / "user-models", "mine")
+    assert get_model("mine").source == "user"
+    make_model_dir(tmp_path / "env", "fromenv")
+    monkeypatch.setenv("CHAINRULE_MODELS_DIR", str(tmp_path / "env"))
+    assert get_model("fromenv").source == "env"
+
+
+def test_unknown_id_lists_the_choices(tmp_path):
+    make_model_dir(tmp_path / "m", "alpha")
+    with pytest.raises(ModelNotFoundError, match="alpha"):
+        get_model("beta", [tmp_path / "m"])
+    with pytest.raises(ModelNotFoundError, match="not a image model"):
+        get_model("alpha", [tmp_path / "m"], kind="image")
+
+
+def test_shipped_models_have_valid_cards():
+    # every model shipped in assets/ must be usable and carry measured metrics
+    for folder in sorted(p for p in shipped_models_dir().iterdir() if p.is_dir()):
+        card = json.loads((folder / "card.json").read_text())
+        info = get_model(card["id"])
+        assert info.source == "shipped" and info.usable
+        assert info.metrics, f"{info.id} ships without measured metrics"
