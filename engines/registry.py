@@ -122,13 +122,17 @@ def read_card(folder: Path, source: str = "extra") -> ModelInfo | None:
 
 
 # Folders written by other tools (e.g. Hugging Face Optimum exports) are recognised by
-# functions registered here: each takes (folder, source) and returns a ModelInfo or None.
-FOREIGN_RECOGNISERS: list = []
+# these functions ("module:function", imported on first use): each takes (folder, source)
+# and returns a ModelInfo (possibly with a `problem`) or None when the folder is not theirs.
+FOREIGN_RECOGNISERS = ["engines.text.model:recognise_optimum_folder"]
 
 
 def recognise_foreign_folder(folder: Path, source: str) -> ModelInfo | None:
-    for recognise in FOREIGN_RECOGNISERS:
-        info = recognise(folder, source)
+    import importlib
+
+    for spec in FOREIGN_RECOGNISERS:
+        module, _, func = spec.partition(":")
+        info = getattr(importlib.import_module(module), func)(folder, source)
         if info is not None:
             return info
     return None

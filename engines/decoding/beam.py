@@ -14,6 +14,7 @@ A hypothesis ended by eos includes the eos id as its last token (and its log-pro
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -190,11 +191,11 @@ def beam_search(
     Hypotheses that never produce eos end at max_new_tokens (finished=False), as do the
     live beams when `should_stop()` turns true (checked after each step).
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
         raise DecodingError(f"max-new-tokens = {max_new_tokens!r} is invalid: must be a whole number >= 1")
     beam_config = config if config.strategy == "beam" else config.replace(strategy="beam")
     chain = build_chain(beam_config, 0)
-    num_beams = config.num_beams
+    num_beams, max_new_tokens = config.num_beams, int(max_new_tokens)
     prompt = tuple(int(t) for t in prompt)
 
     running = [_Beam((), (), 0.0)]

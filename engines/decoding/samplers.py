@@ -127,12 +127,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must have shape (V,) or (B, V), got shape {x.shape}")
+    rows = _check_selectable(x.reshape(1, -1) if x.ndim == 1 else x)  # (B, V)
+    return _quiet_log_probs(rows).reshape(x.shape)
+
+
+def _check_selectable(x: np.ndarray) -> np.ndarray:
+    """x (B, V) unchanged, or DecodingError when a row has NaN / +inf or nothing finite left."""
     if np.isnan(x).any() or np.isposinf(x).any():
         raise DecodingError("the model produced NaN or infinite scores")
-    rows = x.reshape(1, -1) if x.ndim == 1 else x  # (B, V)
-    if rows.shape[1] == 0 or not np.isfinite(rows).any(axis=1).all():
+    if x.shape[1] == 0 or not np.isfinite(x).any(axis=1).all():
         raise DecodingError("every value was filtered out: loosen the sampler settings")
-    return _quiet_log_probs(rows).reshape(x.shape)
+    return x
 
 
 def top_alternatives(logprobs_row: np.ndarray, n: int) -> list[tuple[int, float]]:
@@ -273,8 +278,7 @@ class TypicalP(LogitsFilter):
         sorted_d = np.take_along_axis(distance, order, axis=1)  # (B, V)
         cum = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)  # (B, V)
         last = np.minimum(np.sum(cum < self.p - _TOL, axis=1), x.shape[1] - 1)  # (B,)
-        keep = distance <= sorted_d[rows, last][:, None]  # (B, V)
-        keep[rows, order[:, 0]] = True
+        keep = distance <= sorted_d[rows, last][:, None]  # (B, V); always holds for the most typical value
         return np.where(keep, x, _NEG_INF)
 
 
@@ -361,8 +365,8 @@ class GreedySelector(TokenSelector):
     name = "greedy"
 
     def select(self, logits: np.ndarray) -> np.ndarray:
-        lp = log_softmax(_as_rows(logits))  # (B, V); raises if a row was filtered out entirely
-        return np.argmax(lp, axis=1).astype(np.int64)
+        x = _check_selectable(_as_rows(logits))  # (B, V); raises if a row was filtered out entirely
+        return np.argmax(x, axis=1).astype(np.int64)
 
 
 class CategoricalSelector(TokenSelector):

@@ -1,0 +1,159 @@
+"""`chainrule generate text`, `score --text`, `eval` and `bench text`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines import atomic
+from engines.cli import config_from_args
+from engines.errors import ChainruleError, InputError
+from engines.generation import resolve_seed
+from engines.progress import Progress
+from engines.registry import ModelInfo
+from engines.text.model import load_text_model
+from engines.text.session import beam_generate, plan_prompt, score_text, stream_tokens, trim_at_stop
+
+
+def _sample_paths(out: str | None, count: int) -> list[str | None]:
+    if out is None:
+        return [None] * count
+    if count == 1:
+        return [out]
+    p = Path(out)
+    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
+
+
+def _write_sample(path: str | None, sample: dict[str, Any], record: dict[str, Any]) -> None:
+    if path is None:
+        return
+    if path.endswith(".json"):
+        atomic.write_text(path, json.dumps({**record, "sample": sample}, indent=2, ensure_ascii=False))
+    else:
+        atomic.write_text(path, sample["text"])
+
+
+def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    model = load_text_model(info)
+    config = config_from_args(args, model.decoding_defaults)
+    if args.count < 1:
+        raise InputError(f"count = {args.count} is invalid: must be >= 1")
+    plan = plan_prompt(model, args.prompt, args.max_new_tokens)
+    for note in plan.notes:
+        print(f"chainrule: note: {note}", file=sys.stderr)
+    seed = resolve_seed(config)
+    settings = {**config.to_dict(), "seed": seed, "max_new_tokens": args.max_new_tokens, "prompt": args.prompt, "stop": args.stop}
+    samples: list[dict[str, Any]] = []
+    if config.strategy == "beam":
+        for beam in beam_generate(model, plan.ids, config, args.max_new_tokens):
+            text, stop = trim_at_stop(beam.text, args.stop)
+            samples.append({
+                "text": text, "tokens": [model.tokenizer.decode([t]) for t in beam.token_ids], "token_ids": beam.token_ids,
+                "logprobs": beam.token_logprobs, "total_logprob": beam.total_logprob, "n": len(beam.token_ids),
+                "beam_score": beam.score, "stopped_by": stop,
+            })
+    else:
+        for i in range(args.count):
+            # sample i uses seed + i, so each sample is reproducible on its own (CLI and studio)
+            events = list(stream_tokens(model, plan.ids, config, args.max_new_tokens, seed=seed + i, stop_strings=args.stop, n_alternatives=0))
+            ids = [e.token_id for e in events]
+            text, stop = trim_at_stop(model.tokenizer.decode(ids), args.stop)
+            lps = [e.logprob for e in events]
+            samples.append({
+                "text": text, "tokens": [e.text for e in events], "token_ids": ids, "logprobs": lps,
+                "total_logprob": float(sum(lps)), "n": len(ids), "seed": seed + i, "stopped_by": stop,
+                "window_slides": events[-1].window_slides if events else 0,
+            })
+    record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
+    for path, sample in zip(_sample_paths(args.out, len(samples)), samples):
+        sample["path"] = path
+        _write_sample(path, sample, record)
+    return {**record, "samples": samples}
+
+
+def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    if args.text is None:
+        raise InputError(f"{info.id} is a text model: score it with --text")
+    model = load_text_model(info, threads=None)
+    r = score_text(model, args.text, args.prompt or "")
+    return {
+        "model": info.id, "total_logprob": r.total_logprob, "n": len(r.token_ids), "bits_per_dim": r.bits_per_char,
+        "bits_per_char": r.bits_per_char, "nats_per_token": r.nats_per_token, "perplexity": r.perplexity,
+        "per_element": [{"token": t, "id": i, "logprob": float(lp)} for t, i, lp in zip(r.token_texts, r.token_ids, r.logprobs)],
+    }
+
+
+def read_split(path: str, split: str) -> str:
+    """Character split of a text file: train = first 90%, val = test = last 10%."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    cut = int(len(text) * 0.9)
+    return text[:cut] if split == "train" else text[cut:]
+
+
+def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    """Average NLL over the split, scored as consecutive documents of up to 10 windows each.
+
+    `--limit N` scores the first N characters' worth of examples, where an example is one
+    chunk of `context_length` tokens (scored with the full cache path, the first token of the
+    split conditioned on the document-start token).
+    """
+    model = load_text_model(info, threads=None)
+    text = read_split(args.data, args.split)
+    ids = model.tokenizer.encode(text)
+    if not ids:
+        raise InputError(f"{args.data}: the {args.split} split is empty")
+    chunk = model.context_length * 8
+    examples = [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
+        examples = examples[: args.limit]
+    from engines.text.decoder import score_tokens
+
+    total, n_tok, n_chars = 0.0, 0, 0
+    progress = Progress(len(examples), "eval")
+    for ex in examples:
+        total += float(score_tokens(model.decoder, [model.tokenizer.start_id], ex).sum())
+        n_tok += len(ex)
+        n_chars += len(model.tokenizer.decode(ex))
+        progress.advance()
+    progress.close()
+    nats_tok = -total / n_tok
+    return {
+        "model": info.id, "split": args.split, "nats_per_element": nats_tok, "nats_per_example": -total / len(examples),
+        "bits_per_dim": -total / math.log(2) / n_chars, "bits_per_char": -total / math.log(2) / n_chars,
+        "nats_per_char": -total / n_chars, "perplexity": math.exp(nats_tok), "n_examples": len(examples),
+        "n_tokens": n_tok, "example_tokens": chunk,
+    }
+
+
+def print_result(command: str, result: dict[str, Any]) -> None:
+    if command == "generate":
+        for i, s in enumerate(result["samples"]):
+            if len(result["samples"]) > 1:
+                print(f"--- sample {i + 1}: log p = {s['total_logprob']:.2f} nats over {s['n']} tokens")
+            print(s["text"])
+        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+    elif command == "score":
+        print(f"total log p = {result['total_logprob']:.3f} nats over {result['n']} tokens; "
+              f"{result['bits_per_char']:.3f} bits/char; perplexity {result['perplexity']:.2f}")
+    else:
+        print(f"{result['split']}: {result['nats_per_element']:.4f} nats/token, {result['bits_per_dim']:.4f} bits/char, "
+              f"perplexity {result['perplexity']:.3f} over {result['n_tokens']:,} tokens ({result['n_examples']} examples)")
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from engines.text.bench import run_text_bench
+
+    return run_text_bench(args.models_dir)

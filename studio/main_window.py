@@ -1,0 +1,174 @@
+"""The main window: one tab per registered tab, the decoding panel docked on the right."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QWidget,
+)
+
+import studio
+from studio.context import APPLICATION, StudioContext, short_provider
+from studio.decoding_panel import DecodingPanel
+from studio.tabs import TabSpec, find_tab, load_builtin_tabs
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_WAIT_MS = 3000  # generators stop at their next yield: far less than this
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        extra_model_dirs: Iterable[Path | str] = (),
+        settings: QSettings | None = None,
+        tabs: Iterable[TabSpec] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(APPLICATION)
+        self.ctx = StudioContext(settings, extra_model_dirs, parent=self)
+
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("ModalityTabs")
+        self.tabs.setDocumentMode(True)
+        self.setCentralWidget(self.tabs)
+
+        self.decoding_panel = DecodingPanel(self.ctx.decoding_config())
+        self.decoding_panel.configChanged.connect(self.ctx.set_decoding_config)
+        self.decoding_dock = QDockWidget("Decoding", self)
+        self.decoding_dock.setObjectName("DecodingDock")
+        self.decoding_dock.setWidget(self.decoding_panel)
+        self.decoding_dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.decoding_dock)
+
+        self._build_status_bar()
+        self._build_menus()
+        for spec in (tabs if tabs is not None else load_builtin_tabs()):
+            self.add_tab(spec)
+
+    # --- tabs ---------------------------------------------------------------------------
+    def add_tab(self, spec: TabSpec) -> QWidget:
+        """Build `spec`'s widget; a factory that raises becomes a tab showing the error."""
+        try:
+            widget = spec.factory(self.ctx)
+        except Exception as exc:  # noqa: BLE001 - one broken tab must not stop the studio
+            log.exception("building tab %s failed", spec.name)
+            widget = QLabel(f"The {spec.name} tab could not be built:\n"
+                            f"{type(exc).__name__}: {exc}")
+            widget.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            widget.setStyleSheet("color: #c62828;")
+        widget.setObjectName(widget.objectName() or f"{spec.name}Tab")
+        self.tabs.addTab(widget, spec.name)
+        return widget
+
+    def tab_names(self) -> list[str]:
+        return [self.tabs.tabText(i) for i in range(self.tabs.count())]
+
+    def select_tab(self, name: str) -> bool:
+        """Show the tab called `name` (case-insensitive); False if there is none."""
+        for i, text in enumerate(self.tab_names()):
+            if text.lower() == name.lower():
+                self.tabs.setCurrentIndex(i)
+                return True
+        return False
+
+    def tab(self, name: str) -> QWidget | None:
+        for i, text in enumerate(self.tab_names()):
+            if text.lower() == name.lower():
+                return self.tabs.widget(i)
+        return None
+
+    # --- status bar and menus -------------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        info = self.ctx.runtime_info()
+        provider = info.get("provider")
+        self.provider_label = QLabel(f"ONNX Runtime: {short_provider(provider)}")
+        self.provider_label.setObjectName("ProviderLabel")
+        tip = [f"Provider in use: {provider or 'unknown'}"]
+        if info.get("providers_available"):
+            tip.append("Available: " + ", ".join(info["providers_available"]))
+        if info.get("cuda_unavailable_reason"):
+            tip.append("CUDA not used: " + info["cuda_unavailable_reason"])
+        self.provider_label.setToolTip("\n".join(tip))
+        bar.addPermanentWidget(self.provider_label)
+        self.ctx.statusMessage.connect(self.show_message)
+        self.ctx.errorMessage.connect(self.show_error)
+        # Error messages are red; the colour goes when the message does.
+        bar.messageChanged.connect(lambda text: text or bar.setStyleSheet(""))
+        self.show_message("Ready", 3000)
+
+    def show_message(self, text: str, timeout_ms: int = 5000) -> None:
+        self.statusBar().setStyleSheet("")
+        self.statusBar().showMessage(text, timeout_ms)
+
+    def show_error(self, text: str) -> None:
+        self.statusBar().setStyleSheet("QStatusBar { color: #c62828; }")
+        self.statusBar().showMessage(text, 10000)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        add = QAction("Add models folder…", self)
+        add.triggered.connect(self._add_models_folder)
+        file_menu.addAction(add)
+        file_menu.addSeparator()
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.decoding_dock.toggleViewAction())
+
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction("About Chainrule Studio", self)
+        about.triggered.connect(self.show_about)
+        help_menu.addAction(about)
+
+    def _add_models_folder(self) -> None:
+        models = self.tab("Models")
+        if models is not None and hasattr(models, "add_folder"):
+            self.select_tab("Models")
+            models.add_folder()
+
+    def about_text(self) -> str:
+        from PySide6 import __version__ as pyside_version
+
+        info = self.ctx.runtime_info()
+        return (
+            f"<h3>{APPLICATION} {studio.__version__}</h3>"
+            "<p>A desktop studio for autoregressive generative models: every output is "
+            "built one value at a time from the chain rule of probability, and the studio "
+            "shows the probabilities behind each choice.</p>"
+            f"<p>Tabs in this build: {', '.join(self.tab_names()) or 'none'}.</p>"
+            f"<p>ONNX Runtime provider: {info.get('provider') or 'unknown'}"
+            + (f" (CUDA not used: {info['cuda_unavailable_reason']})"
+               if info.get("cuda_unavailable_reason") else "")
+            + f"<br>PySide6 {pyside_version}</p>"
+        )
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, f"About {APPLICATION}", self.about_text())
+
+    # --- shutdown -------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt naming
+        """Stop every task and wait for the workers, so no thread outlives the window."""
+        self.ctx.stop_all()
+        if not self.ctx.wait_idle(SHUTDOWN_WAIT_MS):
+            log.warning("some workers were still running %d ms after stop", SHUTDOWN_WAIT_MS)
+        super().closeEvent(event)
