@@ -45,6 +45,14 @@ def load_text_model(info: ModelInfo, threads: int | None = 1) -> TextModel:
     tokenizer = load_tokenizer(info.path, info.card)
     shape = shape_from_card(info.card, tokenizer.vocab_size)
     decoder = GPTDecoder(info.file("decoder"), shape, threads=threads)
+    logits_dim = decoder.session.session.get_outputs()[0].shape[-1]
+    if isinstance(logits_dim, int):
+        n_tok = tokenizer.vocab_size
+        if n_tok > logits_dim or (info.card.get("tokenizer", {}).get("type") == "char" and n_tok != logits_dim):
+            raise ModelLoadError(
+                f"{info.path}: tokenizer and model do not match: the tokenizer has {n_tok} tokens, "
+                f"the model scores {logits_dim}"
+            )
     return TextModel(info, tokenizer, decoder, dict(info.card.get("decoding_defaults", {})))
 
 
