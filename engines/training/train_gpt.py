@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -33,6 +34,14 @@ DEFAULTS = dict(
     weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=20,
     seed=1337, time_limit_minutes=60.0, threads=2,
 )
+
+
+def default_command() -> str:
+    """The command line of this process, as a user would type it."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if prog in ("train_gpt.py", "__main__.py", "-c", ""):
+        prog = "python -m engines.training.train_gpt"
+    return " ".join([prog] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def lr_at(it: int, lr: float, min_lr: float, warmup_iters: int, max_iters: int) -> float:
@@ -55,6 +64,13 @@ def evaluate(model: GPT, batches) -> float:
     return sum(losses) / len(losses)
 
 
+def _save(obj: dict, path: Path) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def _append_log(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -75,7 +91,7 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
-    command = command or " ".join(shlex.quote(a) for a in [sys.executable, "-m", "engines.training.train_gpt"] + sys.argv[1:])
+    command = command or default_command()
     hparams = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
                    dropout=dropout, bias=bias, max_iters=max_iters, batch_size=batch_size,
                    lr=lr, min_lr=min_lr, warmup_iters=warmup_iters, weight_decay=weight_decay,
@@ -154,11 +170,11 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
             improved = val < best_val
             if improved:
                 best_val = val
-                torch.save(state(it), best_path)
+                _save(state(it), best_path)
             ck = state(it)
             ck["optimizer"] = optimizer.state_dict()
             ck["generator"] = gen.get_state()
-            torch.save(ck, last_path)
+            _save(ck, last_path)
             rec = {"event": "eval", "iter": it + 1, "train_loss": round(trn, 4),
                    "val_loss": round(val, 4), "best_val": round(best_val, 4),
                    "batch_loss": round(last_train_loss, 4), "lr": optimizer.param_groups[0]["lr"],
