@@ -137,6 +137,7 @@ class SeedSpinBox(QAbstractSpinBox):
             self.valueChanged.emit(value)
 
     def stepBy(self, steps: int) -> None:  # noqa: N802
+        self._commit_text()  # step from what is typed, not from the last committed value
         self.setValue(self._value + steps)
 
     def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:  # noqa: N802

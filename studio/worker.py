@@ -256,7 +256,7 @@ class TaskRunner(QObject):
 
     busyChanged = Signal(bool)
     started = Signal(int)  # task id
-    events = Signal(list)  # a throttled batch of yielded events of the current task
+    events = Signal(object)  # a list: a throttled batch of the current task's events
     finished = Signal()
     stopped = Signal()
     errored = Signal(str)
@@ -308,7 +308,11 @@ class TaskRunner(QObject):
         on_stopped: Callable[[], None] | None = None,
         on_errored: Callable[[str], None] | None = None,
     ) -> int:
-        """Stop the current task (if any), start `gen_factory()` on the pool; returns its id."""
+        """Stop the current task (if any), start `gen_factory()` on the pool; returns its id.
+
+        Call from the UI thread. `gen_factory` itself runs on the worker thread.
+        """
+        was_busy = self.is_busy()
         self._supersede()
         task_id = next(_task_ids)
         worker = GeneratorWorker(gen_factory)
@@ -332,7 +336,8 @@ class TaskRunner(QObject):
         }
         self._workers[task_id] = worker
         self._pool.start(worker)
-        self.busyChanged.emit(True)
+        if not was_busy:  # replacing a running task: still busy, nothing to announce
+            self.busyChanged.emit(True)
         return task_id
 
     def stop(self) -> None:
@@ -355,6 +360,8 @@ class TaskRunner(QObject):
         for tid, worker in list(self._workers.items()):
             if self._pool.tryTake(worker):  # still queued, never ran: it will not run now
                 worker.mark_done()
+                if tid == self._current_id:  # it will never say so itself
+                    self._on_end(tid, "stopped", None)
                 continue
             if not worker.wait(max(0.0, deadline - time.monotonic())):
                 return False
@@ -396,6 +403,8 @@ class TaskRunner(QObject):
             return  # a superseded task ending late: nobody is listening any more
         # Deliver the last events first, so the UI sees results before "finished".
         self._throttle.flush()
+        if tid != self._current_id:
+            return  # the events callback started another task: this one is superseded
         callbacks = self._callbacks
         self._current = None
         self._current_id = None

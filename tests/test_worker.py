@@ -201,7 +201,7 @@ def test_throttle_coalesces_many_events_into_few_deliveries(qtbot):
     for i in range(1000):
         throttle.push(i)
     assert deliveries == [], "nothing is delivered synchronously"
-    qtbot.waitUntil(lambda: deliveries, timeout=2000)
+    qtbot.waitUntil(lambda: len(deliveries) > 0, timeout=2000)
     assert deliveries == [list(range(1000))]
 
     # flush() delivers at once what is pending; clear() drops it.
@@ -212,3 +212,16 @@ def test_throttle_coalesces_many_events_into_few_deliveries(qtbot):
     throttle.clear()
     qtbot.wait(60)
     assert deliveries[-1] == ["a"] and throttle.pending() == 0
+
+
+def test_thousands_of_emits_keep_the_interpreter_alive(qtbot):
+    # PySide6 6.12.0 on Python 3.11 loses a reference to True per emit; without the
+    # workaround in studio/_pyside_fixes.py this aborts the interpreter (bool_dealloc).
+    import sys
+
+    before = sys.getrefcount(True)
+    worker = GeneratorWorker(lambda: iter(range(5000)))
+    with qtbot.waitSignal(worker.signals.finished, timeout=10000):
+        start(worker)
+    assert worker.wait(2)
+    assert sys.getrefcount(True) > before - 100
