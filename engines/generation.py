@@ -101,7 +101,7 @@ def generate_steps(
             values=values,
             logprobs=logprobs,
             top_before=_alternatives(raw, n_alternatives),
-            top_after=_alternatives(log_softmax(processed), n_alternatives),
+            top_after=_alternatives(log_softmax(processed), n_alternatives) if n_alternatives > 0 else _alternatives(raw, 0),
             finished=finished.copy(),
         )
         if finished.all() or position + 1 == max_new or (should_stop and should_stop()):
