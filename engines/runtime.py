@@ -214,13 +214,21 @@ class StatefulRunner:
     """Runs a step graph whose state outputs feed the next step's state inputs.
 
     `state` maps each state input name to the output that updates it, e.g.
-    {"past_key_values.0.key": "present.0.key", ...}. The state is held as OrtValues on
-    the session's device and re-bound every step with IOBinding, so a CUDA session never
-    copies KV caches or queues to the host. Only the outputs named in `fetch` come back
-    as numpy arrays.
+    {"past_key_values.0.key": "present.0.key", ...}. Only the outputs named in `fetch`
+    come back as numpy arrays.
+
+    Two transports, one API:
+    - "binding" (default under CUDA): the state is held as OrtValues on the session's device
+      and re-bound every step with IOBinding, so KV caches and queues never visit the host.
+    - "numpy" (default on the CPU, where the host *is* the device): plain `session.run` with
+      the state as numpy arrays. `chainrule bench text` measures both side by side: on this
+      project's 2-core machines IOBinding costs ~30% more per step for these small graphs.
+    Tests run both transports on the CPU and require identical results.
     """
 
-    def __init__(self, model: ModelSession, state: Mapping[str, str], fetch: Sequence[str]):
+    TRANSPORTS = ("binding", "numpy")
+
+    def __init__(self, model: ModelSession, state: Mapping[str, str], fetch: Sequence[str], transport: str | None = None):
         self.model = model
         self.state_map = dict(state)
         self.fetch = list(fetch)
@@ -230,18 +238,27 @@ class StatefulRunner:
             raise ModelLoadError(
                 f"{model.path}: step graph lacks state/fetch names: {', '.join(unknown_in + unknown_out)}"
             )
+        self.transport = transport or ("binding" if model.on_cuda else "numpy")
+        if self.transport not in self.TRANSPORTS:
+            raise ValueError(f"transport {self.transport!r} is not one of {self.TRANSPORTS}")
         self._device = model.device
-        self._state: dict[str, ort.OrtValue] = {}
+        self._state: dict = {}
+        self._outputs = self.fetch + list(self.state_map.values())
 
     def set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Replace the state with host arrays (copied once to the device)."""
-        self._state = {
-            name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), self._device, 0)
-            for name, a in arrays.items()
-        }
+        if self.transport == "numpy":
+            self._state = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+        else:
+            self._state = {
+                name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), self._device, 0)
+                for name, a in arrays.items()
+            }
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         """Copy the state to the host (for tests, reordering and inspection)."""
+        if self.transport == "numpy":
+            return dict(self._state)
         return {name: v.numpy() for name, v in self._state.items()}
 
     def reorder(self, rows: np.ndarray, batch_axis: int = 0) -> None:
@@ -251,6 +268,11 @@ class StatefulRunner:
     def step(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if set(self._state) != set(self.state_map):
             raise RuntimeError("StatefulRunner.step called before set_state")
+        n = len(self.fetch)
+        if self.transport == "numpy":
+            outs = self.model.session.run(self._outputs, {**feeds, **self._state})
+            self._state = {inp: outs[n + i] for i, inp in enumerate(self.state_map)}
+            return outs[:n]
         binding = self.model.session.io_binding()
         for name, arr in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(arr))
@@ -262,6 +284,5 @@ class StatefulRunner:
             binding.bind_output(name, self._device)
         self.model.session.run_with_iobinding(binding)
         outs = binding.get_outputs()  # in binding order: fetch first, then state
-        n = len(self.fetch)
         self._state = {inp: outs[n + i] for i, inp in enumerate(self.state_map)}
         return [outs[i].numpy() for i in range(n)]

@@ -80,9 +80,10 @@ def test_io_mismatch_with_card_names_the_difference(bigram):
     assert "unexpected output(s) logits" in str(err.value) and "missing output(s) scores" in str(err.value)
 
 
-def test_stateful_runner_keeps_state_between_steps(tmp_path):
+@pytest.mark.parametrize("transport", ["binding", "numpy"])
+def test_stateful_runner_keeps_state_between_steps(tmp_path, transport):
     ms = open_session(write_accumulator_model(tmp_path / "acc.onnx"))
-    runner = StatefulRunner(ms, {"state": "state_out"}, fetch=["y"])
+    runner = StatefulRunner(ms, {"state": "state_out"}, fetch=["y"], transport=transport)
     runner.set_state({"state": np.zeros((2, 3), np.float32)})
     rng = np.random.default_rng(1)
     expected = np.zeros((2, 3), np.float32)
@@ -91,15 +92,16 @@ def test_stateful_runner_keeps_state_between_steps(tmp_path):
         expected = expected + x
         (y,) = runner.step({"x": x})
         np.testing.assert_allclose(y, expected.sum(axis=1), rtol=1e-6)
-    # the state lives as OrtValues on the session's device, not as numpy arrays
-    assert all(isinstance(v, ort.OrtValue) for v in runner._state.values())
-    assert all(v.device_name().lower() == ms.device for v in runner._state.values())
+    if transport == "binding":  # the state lives as OrtValues on the session's device
+        assert all(isinstance(v, ort.OrtValue) for v in runner._state.values())
+        assert all(v.device_name().lower() == ms.device for v in runner._state.values())
     np.testing.assert_allclose(runner.state_numpy()["state"], expected, rtol=1e-6)
 
 
-def test_stateful_runner_reorders_rows_for_beams(tmp_path):
+@pytest.mark.parametrize("transport", ["binding", "numpy"])
+def test_stateful_runner_reorders_rows_for_beams(tmp_path, transport):
     ms = open_session(write_accumulator_model(tmp_path / "acc.onnx"))
-    runner = StatefulRunner(ms, {"state": "state_out"}, fetch=["y"])
+    runner = StatefulRunner(ms, {"state": "state_out"}, fetch=["y"], transport=transport)
     start = np.arange(6, dtype=np.float32).reshape(2, 3)
     runner.set_state({"state": start})
     runner.reorder(np.array([1, 1]))
@@ -111,3 +113,9 @@ def test_stateful_runner_refuses_unknown_names(tmp_path):
     ms = open_session(write_accumulator_model(tmp_path / "acc.onnx"))
     with pytest.raises(ModelLoadError, match="present.0.key"):
         StatefulRunner(ms, {"state": "present.0.key"}, fetch=["y"])
+
+
+def test_default_transport_follows_the_provider(tmp_path):
+    ms = open_session(write_accumulator_model(tmp_path / "acc.onnx"))
+    runner = StatefulRunner(ms, {"state": "state_out"}, fetch=["y"])
+    assert runner.transport == ("binding" if ms.on_cuda else "numpy")

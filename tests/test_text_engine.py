@@ -67,10 +67,11 @@ def test_sliding_window_keeps_generation_scoring_and_recompute_in_step(small_win
     np.testing.assert_allclose(score_tokens(small_window, ctx, r1.values[0].tolist()), r1.logprobs[0], atol=1e-4)
 
 
-def test_kv_cache_logits_match_full_recompute(gpt2):
+@pytest.mark.parametrize("transport", ["binding", "numpy"])
+def test_kv_cache_logits_match_full_recompute(gpt2, transport):
     ids = gpt2.tokenizer.encode("The king is dead, long live")
     full = log_softmax(gpt2.decoder.forward(np.array([ids]))[0])
-    step = KVCacheStepModel(gpt2.decoder)
+    step = KVCacheStepModel(gpt2.decoder, transport=transport)
     first = step.prefill([ids[:3]])
     rest = step.extend(np.array([ids[3:]]))[0]
     np.testing.assert_allclose(log_softmax(first)[0], full[2], atol=1e-4)

@@ -1,7 +1,8 @@
 """`chainrule bench text`: tokens/s for 256 new tokens, batch 1, on the shipped char model.
 
 Three ways of producing the same greedy tokens, measured side by side in one run:
-- `onnx_kv_cache`: ONNX Runtime, prompt prefilled once, then one token per step with the cache;
+- `onnx_kv_cache`: ONNX Runtime, prompt prefilled once, then one token per step with the cache
+  (the default state transport for the provider; `onnx_kv_cache_iobinding` forces IOBinding);
 - `onnx_recompute`: ONNX Runtime, no cache, the whole prefix (windowed) every step;
 - `torch_kv_cache`: the same weights in torch eager with a cache (only where torch is installed).
 Each figure is the median of `repeats` runs; ratios are computed from those medians.
@@ -40,13 +41,16 @@ def run_text_bench(models_dir: Sequence[str] = (), repeats: int = 5) -> dict[str
     model = load_text_model(info, threads=1)
     context = model.tokenizer.encode(PROMPT)
     kv, kv_tokens = _tokens_per_second(lambda: KVCacheStepModel(model.decoder), context, repeats)
+    kvb, kvb_tokens = _tokens_per_second(lambda: KVCacheStepModel(model.decoder, transport="binding"), context, repeats)
     rc, rc_tokens = _tokens_per_second(lambda: RecomputeStepModel(model.decoder), context, repeats)
     results: dict[str, Any] = {
         "model": info.id, "new_tokens": NEW_TOKENS, "batch": 1, "provider": model.decoder.session.provider,
-        "onnx_kv_cache": round(kv, 1), "onnx_recompute": round(rc, 1),
+        "transport": KVCacheStepModel(model.decoder).runner.transport,
+        "onnx_kv_cache": round(kv, 1), "onnx_kv_cache_iobinding": round(kvb, 1), "onnx_recompute": round(rc, 1),
         "kv_over_recompute": round(kv / rc, 2),
         # recompute slides the same window, so both paths must produce the same greedy text
         "same_tokens_recompute": kv_tokens == rc_tokens,
+        "same_tokens_iobinding": kv_tokens == kvb_tokens,
     }
     try:
         from engines.training.bench_torch import torch_kv_tokens_per_second

@@ -95,12 +95,15 @@ def _left_pad(contexts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray
 class KVCacheStepModel:
     """Prefill once, then one token per step with the cache; slides the window when full."""
 
-    def __init__(self, decoder: GPTDecoder, keep: int | None = None, on_slide: Callable[[int], None] | None = None):
+    def __init__(
+        self, decoder: GPTDecoder, keep: int | None = None, on_slide: Callable[[int], None] | None = None,
+        transport: str | None = None,
+    ):
         self.decoder = decoder
         self.window = decoder.shape.context_length
         self.keep = keep if keep is not None else max(1, self.window // 2)
         self.on_slide = on_slide
-        self.runner = StatefulRunner(decoder.session, decoder.state_map, fetch=["logits"])
+        self.runner = StatefulRunner(decoder.session, decoder.state_map, fetch=["logits"], transport=transport)
         self.slides = 0  # how many times the window slid (shown to the user)
 
     # -- StepModel --------------------------------------------------------------------
@@ -141,11 +144,11 @@ class KVCacheStepModel:
 
     def _feed(self, ids: np.ndarray, new_mask: np.ndarray | None = None) -> np.ndarray:
         b, t = ids.shape
-        if new_mask is None:
+        if new_mask is None:  # real tokens only: positions simply continue
             new_mask = np.ones((b, t), np.int64)
-        # positions count only real (unmasked) tokens, so left padding does not shift them
-        positions = self.next_pos[:, None] + np.cumsum(new_mask, axis=1) - new_mask
-        positions = np.maximum(positions, 0)
+            positions = self.next_pos[:, None] + np.arange(t)
+        else:  # positions count only real (unmasked) tokens, so left padding does not shift them
+            positions = np.maximum(self.next_pos[:, None] + np.cumsum(new_mask, axis=1) - new_mask, 0)
         self.mask = np.concatenate([self.mask, new_mask], axis=1)
         (logits,) = self.runner.step(self.decoder.feeds(ids, self.mask, positions))
         self.next_pos = self.next_pos + new_mask.sum(axis=1)
