@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data file (text, .npz)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--limit", type=int, help="first N examples of the split, in order")
+    p.add_argument("--write-card", action="store_true", help="record the result (and this command) in the model's card.json metrics")
 
     p = sub.add_parser("bench", help="speed benchmarks on the shipped models")
     p.add_argument("modality", choices=("text", "image", "audio", "density"))
@@ -169,6 +171,16 @@ def _human_size(n: int) -> str:
     return f"{n} B"
 
 
+def headline_metric(value: Any) -> str:
+    """One short string for a card metric (a number, or an eval record holding several)."""
+    if isinstance(value, dict):
+        for key in ("bits_per_dim", "nats_per_element", "nats_per_example"):
+            if isinstance(value.get(key), (int, float)):
+                return f"{value[key]:.4g} {key.replace('_', ' ')}"
+        return "..."
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from engines.registry import list_models
     from engines.runtime import runtime_info
@@ -183,7 +195,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "KIND", "PARAMS", "SIZE", "METRICS", "STATUS")]
     for m in models:
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in list(m.metrics.items())[:3])
+        metrics = ", ".join(f"{k}: {headline_metric(v)}" for k, v in list(m.metrics.items())[:3])
         params = f"{m.parameters:,}" if isinstance(m.parameters, int) else "?"
         rows.append((m.id, m.kind, params, _human_size(m.size_bytes), metrics or "-", "ok" if m.usable else f"unusable: {m.problem}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -215,11 +227,31 @@ def cmd_modality(args: argparse.Namespace) -> int:
     module = _modality_module(model.kind)
     action = {"generate": "generate", "score": "score", "eval": "evaluate"}[args.command]
     result = getattr(module, action)(args, model)
+    if args.command == "eval" and getattr(args, "write_card", False):
+        record_metrics(model, args, result)
     if args.json:
         _print_json(result)
     else:
         module.print_result(args.command, result)
     return 0
+
+
+def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write an eval result into the model's card, keyed by data file and split, with its command."""
+    from pathlib import Path
+
+    from engines import atomic
+
+    card_path = model.path / "card.json"
+    if not card_path.is_file():
+        raise ChainruleError(f"{model.id} has no card.json to write metrics into ({model.path})")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    key = f"{Path(args.data).stem}/{args.split}" + (f"/first{args.limit}" if args.limit else "")
+    card.setdefault("metrics", {})[key] = {
+        **{k: v for k, v in result.items() if isinstance(v, (int, float, str))},
+        "command": "chainrule " + " ".join(shlex.quote(a) for a in args.argv if a != "--write-card"),
+    }
+    atomic.write_text(card_path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -261,7 +293,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return COMMANDS[args.command](args)
     except ChainruleError as exc:

@@ -101,3 +101,20 @@ def test_tokenizer_model_mismatch_is_refused(capsys, tmp_path):
     code = main(["generate", "text", "--model", "broken", "--models-dir", str(tmp_path / "m"), "--prompt", "abc"])
     _, err = capsys.readouterr()
     assert code == 1 and "do not match" in err
+
+
+def test_eval_write_card_records_result_and_command(capsys, tmp_path):
+    import shutil
+
+    root = tmp_path / "m"
+    shutil.copytree(Path(FIXTURES) / "tiny-gpt2-optimum", root / "tiny")
+    card = {"id": "tiny", "kind": "text", "files": {"decoder": "model.onnx"}, "context_length": 128,
+            "architecture": {"n_layer": 2, "n_head": 2, "n_embd": 32}, "tokenizer": {"type": "hf", "file": "tokenizer.json"}}
+    (root / "tiny" / "card.json").write_text(json.dumps(card))
+    data = tmp_path / "d.txt"
+    data.write_text("ROMEO:\nWhat is their name?\n" * 30)
+    code = main(["eval", "--model", "tiny", "--models-dir", str(root), "--data", str(data), "--split", "val", "--write-card"])
+    assert code == 0
+    metrics = json.loads((root / "tiny" / "card.json").read_text())["metrics"]["d/val"]
+    assert metrics["nats_per_element"] > 0 and metrics["command"].startswith("chainrule eval --model tiny")
+    assert "--write-card" not in metrics["command"]
