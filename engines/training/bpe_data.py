@@ -34,6 +34,7 @@ BOM = "\ufeff"
 _START = re.compile(r"^[ \t]*\*\*\*[ \t]*START OF\b([^\n]*)$", re.M)
 _END = re.compile(r"^[ \t]*\*\*\*[ \t]*END OF\b", re.M)
 _TITLE = re.compile(r"^\s*(?:(?:THE|THIS)\s+)?PROJECT GUTENBERG E-?BOOK\s*,?\s*(.*?)\s*\**\s*$", re.I)
+_PG_TRAILER = re.compile(r"\n[ \t]*End of (?:the )?Project Gutenberg\S*\s[^\n]*\s*$", re.I)
 _PG_NUMBER = re.compile(r"^pg(\d+)")
 
 
@@ -47,8 +48,9 @@ def normalise_newlines(text: str) -> str:
 def clean_book(raw: str) -> str:
     """The book text of a Project Gutenberg file (or the whole text when it has no markers).
 
-    Keeps the lines strictly between the ``*** START OF ...`` and ``*** END OF ...`` lines,
-    then strips blank lines at both ends and any spaces ending a line.
+    Keeps the lines strictly between the ``*** START OF ...`` and ``*** END OF ...`` lines
+    (and drops an "End of Project Gutenberg's ..." line that older files put just before the
+    end marker), then strips blank lines at both ends and any spaces ending a line.
     """
     text = normalise_newlines(raw)
     start = _START.search(text)
@@ -57,6 +59,7 @@ def clean_book(raw: str) -> str:
         end = _END.search(text)
         if end:
             text = text[:end.start()]
+        text = _PG_TRAILER.sub("\n", text.rstrip())  # "End of Project Gutenberg's <title>" (older files)
     lines = [line.rstrip() for line in text.split("\n")]
     return "\n".join(lines).strip("\n") + "\n"
 

@@ -19,12 +19,17 @@ valid for the first call. Weights are embedded in the single ``model.onnx``.
 Run as::
 
     python -m engines.training.export_gpt --ckpt runs/shakespeare-char/ckpt.pt --out assets/models/shakespeare-char
+
+A checkpoint trained with ``--tokenizer bpe`` also gets its ``tokenizer.json`` (kept inside
+the checkpoint) written beside ``model.onnx``, and a card whose tokenizer is ``{"type": "hf"}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -133,9 +138,20 @@ def export_onnx(model: GPT, onnx_path: str | Path, opset: int = OPSET) -> dict:
     return metadata(model)
 
 
+CHAR_DATA_SOURCE = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+EOT = "<|endoftext|>"
+
+
+def is_bpe(ck: dict) -> bool:
+    return (ck.get("tokenizer") or {}).get("type") == "bpe"
+
+
 def build_card(meta: dict, ck: dict, *, model_id: str, name: str | None = None,
                description: str | None = None, data_name: str = "Tiny Shakespeare",
-               data_source: str | None = None) -> dict:
+               data_source: str | None = None, export_command: str | None = None) -> dict:
+    if is_bpe(ck):
+        return build_bpe_card(meta, ck, model_id=model_id, name=name, description=description,
+                              data_source=data_source, export_command=export_command)
     hp = ck.get("hparams", {})
     cfg = ck["config"]
     return {
@@ -146,12 +162,7 @@ def build_card(meta: dict, ck: dict, *, model_id: str, name: str | None = None,
             f"A character-level GPT ({meta['n_layer']} layers, {meta['n_head']} heads, "
             f"{meta['n_embd']}-wide, {meta['parameters'] / 1e6:.1f}M parameters) trained on "
             f"{data_name}. It writes play-like text one character at a time."),
-        "architecture": {"family": "gpt", "n_layer": cfg["n_layer"], "n_head": cfg["n_head"],
-                         "n_embd": cfg["n_embd"], "head_dim": meta["head_dim"],
-                         "block_size": cfg["block_size"], "vocab_size": cfg["vocab_size"],
-                         "dropout": cfg["dropout"], "bias": cfg["bias"],
-                         "positional": "learned", "norm": "layernorm (pre-norm)",
-                         "tied_embeddings": True, "kv_cache": True},
+        "architecture": _architecture(meta, cfg),
         "parameters": meta["parameters"],
         "files": {"decoder": "model.onnx"},
         "io": {"inputs": input_names(meta["n_layer"]), "outputs": output_names(meta["n_layer"])},
@@ -168,13 +179,110 @@ def build_card(meta: dict, ck: dict, *, model_id: str, name: str | None = None,
     }
 
 
+def _architecture(meta: dict, cfg: dict) -> dict:
+    return {"family": "gpt", "n_layer": cfg["n_layer"], "n_head": cfg["n_head"],
+            "n_embd": cfg["n_embd"], "head_dim": meta["head_dim"],
+            "block_size": cfg["block_size"], "vocab_size": cfg["vocab_size"],
+            "dropout": cfg["dropout"], "bias": cfg["bias"],
+            "positional": "learned", "norm": "layernorm (pre-norm)",
+            "tied_embeddings": True, "kv_cache": True}
+
+
+def _gutenberg_url(pg_number) -> str | None:
+    return f"https://www.gutenberg.org/ebooks/{pg_number}" if pg_number else None
+
+
+def build_bpe_card(meta: dict, ck: dict, *, model_id: str, name: str | None = None,
+                   description: str | None = None, data_source: str | None = None,
+                   export_command: str | None = None) -> dict:
+    """The card of a byte-level BPE model (the tokenizer ships as ``tokenizer.json``)."""
+    hp = ck.get("hparams", {})
+    cfg = ck["config"]
+    tok = ck["tokenizer"]
+    docs = tok.get("documents", [])
+    titles = [d.get("title") or d["file"] for d in docs]
+    pg = [d["pg_number"] for d in docs if d.get("pg_number")]
+    train_chars, val_chars = tok.get("train_chars", 0), tok.get("val_chars", 0)
+    train_tokens = sum(d.get("train_tokens", 0) for d in docs)
+    val_tokens = sum(d.get("val_tokens", 0) for d in docs)
+    data_name = (f"{len(docs)} Project Gutenberg books" if pg and len(pg) == len(docs)
+                 else f"{len(docs)} text document{'s' if len(docs) != 1 else ''}")
+    return {
+        "id": model_id,
+        "kind": "text",
+        "name": name or "Gutenberg BPE GPT",
+        "description": description or (
+            f"A GPT ({meta['n_layer']} layers, {meta['n_head']} heads, {meta['n_embd']}-wide, "
+            f"{meta['parameters'] / 1e6:.1f}M parameters) over a {cfg['vocab_size']}-token byte-level "
+            f"BPE, trained on {data_name} ({'; '.join(t.title() for t in titles)}). It writes "
+            f"novel-like English prose one sub-word token (about "
+            f"{train_chars / max(1, train_tokens):.1f} characters) at a time; "
+            f"{EOT} marks where a book starts."),
+        "architecture": _architecture(meta, cfg),
+        "parameters": meta["parameters"],
+        "files": {"decoder": "model.onnx", "tokenizer": "tokenizer.json"},
+        "io": {"inputs": input_names(meta["n_layer"]), "outputs": output_names(meta["n_layer"])},
+        "tokenizer": {"type": "hf", "file": "tokenizer.json", "start_token": EOT, "eos_token": EOT,
+                      "model": "byte-level BPE (Hugging Face tokenizers)",
+                      "vocab_size": cfg["vocab_size"]},
+        "data": {
+            "name": data_name,
+            "source": data_source or ("Project Gutenberg, https://www.gutenberg.org/ (eBooks "
+                                      + ", ".join(f"#{n}" for n in pg) + ")" if pg else ck.get("data_path", "")),
+            "path": ck.get("data_path", ""),
+            "documents": [{**d, "url": _gutenberg_url(d.get("pg_number"))} for d in docs],
+            "cleaning": ("UTF-8 BOM removed; CRLF line endings turned into LF; only the text between "
+                         "the '*** START OF' and '*** END OF' lines kept (Project Gutenberg header, "
+                         "licence and an 'End of Project Gutenberg's ...' line dropped); trailing "
+                         "spaces and blank lines at both ends removed"),
+            "split": ("per book: the first ~90% of its characters (cut at the nearest paragraph "
+                      "break) train, the rest validation, so validation covers every book; each "
+                      f"part is preceded by {EOT} in the token stream"),
+            "tokenizer_training": (f"byte-level BPE (ByteLevel pre-tokenizer without prefix space, "
+                                   f"256-byte initial alphabet, special token {EOT} = id "
+                                   f"0, min frequency 2) trained on the training parts only"),
+            "train_chars": train_chars, "val_chars": val_chars,
+            "train_tokens": train_tokens, "val_tokens": val_tokens,
+            "train_chars_per_token": round(train_chars / max(1, train_tokens), 4),
+            "val_chars_per_token": round(val_chars / max(1, val_tokens), 4),
+            "train_command": ck.get("command", ""),
+            "export_command": export_command or "",
+        },
+        "training": {"iterations": ck.get("iter", -1) + 1, "best_val_loss_estimate": ck.get("best_val"),
+                     "best_val_bits_per_char_estimate": (
+                         round(ck["best_val"] / math.log(2) * val_tokens / val_chars, 4)
+                         if ck.get("best_val") is not None and val_chars else None),
+                     "hparams": hp},
+        "metrics": {},
+        "decoding_defaults": {"strategy": "sample", "temperature": 0.8, "top_k": 0, "top_p": 0.95},
+        "context_length": cfg["block_size"],
+    }
+
+
+def write_tokenizer(ck: dict, path: Path) -> None:
+    """Write the checkpoint's tokenizer.json (kept inside it; else copied from the run dir)."""
+    tok = ck["tokenizer"]
+    text = tok.get("json")
+    if text is None:
+        text = Path(tok["path"]).read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+
+
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: str | None = None,
-                      name: str | None = None, data_source: str | None = None) -> dict:
-    """Export ``ckpt_path`` to ``out_dir/model.onnx`` + ``out_dir/card.json``; return the card."""
+                      name: str | None = None, data_source: str | None = None,
+                      export_command: str | None = None, char_data_source: str | None = None) -> dict:
+    """Export ``ckpt_path`` to ``out_dir/model.onnx`` + ``out_dir/card.json`` (+ ``tokenizer.json``
+    for a BPE model); return the card. ``char_data_source`` is the data source a char model's
+    card names when ``data_source`` is None."""
     out = Path(out_dir)
     model, ck = load_checkpoint(ckpt_path)
     meta = export_onnx(model, out / "model.onnx")
-    card = build_card(meta, ck, model_id=model_id or out.name, name=name, data_source=data_source)
+    if is_bpe(ck):
+        write_tokenizer(ck, out / "tokenizer.json")
+    elif data_source is None:
+        data_source = char_data_source
+    card = build_card(meta, ck, model_id=model_id or out.name, name=name, data_source=data_source,
+                      export_command=export_command)
     (out / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
@@ -186,11 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="model folder to write model.onnx and card.json into")
     p.add_argument("--id", default=None, help="model id (default: the folder name)")
     p.add_argument("--name", default=None, help="display name")
-    p.add_argument("--data-source", default="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-                   help="where the training text came from (for the card)")
+    p.add_argument("--data-source", default=None,
+                   help="where the training text came from (for the card; default: the Tiny Shakespeare "
+                        "URL for char models, Project Gutenberg for BPE models)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "engines.training.export_gpt"] + argv)
     card = export_checkpoint(args.ckpt, args.out, model_id=args.id, name=args.name,
-                             data_source=args.data_source)
+                             data_source=args.data_source, export_command=command,
+                             char_data_source=CHAR_DATA_SOURCE)
     print(json.dumps({k: card[k] for k in ("id", "parameters", "architecture", "files", "context_length")}, indent=2))
     return 0
 

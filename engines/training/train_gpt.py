@@ -1,15 +1,24 @@
-"""Train a character-level GPT (``engines.training.gpt``) on a text file.
+"""Train a GPT (``engines.training.gpt``) on text: characters or byte-level BPE tokens.
 
 Run as::
 
     python -m engines.training.train_gpt --data PATH --out DIR [options]
 
+Two tokenizers:
+
+* ``--tokenizer char`` (default): ``--data`` is one UTF-8 text file; the vocabulary is its
+  character set; train / validation = first 90% / last 10% of the file.
+* ``--tokenizer bpe``: ``--data`` is a folder of ``.txt`` documents (or one file); a
+  byte-level BPE of ``--vocab-size`` tokens is trained on the training parts and saved as
+  ``DIR/tokenizer.json``; every document is split 90/10 so validation covers all of them
+  (see ``engines.training.bpe_data``).
+
 Every ``eval_interval`` iterations the model is evaluated on fixed, seeded
-batches of the train and validation splits (first 90% / last 10% of the
-file); the result is printed and appended to ``DIR/log.jsonl``. The best
-model by validation loss is saved to ``DIR/ckpt.pt``; the latest state
-(model, optimizer, RNG, iteration) to ``DIR/last.pt`` so ``--resume`` can
-continue. ``--time-limit-minutes`` stops the run cleanly.
+batches of the train and validation splits; the loss (nats/token, and bits/char
+through the split's characters-per-token ratio) is printed and appended to
+``DIR/log.jsonl``. The best model by validation loss is saved to ``DIR/ckpt.pt``;
+the latest state (model, optimizer, RNG, iteration) to ``DIR/last.pt`` so
+``--resume`` can continue. ``--time-limit-minutes`` stops the run cleanly.
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ DEFAULTS = dict(
     n_layer=4, n_head=4, n_embd=192, block_size=128, dropout=0.0, bias=True,
     max_iters=5000, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_iters=100,
     weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=20,
-    seed=1337, time_limit_minutes=60.0, threads=2,
+    seed=1337, time_limit_minutes=60.0, threads=2, tokenizer="char", vocab_size=2048,
 )
+TOKENIZERS = ("char", "bpe")
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def default_command() -> str:
@@ -84,7 +95,8 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
           weight_decay=DEFAULTS["weight_decay"], grad_clip=DEFAULTS["grad_clip"],
           eval_interval=DEFAULTS["eval_interval"], eval_iters=DEFAULTS["eval_iters"],
           seed=DEFAULTS["seed"], time_limit_minutes=DEFAULTS["time_limit_minutes"],
-          threads=DEFAULTS["threads"], resume=False, command=None) -> dict:
+          threads=DEFAULTS["threads"], tokenizer=DEFAULTS["tokenizer"],
+          vocab_size=DEFAULTS["vocab_size"], resume=False, command=None) -> dict:
     """Train and return a summary dict (best val loss, iterations, paths)."""
     t_start = time.time()
     torch.set_num_threads(threads)
@@ -96,23 +108,47 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
                    dropout=dropout, bias=bias, max_iters=max_iters, batch_size=batch_size,
                    lr=lr, min_lr=min_lr, warmup_iters=warmup_iters, weight_decay=weight_decay,
                    grad_clip=grad_clip, eval_interval=eval_interval, eval_iters=eval_iters,
-                   seed=seed, time_limit_minutes=time_limit_minutes, threads=threads)
+                   seed=seed, time_limit_minutes=time_limit_minutes, threads=threads,
+                   tokenizer=tokenizer)
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"tokenizer {tokenizer!r} is not one of {', '.join(TOKENIZERS)}")
 
-    data = CharDataset.from_file(data_path)
+    last_path, best_path = out / "last.pt", out / "ckpt.pt"
+    if tokenizer == "char":
+        data = CharDataset.from_file(data_path)
+        n_vocab = len(data.vocab)
+        tok_record = {"type": "char"}
+        train_cpt = val_cpt = 1.0  # characters per token
+    else:
+        from engines.training.bpe_data import BPEDataset
+
+        hparams["vocab_size"] = vocab_size
+        # a resumed run keeps the tokenizer its checkpoints were trained with
+        tok_path = out / TOKENIZER_FILE
+        data = BPEDataset.build(data_path, tok_path, vocab_size,
+                                train_tokenizer=not (resume and tok_path.is_file()))
+        n_vocab = data.vocab_size
+        tok_record = {"type": "bpe", "file": TOKENIZER_FILE, "path": str(tok_path.resolve()),
+                      "vocab_size": n_vocab, "json": tok_path.read_text(encoding="utf-8"),
+                      "documents": data.documents, "train_chars": data.train_chars,
+                      "val_chars": data.val_chars}
+        train_cpt, val_cpt = data.train_chars_per_token, data.val_chars_per_token
     torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=len(data.vocab), block_size=block_size, n_layer=n_layer,
+    config = GPTConfig(vocab_size=n_vocab, block_size=block_size, n_layer=n_layer,
                        n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias)
     model = GPT(config)
     optimizer = model.configure_optimizers(weight_decay, lr)
     gen = torch.Generator().manual_seed(seed)
     start_iter, best_val = 0, float("inf")
 
-    last_path, best_path = out / "last.pt", out / "ckpt.pt"
     if resume:
         src = last_path if last_path.exists() else best_path
         if not src.exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")
         ck = torch.load(src, map_location="cpu", weights_only=False)
+        ck_tokenizer = (ck.get("tokenizer") or {"type": "char"})["type"]
+        if ck_tokenizer != tokenizer:
+            raise ValueError(f"--resume: {src} was trained with the {ck_tokenizer} tokenizer, not {tokenizer}")
         config = GPTConfig(**ck["config"])
         model = GPT(config)
         model.load_state_dict(ck["model"])
@@ -130,16 +166,22 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
                            "start_iter": start_iter, "hparams": hparams,
                            "config": config.to_dict(), "parameters": n_params,
                            "train_tokens": len(data.train), "val_tokens": len(data.val),
+                           "tokenizer": tokenizer, "train_chars_per_token": round(train_cpt, 4),
+                           "val_chars_per_token": round(val_cpt, 4),
                            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     print(f"command: {command}", flush=True)
     print(f"config: {config.to_dict()}  parameters: {n_params:,}", flush=True)
+    if tokenizer == "bpe":
+        print(f"tokenizer: byte-level BPE, {n_vocab} tokens ({tok_path}); train {len(data.train):,} tokens "
+              f"({train_cpt:.3f} chars/token), val {len(data.val):,} tokens ({val_cpt:.3f} chars/token)", flush=True)
 
     # fixed evaluation windows: the same every eval (and across resumes)
     val_batches = fixed_batches(data.val, eval_iters, batch_size, block_size, seed + 1)
     train_batches = fixed_batches(data.train, eval_iters, batch_size, block_size, seed + 2)
 
     def state(it):
-        return {"model": model.state_dict(), "config": config.to_dict(), "vocab": data.vocab,
+        return {"model": model.state_dict(), "config": config.to_dict(),
+                "vocab": data.vocab if tokenizer == "char" else None, "tokenizer": tok_record,
                 "iter": it, "best_val": best_val, "hparams": hparams, "command": command,
                 "data_path": str(data_path), "parameters": n_params}
 
@@ -177,12 +219,14 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
             _save(ck, last_path)
             rec = {"event": "eval", "iter": it + 1, "train_loss": round(trn, 4),
                    "val_loss": round(val, 4), "best_val": round(best_val, 4),
+                   "train_bpc": round(trn / math.log(2) / train_cpt, 4),
+                   "val_bpc": round(val / math.log(2) / val_cpt, 4),
                    "batch_loss": round(last_train_loss, 4), "lr": optimizer.param_groups[0]["lr"],
                    "elapsed_s": round(elapsed, 1), "s_per_iter": round(sec_per_iter, 4),
                    "saved_best": improved}
             _append_log(log_path, rec)
-            print(f"iter {it + 1}: train {trn:.4f}  val {val:.4f}  best {best_val:.4f}  "
-                  f"lr {rec['lr']:.2e}  {sec_per_iter:.3f} s/iter  {elapsed / 60:.1f} min", flush=True)
+            print(f"iter {it + 1}: train {trn:.4f}  val {val:.4f}  best {best_val:.4f} nats/token  "
+                  f"(val {rec['val_bpc']:.4f} bits/char)  lr {rec['lr']:.2e}  {sec_per_iter:.3f} s/iter  {elapsed / 60:.1f} min", flush=True)
         if out_of_time:
             stopped = "time_limit"
             break
@@ -198,8 +242,13 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = DEFAULTS
-    parser.add_argument("--data", required=True, help="UTF-8 text file (char-level vocabulary)")
+    parser.add_argument("--data", required=True,
+                        help="char: a UTF-8 text file; bpe: a folder of .txt documents (or one file)")
     parser.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default=d["tokenizer"],
+                        help="char: one token per character; bpe: byte-level BPE trained on --data")
+    parser.add_argument("--vocab-size", type=int, default=d["vocab_size"],
+                        help="bpe: tokens in the vocabulary (256 bytes + <|endoftext|> + merges)")
     parser.add_argument("--n-layer", type=int, default=d["n_layer"])
     parser.add_argument("--n-head", type=int, default=d["n_head"])
     parser.add_argument("--n-embd", type=int, default=d["n_embd"])
@@ -230,7 +279,8 @@ def run(args: argparse.Namespace, command: str | None = None) -> dict:
                  weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                  eval_interval=args.eval_interval, eval_iters=args.eval_iters,
                  seed=args.seed, time_limit_minutes=args.time_limit_minutes,
-                 threads=args.threads, resume=args.resume, command=command)
+                 threads=args.threads, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                 resume=args.resume, command=command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ TabFactory = Callable[["StudioContext"], "QWidget"]
 # Modules imported by `load_builtin_tabs()`, each registering one tab. Suggested orders:
 # Text 10, Image 20, Audio 30, Density 40, Models 90.
 BUILTIN_TAB_MODULES: tuple[str, ...] = (
+    "studio.tabs.text_tab",
     "studio.tabs.models_tab",
 )
 

@@ -50,11 +50,21 @@ def rank_colour(rank: int | None) -> str | None:
     return RANK_BUCKETS[-1][1]
 
 
+_ENTROPY_STOPS = ((0.0, (160, 200, 245)), (0.5, (232, 232, 236)), (1.0, (248, 172, 110)))
+
+
 def entropy_colour(entropy: float | None) -> str | None:
+    """Blue (0 nats: sure) through pale grey to orange (ENTROPY_MAX nats or more: spread out);
+    unlike the probability scale, no green, so the two modes are never confused."""
     if entropy is None:
         return None
     x = min(1.0, max(0.0, entropy / ENTROPY_MAX))
-    return _hsv(210 - 180 * x)  # 210 (blue) -> 30 (orange)
+    for (x0, c0), (x1, c1) in zip(_ENTROPY_STOPS, _ENTROPY_STOPS[1:]):
+        if x <= x1:
+            f = (x - x0) / (x1 - x0)
+            r, g, b = (round(a + (b_ - a) * f) for a, b_ in zip(c0, c1))
+            return f"#{r:02x}{g:02x}{b:02x}"
+    return "#%02x%02x%02x" % _ENTROPY_STOPS[-1][1]
 
 
 def colour_for(record, mode: str) -> str | None:
@@ -77,9 +87,21 @@ def legend_entries(mode: str) -> list[tuple[str, str]]:
 
 
 def legend_caption(mode: str, *, scoring: bool = False) -> str:
+    """A short caption before the swatches (the tooltip says more)."""
     if mode == "rank":
-        return "rank of the chosen token among the model's predictions:"
+        return "Rank:"
     if mode == "entropy":
-        return "entropy of the model's distribution at that step (sure → spread out):"
-    return ("surprise: probability the model gave each token (log scale):" if scoring
-            else "probability the model gave each token (log scale):")
+        return "Entropy:"
+    return "Surprise (p):" if scoring else "Probability:"
+
+
+def legend_tooltip(mode: str, *, scoring: bool = False) -> str:
+    if mode == "rank":
+        return ("GLTR rank buckets: where the chosen token stood among the model's predictions "
+                "(1 = the model's favourite), before any sampler changed them.")
+    if mode == "entropy":
+        return ("Entropy of the model's distribution at that step, in nats: blue = the model was sure, "
+                "orange = it spread its probability over many tokens.")
+    return ("Probability the model gave each token (before the sampler chain), on a log scale: "
+            + ("red tokens surprised the model, green ones it expected." if scoring
+               else "red = unlikely, green = likely."))

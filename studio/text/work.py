@@ -43,7 +43,12 @@ _cache_lock = threading.Lock()
 
 
 def _key(info: ModelInfo) -> tuple[str, str]:
-    return (info.id, str(info.path))
+    """Id and folder, plus the decoder file's mtime: a re-exported model is loaded afresh."""
+    try:
+        stamp = str(info.file("decoder").stat().st_mtime_ns)
+    except Exception:  # noqa: BLE001 - a missing file fails properly when loading
+        stamp = ""
+    return (info.id, f"{info.path}|{stamp}")
 
 
 def load_model(info: ModelInfo):
@@ -245,6 +250,8 @@ def generate_events(
             if hit is not None:
                 yield RunEnded("stop string", hit)
                 return
+    if should_stop is not None and should_stop():
+        return  # stopped from outside: the run did not end on its own
     reason = "eos" if generated and eos and generated[-1] in eos else "max"
     yield RunEnded(reason, None)
 
@@ -261,6 +268,46 @@ def _forced_record(model, config: DecodingConfig, seed: int, context: list[int],
         top_before=_named(model, top_alternatives(raw, N_ALTERNATIVES)),
         top_after=_named(model, top_alternatives(after, N_ALTERNATIVES)), picked=True,
     )
+
+
+# --- the CLI equivalent ------------------------------------------------------------------------
+
+_FLAGS = {
+    "strategy": "--strategy", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+    "min_p": "--min-p", "typical_p": "--typical-p", "repetition_penalty": "--repetition-penalty",
+    "no_repeat_ngram": "--no-repeat-ngram", "num_beams": "--num-beams", "length_penalty": "--length-penalty",
+    "num_return_sequences": "--num-return-sequences",
+}
+
+
+def cli_arguments(
+    info: ModelInfo, prompt: str, config: DecodingConfig, seed: int, max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+) -> list[str]:
+    """`chainrule` arguments that reproduce a Generate run exactly.
+
+    The CLI starts from the model card's decoding defaults, so every setting that differs
+    from those (not merely from DecodingConfig's defaults) is passed explicitly.
+    """
+    try:
+        base = DecodingConfig.from_dict(dict(info.card.get("decoding_defaults") or {}))
+    except Exception:  # noqa: BLE001 - a bad card default: pass everything
+        base = None
+    args = ["generate", "text", "--model", info.id]
+    if info.source not in ("shipped", "user"):
+        args += ["--models-dir", str(info.path.parent)]
+    args += ["--prompt", prompt, "--seed", str(seed), "--max-new-tokens", str(max_new_tokens)]
+    for name, flag in _FLAGS.items():
+        value = getattr(config, name)
+        if base is None or getattr(base, name) != value:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]  # repr: exact
+    if base is None or tuple(base.chain) != tuple(config.chain):
+        args += ["--chain", ",".join(config.chain)]
+    if not config.early_stopping and (base is None or base.early_stopping):
+        args.append("--no-early-stopping")
+    for s in stop_strings:
+        args += ["--stop", s]
+    return args
 
 
 # --- compare -----------------------------------------------------------------------------------
@@ -326,7 +373,9 @@ def compare_events(
     for col, spec in enumerate(specs):
         cfg = spec.config
         if cfg.strategy == "beam":
-            yield ColumnStarted(col, seed, build_chain(cfg, seed).name + f" (beam search, {cfg.num_beams} beams)")
+            penalties = build_chain(cfg, seed).links[:-1]  # beam search applies only the penalties
+            beam = f"beam search ×{cfg.num_beams}" + (f", length penalty {cfg.length_penalty:g}" if cfg.length_penalty != 1 else "")
+            yield ColumnStarted(col, seed, " → ".join([*penalties, beam]))
             beams = []
             for b in beam_generate(model, plan.ids, cfg, max_new_tokens, should_stop=should_stop):
                 recs = tuple(TokenRecord(int(t), token_text(model, t), float(lp))

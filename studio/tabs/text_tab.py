@@ -1,0 +1,876 @@
+"""The Text tab: generate with every token's probability in view, branch, score and compare.
+
+Layout: a bar (model, max new tokens, stop strings); on the left the prompt, the run buttons
+and the branch tree; on the right three pages: Tokens (the shown branch, coloured), Compare
+and Score; a status line at the bottom (seed, chain, tokens/s, notes).
+
+Generation
+    Generate makes a new root branch from the prompt; Continue extends the shown branch;
+    Regenerate makes a sibling of the shown branch from the same starting point (the prompt,
+    or the prompt + the parent's tokens + the picked token) with a fresh seed unless the
+    decoding panel fixes one; clicking a token and picking an alternative makes a child
+    branch = prompt + the tokens before it + the pick, and generation goes on from there.
+    Every run uses the decoding panel's config at the time and the seed `resolve_seed`
+    gives; the seed is always shown. A Generate with seed s produces exactly what
+    `chainrule generate text --prompt P --seed s --max-new-tokens N` produces with the same
+    settings: it runs the same `generate_steps` loop as `stream_tokens` (studio/text/work.py).
+
+Branches
+    Nothing generated is lost until deleted: a stopped run keeps its tokens. Each branch
+    holds a full copy of its tokens, so Delete removes only the selected branch and its
+    children move up to its parent (re-parented, never deleted with it).
+
+All model work runs on TaskRunners (one for generation, one for Compare, one for Score);
+tokens are appended from the runner's ~30 ms batches, never re-rendered per token.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QDir, QPoint, Qt
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engines.decoding import build_chain
+from engines.decoding.config import DecodingConfig
+from engines.errors import ChainruleError
+from engines.generation import resolve_seed
+from studio.context import StudioContext
+from studio.tabs import register_tab
+from studio.text import work
+from studio.text.colours import MODE_LABELS, MODES
+from studio.text.compare_view import CompareView
+from studio.text.score_view import ScoreView
+from studio.text.token_view import Legend, TokenView, visible
+from studio.text.work import Branch, BranchStore, Segment
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 200
+MAX_NEW_TOKENS_LIMIT = 100_000
+TREE_COLUMNS = ("Branch", "Tokens", "log p", "Seed")
+ROLE_BRANCH = Qt.ItemDataRole.UserRole + 1
+
+
+def parse_stop_strings(text: str) -> tuple[str, ...]:
+    """Comma-separated stop strings; `\\,` is a comma, `\\n` a newline, `\\t` a tab, `\\\\` a backslash."""
+    out, cur, i = [], [], 0
+    escapes = {"n": "\n", "t": "\t", ",": ",", "\\": "\\"}
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in escapes:
+            cur.append(escapes[text[i + 1]])
+            i += 2
+            continue
+        if ch == ",":
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    out.append("".join(cur))
+    return tuple(s for s in (s.strip(" ") for s in out) if s)
+
+
+def first_words(text: str, limit: int = 28) -> str:
+    words = " ".join(text.split())
+    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
+
+
+class TextTab(QWidget):
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.store = BranchStore()
+        self.runner = ctx.task_runner("Text", parent=self)
+        self._infos: dict[str, Any] = {}  # model id -> ModelInfo (text models, usable)
+        self._items: dict[int, QTreeWidgetItem] = {}
+        self._shown: int | None = None  # branch on the Tokens page
+        self._notes: dict[int, list[str]] = {}  # per branch, said in the status line
+        self._run: dict[str, Any] | None = None  # the current/last generation run
+        self._cancel = threading.Event()
+        self._build()
+        ctx.modelDirsChanged.connect(self.refresh_models)
+        ctx.decodingConfigChanged.connect(self._config_changed)
+        self.runner.busyChanged.connect(self._busy_changed)
+        self.refresh_models()
+        self._config_changed(ctx.decoding_config())
+        self._update_buttons()
+
+    # --- widgets -----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumContentsLength(18)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setToolTip("Text models found in the models folders (see the Models tab)")
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, MAX_NEW_TOKENS_LIMIT)
+        self.max_tokens.setValue(DEFAULT_MAX_NEW_TOKENS)
+        self.max_tokens.setToolTip("New tokens per run (Generate, Continue, Regenerate, a pick, Compare)")
+        self.stop_edit = QLineEdit()
+        self.stop_edit.setPlaceholderText("stop strings, comma-separated (\\n newline, \\, comma)")
+        self.stop_edit.setToolTip(
+            "Generation stops once the text it produced contains one of these.\n"
+            "Separate several with commas; write \\n for a newline, \\t for a tab, \\, for a comma.")
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Model:"))
+        bar.addWidget(self.model_combo, 2)
+        bar.addSpacing(12)
+        bar.addWidget(QLabel("Max new tokens:"))
+        bar.addWidget(self.max_tokens)
+        bar.addSpacing(12)
+        bar.addWidget(QLabel("Stop at:"))
+        bar.addWidget(self.stop_edit, 3)
+
+        # Left: prompt, run buttons, branches.
+        self.prompt = QPlainTextEdit()
+        self.prompt.setObjectName("PromptEdit")
+        self.prompt.setPlaceholderText("Prompt (empty: start from the document-start token)")
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip("A new branch from the prompt with the decoding panel's settings")
+        self.generate_button.clicked.connect(self.generate)
+        self.generate_button.setToolTip(self.generate_button.toolTip() + " (Ctrl+Enter in the prompt)")
+        QShortcut(QKeySequence("Ctrl+Return"), self.prompt, self.generate)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop now; the tokens so far are kept")
+        self.stop_button.clicked.connect(self.stop)
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Generate more tokens at the end of the shown branch")
+        self.continue_button.clicked.connect(self.continue_branch)
+        self.regenerate_button = QPushButton("Regenerate")
+        self.regenerate_button.clicked.connect(self.regenerate)
+        runs = QHBoxLayout()
+        for b in (self.generate_button, self.stop_button, self.continue_button, self.regenerate_button):
+            runs.addWidget(b)
+
+        self.tree = QTreeWidget()
+        self.tree.setObjectName("BranchTree")
+        self.tree.setColumnCount(len(TREE_COLUMNS))
+        self.tree.setHeaderLabels(TREE_COLUMNS)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setUniformRowHeights(True)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in range(1, len(TREE_COLUMNS)):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.itemSelectionChanged.connect(self._tree_selection_changed)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._tree_menu)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Delete the selected branch; its children move up to its parent")
+        self.delete_button.clicked.connect(lambda: self.delete_branch(self._shown))
+        self.export_text_button = QPushButton("Export text…")
+        self.export_text_button.clicked.connect(self.export_text)
+        self.export_json_button = QPushButton("Export JSON…")
+        self.export_json_button.setToolTip("Tokens, ids, log-probabilities, settings, seed, model and prompt")
+        self.export_json_button.clicked.connect(self.export_json)
+        tree_buttons = QHBoxLayout()
+        tree_buttons.addWidget(self.delete_button)
+        tree_buttons.addStretch(1)
+        tree_buttons.addWidget(self.export_text_button)
+        tree_buttons.addWidget(self.export_json_button)
+
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("Prompt")
+        title.setObjectName("SectionTitle")
+        lv.addWidget(title)
+        lv.addWidget(self.prompt, 2)
+        lv.addLayout(runs)
+        branches = QLabel("Branches")
+        branches.setObjectName("SectionTitle")
+        lv.addWidget(branches)
+        lv.addWidget(self.tree, 3)
+        lv.addLayout(tree_buttons)
+
+        # Right: Tokens / Compare / Score pages.
+        self.view = TokenView()
+        self.view.setObjectName("TokenView")
+        self.view.tokenClicked.connect(self._token_clicked)
+        self.view.setPlaceholderText("Tokens appear here. Hover one for its alternatives; click to branch.")
+        self.mode_combo = QComboBox()
+        for m in MODES:
+            self.mode_combo.addItem(MODE_LABELS[m], m)
+        self.mode_combo.setToolTip("What the token colours show")
+        self.mode_combo.currentIndexChanged.connect(lambda _i: self.set_colour_mode(self.mode_combo.currentData()))
+        self.legend = Legend("probability")
+        self.branch_info = QLabel()
+        self.branch_info.setObjectName("Hint")
+        self.branch_info.setWordWrap(True)
+        self.branch_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        modes = QHBoxLayout()
+        modes.addWidget(QLabel("Colour by:"))
+        modes.addWidget(self.mode_combo)
+        modes.addSpacing(8)
+        modes.addWidget(self.branch_info, 1)
+        tokens_page = QWidget()
+        tv = QVBoxLayout(tokens_page)
+        tv.setContentsMargins(6, 6, 6, 6)
+        tv.addLayout(modes)
+        tv.addWidget(self.legend)
+        tv.addWidget(self.view, 1)
+
+        self.compare = CompareView(self.ctx, self._compare_request)
+        self.score = ScoreView(self.ctx, self.chosen_model)
+        self.pages = QTabWidget()
+        self.pages.setObjectName("TextPages")
+        self.pages.addTab(tokens_page, "Tokens")
+        self.pages.addTab(self.compare, "Compare")
+        self.pages.addTab(self.score, "Score")
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(self.pages)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 5)
+        split.setSizes([330, 800])
+
+        self.status = QLabel()
+        self.status.setObjectName("TextStatus")
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setText("Choose a model, write a prompt and press Generate.")
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 10, 10, 6)
+        layout.addLayout(bar)
+        layout.addWidget(split, 1)
+        layout.addWidget(self.status)
+
+    # --- models ------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        current = self.model_combo.currentData()
+        try:
+            models = [m for m in self.ctx.list_models() if m.kind == "text" and m.usable]
+        except ChainruleError as exc:
+            models = []
+            self._say_error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a broken folder must not take the tab down
+            log.exception("listing models failed")
+            models = []
+            self._say_error(f"Listing models failed: {type(exc).__name__}: {exc}")
+        # Forget nothing a branch may still need: infos of vanished models stay until replaced.
+        for m in models:
+            self._infos[m.id] = m
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for m in models:
+            self.model_combo.addItem(m.id, m.id)
+            self.model_combo.setItemData(self.model_combo.count() - 1, str(m.path), Qt.ItemDataRole.ToolTipRole)
+        if not models:
+            self.model_combo.addItem("no text models: add a models folder (Models tab)", None)
+        index = self.model_combo.findData(current) if current else -1
+        self.model_combo.setCurrentIndex(max(0, index))
+        self.model_combo.blockSignals(False)
+        self._update_buttons()
+
+    def select_model(self, model_id: str) -> bool:
+        i = self.model_combo.findData(model_id)
+        if i >= 0:
+            self.model_combo.setCurrentIndex(i)
+        return i >= 0
+
+    def chosen_model(self):
+        """The chosen ModelInfo, or None after telling the user why there is none."""
+        model_id = self.model_combo.currentData()
+        info = self._infos.get(model_id) if model_id else None
+        if info is None:
+            self._say_error("No text model chosen: add a models folder in the Models tab.")
+        return info
+
+    def _branch_model(self, branch: Branch):
+        info = self._infos.get(branch.model_id)
+        if info is None:
+            self._say_error(f"Model {branch.model_id!r} of this branch is no longer installed.")
+        return info
+
+    def _tokenizer(self, model_id: str):
+        model = work.cached_model(self._infos.get(model_id))
+        return model.tokenizer if model is not None else None
+
+    # --- settings of a run ---------------------------------------------------------------
+    def _run_settings(self) -> tuple[DecodingConfig, int, int, tuple[str, ...]] | None:
+        config = self.ctx.decoding_config()
+        if config.strategy == "beam":
+            self._say_error("Beam search returns finished beams, not a token stream: see its beams on the "
+                            "Compare page, or choose greedy or sample in the decoding panel.")
+            return None
+        seed = resolve_seed(config)
+        return config, seed, self.max_tokens.value(), parse_stop_strings(self.stop_edit.text())
+
+    @staticmethod
+    def _segment(start: int, config: DecodingConfig, seed: int, max_new: int, stops, kind: str) -> Segment:
+        chain = build_chain(config, seed).name
+        return Segment(start, seed, chain, {**config.to_dict(), "seed": seed}, max_new, tuple(stops), kind)
+
+    def _compare_request(self):
+        info = self.chosen_model()
+        if info is None:
+            return None
+        return info, self.prompt.toPlainText(), self.max_tokens.value(), parse_stop_strings(self.stop_edit.text())
+
+    # --- runs --------------------------------------------------------------------------
+    def generate(self) -> Branch | None:
+        """A new root branch from the prompt."""
+        info = self.chosen_model()
+        settings = self._run_settings()
+        if info is None or settings is None:
+            return None
+        config, seed, max_new, stops = settings
+        prompt = self.prompt.toPlainText()
+        branch = self.store.add(Branch(self.store.new_id(), None, info.id, prompt))
+        branch.segments.append(self._segment(0, config, seed, max_new, stops, "generate"))
+        self._start(branch, new_branch=True, factory=lambda cancel: work.generate_events(
+            info, config, seed, max_new, prompt=prompt, stop_strings=stops, should_stop=cancel.is_set))
+        return branch
+
+    def continue_branch(self) -> Branch | None:
+        """More tokens at the end of the shown branch (a new seed unless fixed)."""
+        branch = self.store.get(self._shown)
+        if branch is None:
+            return self.generate()
+        info = self._branch_model(branch)
+        settings = self._run_settings()
+        if info is None or settings is None:
+            return None
+        if not branch.prompt_ids:
+            self._say_error("This branch has not started yet: wait for its first token.")
+            return None
+        config, seed, max_new, stops = settings
+        context = branch.context_ids()
+        branch.segments.append(self._segment(len(branch.tokens), config, seed, max_new, stops, "continue"))
+        branch.stopped_by = None
+        self._start(branch, new_branch=False, factory=lambda cancel: work.generate_events(
+            info, config, seed, max_new, context_ids=context, stop_strings=stops, should_stop=cancel.is_set))
+        return branch
+
+    def regenerate(self) -> Branch | None:
+        """A sibling of the shown branch from its starting point, with a fresh seed unless fixed."""
+        src = self.store.get(self._shown)
+        if src is None:
+            return self.generate()
+        info = self._branch_model(src)
+        settings = self._run_settings()
+        if info is None or settings is None:
+            return None
+        config, seed, max_new, stops = settings
+        branch = self.store.add(Branch(self.store.new_id(), src.parent, src.model_id, src.prompt,
+                                       prompt_ids=src.prompt_ids, tokens=list(src.tokens[: src.origin]),
+                                       origin=src.origin))
+        branch.segments.append(self._segment(src.origin, config, seed, max_new, stops, "regenerate"))
+        if src.origin == 0:  # from the prompt itself: planned again, exactly as Generate does
+            prompt = src.prompt
+            factory = lambda cancel: work.generate_events(  # noqa: E731
+                info, config, seed, max_new, prompt=prompt, stop_strings=stops, should_stop=cancel.is_set)
+        else:
+            context = branch.context_ids()
+            factory = lambda cancel: work.generate_events(  # noqa: E731
+                info, config, seed, max_new, context_ids=context, stop_strings=stops, should_stop=cancel.is_set)
+        self._start(branch, new_branch=True, factory=factory)
+        return branch
+
+    def pick_alternative(self, index: int, token_id: int, branch_id: int | None = None) -> Branch | None:
+        """A child branch: prompt + the tokens before `index` + `token_id`, then generation goes on."""
+        src = self.store.get(branch_id if branch_id is not None else self._shown)
+        if src is None or not 0 <= index < len(src.tokens):
+            return None
+        info = self._branch_model(src)
+        settings = self._run_settings()
+        if info is None or settings is None:
+            return None
+        config, seed, max_new, stops = settings
+        branch = self.store.add(Branch(self.store.new_id(), src.id, src.model_id, src.prompt,
+                                       prompt_ids=src.prompt_ids, tokens=list(src.tokens[:index]),
+                                       origin=index + 1))
+        branch.segments.append(self._segment(index, config, seed, max_new, stops, "pick"))
+        context = [*branch.context_ids(), int(token_id)]
+        self._start(branch, new_branch=True, factory=lambda cancel: work.generate_events(
+            info, config, seed, max_new, context_ids=context, forced=True, stop_strings=stops,
+            should_stop=cancel.is_set))
+        return branch
+
+    def stop(self) -> None:
+        self.runner.stop()  # first: not one more event is delivered after this
+        self._cancel.set()  # then end the step loop itself between two steps
+
+    def is_running(self) -> bool:
+        return self.runner.is_busy()
+
+    def _start(self, branch: Branch, *, new_branch: bool, factory: Callable[[threading.Event], Any]) -> None:
+        previous = self.store.get(self._run["branch"]) if self._run and self.runner.is_busy() else None
+        if previous is not None:  # superseded: its runner callbacks will never come
+            self._end_run(previous, "stopped")
+        branch.state = "running"
+        self._cancel = cancel = threading.Event()
+        seg = branch.segments[-1]
+        self._run = {"branch": branch.id, "new_branch": new_branch, "n": 0, "t0": None, "t_last": None,
+                     "slides": 0, "seed": seg.seed, "chain": seg.chain, "reason": None}
+        self._notes[branch.id] = []
+        if new_branch:
+            self._rebuild_tree()
+        self.show_branch(branch.id)
+        self.pages.setCurrentIndex(0)  # the tokens page, where the run shows
+        self._update_status()
+        bid = branch.id
+        self.runner.start(
+            lambda: factory(cancel),
+            on_events=lambda batch: self._on_events(bid, batch),
+            on_finished=lambda: self._on_end(bid, "done"),
+            on_stopped=lambda: self._on_end(bid, "stopped"),
+            on_errored=lambda message: self._on_error(bid, message),
+        )
+
+    def _on_events(self, bid: int, batch: list) -> None:
+        branch = self.store.get(bid)
+        run = self._run
+        if branch is None or run is None or run["branch"] != bid:
+            return  # deleted meanwhile
+        new = []
+        for ev in batch:
+            if isinstance(ev, work.TokenStep):
+                branch.tokens.append(ev.record)
+                new.append(ev.record)
+                run["n"] += 1
+                run["t_last"] = ev.t
+                if ev.record.window_slides > run["slides"]:
+                    run["slides"] = ev.record.window_slides
+                    self._note(bid, f"the context window slid ({run['slides']}×): older tokens are no longer seen",
+                               replace_prefix="the context window slid")
+            elif isinstance(ev, work.RunStarted):
+                if ev.prompt_ids:
+                    branch.prompt_ids = ev.prompt_ids
+                run["t0"] = ev.t
+                run["chain"] = ev.chain
+                branch.segments[-1].chain = ev.chain
+                for note in ev.notes:
+                    self._note(bid, note)
+            elif isinstance(ev, work.RunEnded):
+                branch.stopped_by = ev.stopped_by
+                run["reason"] = ev.reason
+        if bid == self._shown and new:
+            self.view.append_records(new)
+        self._update_item(branch)
+        self._update_status()
+
+    def _on_end(self, bid: int, state: str) -> None:
+        branch = self.store.get(bid)
+        if branch is not None:
+            self._end_run(branch, state)
+        self._update_status()
+        self._update_buttons()
+
+    def _end_run(self, branch: Branch, state: str) -> None:
+        run = self._run or {}
+        branch.state = state
+        if run.get("branch") == branch.id and run.get("new_branch") and run.get("n", 0) == 0:
+            # Nothing came: a branch with nothing of its own is no branch at all.
+            self._remove(branch.id)
+            return
+        self._update_item(branch)
+
+    def _on_error(self, bid: int, message: str) -> None:
+        branch = self.store.get(bid)
+        if branch is not None:
+            run = self._run or {}
+            if run.get("branch") == bid and run.get("n", 0) == 0 and not run.get("new_branch"):
+                branch.segments.pop()  # the failed continuation added nothing
+            self._end_run(branch, "error")
+        self._say_error(message)  # the prompt and every branch stay as they were
+        self._update_buttons()
+
+    # --- branches ----------------------------------------------------------------------------
+    def branch(self, branch_id: int | None) -> Branch | None:
+        return self.store.get(branch_id)
+
+    def shown_branch(self) -> Branch | None:
+        return self.store.get(self._shown)
+
+    def branch_text(self, branch: Branch) -> str:
+        """The generated text of a branch (the prompt not included), cut at its stop string."""
+        return branch.generated_text(self._tokenizer(branch.model_id))
+
+    def show_branch(self, branch_id: int | None) -> None:
+        branch = self.store.get(branch_id)
+        self._shown = branch.id if branch else None
+        if branch is None:
+            self.view.clear_tokens()
+            self.branch_info.setText("")
+        else:
+            self.view.set_content(branch.prompt, branch.tokens)
+            item = self._items.get(branch.id)
+            if item is not None and not item.isSelected():
+                self.tree.blockSignals(True)
+                self.tree.setCurrentItem(item)
+                self.tree.blockSignals(False)
+            self._update_branch_info(branch)
+        self._update_status()
+        self._update_buttons()
+
+    def delete_branch(self, branch_id: int | None) -> None:
+        """Delete one branch; its children move up to its parent (they hold their own tokens)."""
+        branch = self.store.get(branch_id)
+        if branch is None:
+            return
+        if self._run and self._run["branch"] == branch.id and self.runner.is_busy():
+            self.stop()
+            self._run = None
+        parent = branch.parent
+        self._remove(branch.id)
+        self.ctx.show_message(f"Deleted branch {branch.id}")
+        if self._shown is None:
+            nxt = self.store.get(parent) or next(iter(self.store.all()[::-1]), None)
+            self.show_branch(nxt.id if nxt else None)
+
+    def _remove(self, branch_id: int) -> None:
+        self.store.remove(branch_id)
+        self._notes.pop(branch_id, None)
+        if self._shown == branch_id:
+            self._shown = None
+            self.view.clear_tokens()
+            self.branch_info.setText("")
+        self._rebuild_tree()
+        self._update_buttons()
+
+    def _label(self, branch: Branch) -> str:
+        gen = branch.tokens[branch.origin:]
+        words = first_words("".join(t.text for t in gen)) or "…"
+        if branch.origin == 0:  # the prompt is in the tooltip: siblings share it
+            return words
+        picked = branch.tokens[branch.origin - 1] if branch.origin - 1 < len(branch.tokens) else None
+        pick = f"#{branch.origin} “{visible(picked.text)}”" if picked is not None else f"#{branch.origin}"
+        return f"{pick} → {words}"
+
+    def _seed_text(self, branch: Branch) -> str:
+        seeds = [str(s.seed) for s in branch.segments]
+        return seeds[0] + (f" +{len(seeds) - 1}" if len(seeds) > 1 else "")
+
+    def _rebuild_tree(self) -> None:
+        self.tree.blockSignals(True)
+        self.tree.clear()
+        self._items = {}
+
+        def add(branch: Branch, parent_item: QTreeWidgetItem | None) -> None:
+            item = QTreeWidgetItem()
+            item.setData(0, ROLE_BRANCH, branch.id)
+            self._items[branch.id] = item
+            self._fill_item(item, branch)
+            if parent_item is None:
+                self.tree.addTopLevelItem(item)
+            else:
+                parent_item.addChild(item)
+            for child in self.store.children(branch.id):
+                add(child, item)
+
+        for root in self.store.children(None):
+            add(root, None)
+        self.tree.expandAll()
+        if self._shown in self._items:
+            self.tree.setCurrentItem(self._items[self._shown])
+        self.tree.blockSignals(False)
+
+    def _fill_item(self, item: QTreeWidgetItem, branch: Branch) -> None:
+        state = {"running": " ⏵", "error": " ⚠"}.get(branch.state, "")
+        item.setText(0, self._label(branch) + state)
+        item.setText(1, str(len(branch.tokens)))
+        item.setText(2, f"{branch.total_logprob:.2f}")
+        item.setText(3, self._seed_text(branch))
+        for c in (1, 2, 3):
+            item.setTextAlignment(c, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        segs = "<br>".join(
+            f"{html.escape(s.kind)} from token {s.start + 1}: seed {s.seed} · {html.escape(s.chain)}" for s in branch.segments)
+        command = self.cli_command(branch)
+        item.setToolTip(0, f"<b>branch {branch.id}</b> · {branch.state}<br>"
+                           f"prompt: {html.escape(first_words(branch.prompt, 60) or '(empty)')}<br>{segs}"
+                           + (f"<br>first run from the command line:<br><code>{html.escape(command)}</code>"
+                              if command else "") + "<br><i>right-click for more</i>")
+
+    def _update_item(self, branch: Branch) -> None:
+        item = self._items.get(branch.id)
+        if item is not None:
+            self._fill_item(item, branch)
+        if branch.id == self._shown:
+            self._update_branch_info(branch)
+
+    def _update_branch_info(self, branch: Branch) -> None:
+        n = len(branch.tokens)
+        self.branch_info.setText(
+            f"Branch {branch.id} · {n} tokens · log p = {branch.total_logprob:.3f} nats"
+            + (f" ({branch.total_logprob / n:.3f} per token)" if n else "")
+            + f" · seed {self._seed_text(branch)}"
+            + (f" · stopped at “{visible(branch.stopped_by)}”" if branch.stopped_by else ""))
+
+    def _tree_selection_changed(self) -> None:
+        items = self.tree.selectedItems()
+        if items:
+            bid = items[0].data(0, ROLE_BRANCH)
+            if bid != self._shown:
+                self.show_branch(bid)
+
+    def cli_arguments(self, branch: Branch) -> list[str] | None:
+        """`chainrule` arguments reproducing the branch's first run (None for a pick's branch:
+        no CLI run starts from a chosen token)."""
+        info = self._infos.get(branch.model_id)
+        if info is None or branch.origin != 0 or not branch.segments:
+            return None
+        seg = branch.segments[0]
+        config = DecodingConfig.from_dict(seg.settings)
+        return work.cli_arguments(info, branch.prompt, config, seg.seed, seg.max_new_tokens, seg.stop_strings)
+
+    def cli_command(self, branch: Branch) -> str | None:
+        args = self.cli_arguments(branch)
+        return shlex.join(["chainrule", *args]) if args is not None else None
+
+    def _tree_menu(self, pos: QPoint) -> None:
+        item = self.tree.itemAt(pos)
+        if item is None:
+            return
+        branch = self.store.get(item.data(0, ROLE_BRANCH))
+        if branch is None:
+            return
+        self.show_branch(branch.id)
+        menu = QMenu(self)
+        command = self.cli_command(branch)
+        copy = menu.addAction("Copy CLI command (reproduces its first run)")
+        copy.setEnabled(command is not None)
+        copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(command or ""))
+        menu.addSeparator()
+        menu.addAction("Continue", self.continue_branch)
+        menu.addAction("Regenerate", self.regenerate)
+        menu.addSeparator()
+        menu.addAction("Export text…", self.export_text)
+        menu.addAction("Export JSON…", self.export_json)
+        menu.addSeparator()
+        menu.addAction("Delete", lambda: self.delete_branch(branch.id))
+        menu.exec(self.tree.viewport().mapToGlobal(pos))
+        menu.deleteLater()
+
+    # --- the token menu ----------------------------------------------------------------------
+    def alternatives_menu(self, index: int) -> QMenu | None:
+        """The menu a click on token `index` of the shown branch opens: its alternatives."""
+        branch = self.store.get(self._shown)
+        if branch is None or not 0 <= index < len(branch.tokens):
+            return None
+        rec = branch.tokens[index]
+        menu = QMenu(self)
+        head = menu.addAction(f"Token {index + 1}: “{visible(rec.text)}”  p = {rec.probability:.4f}"
+                              " — branch from here with:")
+        head.setEnabled(False)
+        menu.addSeparator()
+        after = {tid: p for tid, _t, p in rec.top_after}
+        seen = set()
+        for tid, text, p in [*rec.top_before, *rec.top_after]:
+            if tid in seen:
+                continue
+            seen.add(tid)
+            before_p = next((q for i, _t, q in rec.top_before if i == tid), None)
+            label = f"“{visible(text)}”   p {before_p:.4f}" if before_p is not None else f"“{visible(text)}”   p < top 10"
+            if tid in after:
+                label += f"  (after chain {after[tid]:.4f})"
+            if tid == rec.token_id:
+                label += "  ← chosen (resample after it)"
+            act = QAction(label, menu)
+            act.setData(tid)
+            act.triggered.connect(lambda _c=False, t=tid, b=branch.id: self.pick_alternative(index, t, b))
+            menu.addAction(act)
+        if not seen:
+            none = menu.addAction("(no alternatives recorded for this token)")
+            none.setEnabled(False)
+        return menu
+
+    def _token_clicked(self, index: int, pos: QPoint) -> None:
+        menu = self.alternatives_menu(index)
+        if menu is not None:
+            menu.exec(pos)
+            menu.deleteLater()
+
+    # --- colours -------------------------------------------------------------------------------
+    def set_colour_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            return
+        i = self.mode_combo.findData(mode)
+        if i != self.mode_combo.currentIndex():
+            self.mode_combo.setCurrentIndex(i)  # comes back here through the signal
+            return
+        self.legend.set_mode(mode)
+        self.view.set_mode(mode)
+        self.compare.set_mode(mode)
+
+    # --- export ----------------------------------------------------------------------------
+    def export_record(self, branch: Branch) -> dict[str, Any]:
+        seg0 = branch.segments[0] if branch.segments else None
+        text = self.branch_text(branch)
+        return {
+            "model": branch.model_id,
+            "prompt": branch.prompt,
+            "seed": branch.seed,
+            "settings": ({**seg0.settings, "max_new_tokens": seg0.max_new_tokens, "stop": list(seg0.stop_strings)}
+                         if seg0 else {}),
+            "segments": [{"start": s.start, "kind": s.kind, "seed": s.seed, "chain": s.chain,
+                          "settings": s.settings, "max_new_tokens": s.max_new_tokens, "stop": list(s.stop_strings)}
+                         for s in branch.segments],
+            "text": text,
+            "full_text": branch.prompt + text,
+            "tokens": [t.text for t in branch.tokens],
+            "token_ids": branch.token_ids(),
+            "logprobs": [t.logprob for t in branch.tokens],
+            "ranks": [t.rank for t in branch.tokens],
+            "entropies": [t.entropy for t in branch.tokens],
+            "picked": [i for i, t in enumerate(branch.tokens) if t.picked],
+            "total_logprob": branch.total_logprob,
+            "n": len(branch.tokens),
+            "prompt_ids": list(branch.prompt_ids),
+            "stopped_by": branch.stopped_by,
+            "branch": branch.id,
+            "parent": branch.parent,
+            "notes": list(self._notes.get(branch.id, [])),
+            "cli": self.cli_command(branch),  # reproduces the first run (None for a pick's branch)
+        }
+
+    def export_text(self) -> None:
+        self._export("text")
+
+    def export_json(self) -> None:
+        self._export("json")
+
+    def _export(self, kind: str) -> None:
+        branch = self.store.get(self._shown)
+        if branch is None:
+            self._say_error("Nothing to export: generate or select a branch first.")
+            return
+        suffix, filt = (".json", "JSON (*.json)") if kind == "json" else (".txt", "Text (*.txt)")
+        start = str(Path(QDir.homePath()) / f"branch-{branch.id}{suffix}")
+        path, _ = QFileDialog.getSaveFileName(self, f"Export branch {branch.id}", start, f"{filt};;All files (*)")
+        if not path:
+            return
+        try:
+            if kind == "json":
+                data = json.dumps(self.export_record(branch), indent=2, ensure_ascii=False)
+            else:
+                data = branch.prompt + self.branch_text(branch)
+            from engines.atomic import write_text
+
+            write_text(path, data)
+        except ChainruleError as exc:
+            self._say_error(f"Export failed: {exc}")
+            return
+        except OSError as exc:
+            self._say_error(f"Export failed: cannot write {path}: {exc.strerror or exc}")
+            return
+        self.ctx.show_message(f"Exported branch {branch.id} to {path}")
+        self._say(f"Exported branch {branch.id} to {html.escape(path)}")
+
+    # --- status ------------------------------------------------------------------------------
+    def _note(self, bid: int, note: str, replace_prefix: str | None = None) -> None:
+        notes = self._notes.setdefault(bid, [])
+        if replace_prefix:
+            notes[:] = [n for n in notes if not n.startswith(replace_prefix)]
+        if note not in notes:
+            notes.append(note)
+
+    def notes(self, branch_id: int | None = None) -> list[str]:
+        return list(self._notes.get(branch_id if branch_id is not None else self._shown, []))
+
+    def _update_status(self) -> None:
+        run = self._run
+        branch = self.store.get(self._shown)
+        parts = []
+        if run is not None and branch is not None and run["branch"] == branch.id:
+            parts.append(f"<b>seed {run['seed']}</b>")
+            parts.append(html.escape(run["chain"]))
+            parts.append(f"{run['n']} tokens")
+            if run["t0"] is not None and run["t_last"] is not None and run["t_last"] > run["t0"]:
+                parts.append(f"{run['n'] / (run['t_last'] - run['t0']):.1f} tokens/s")
+            state = "generating…" if branch.state == "running" else {
+                "done": {"eos": "ended (end-of-text token)", "max": "ended (max new tokens)",
+                         "stop string": "ended (stop string)"}.get(run["reason"] or "", "done"),
+                "stopped": "stopped", "error": "failed"}.get(branch.state, branch.state)
+            parts.append(state)
+        elif branch is not None and branch.segments:
+            seg = branch.segments[-1]
+            parts.append(f"<b>seed {seg.seed}</b>")
+            parts.append(html.escape(seg.chain))
+            parts.append(f"{len(branch.tokens)} tokens")
+        else:
+            cfg = self.ctx.decoding_config()
+            links = build_chain(cfg, cfg.seed if cfg.seed is not None else 0).links
+            if cfg.seed is None and links[-1].endswith(" seed 0"):
+                links[-1] = links[-1][: -len("0")] + "random"
+            seed = f"fixed seed {cfg.seed}" if cfg.seed is not None else "a fresh seed each run (shown here)"
+            parts.append(f"Next run: {html.escape(' → '.join(links))} · {seed}")
+        text = " · ".join(parts)
+        notes = self._notes.get(branch.id, []) if branch is not None else []
+        if notes:
+            text += "<br><span style='color:#92400e'>note: " + html.escape("; ".join(notes)) + "</span>"
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    def _say(self, text_html: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(text_html)
+
+    def _say_error(self, message: str) -> None:
+        self.status.setStyleSheet("color:#c62828;")
+        self.status.setText(html.escape(message))
+        self.ctx.show_error(message)
+
+    def status_text(self) -> str:
+        """The status line as plain text (for tests and the curious)."""
+        from PySide6.QtGui import QTextDocumentFragment
+
+        return QTextDocumentFragment.fromHtml(self.status.text()).toPlainText()
+
+    # --- buttons -------------------------------------------------------------------------------
+    def _busy_changed(self, busy: bool) -> None:
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        has_model = self.model_combo.currentData() is not None
+        shown = self.store.get(self._shown)
+        self.generate_button.setEnabled(has_model)
+        self.stop_button.setEnabled(self.runner.is_busy())
+        self.continue_button.setEnabled(shown is not None and bool(shown.prompt_ids))
+        self.regenerate_button.setEnabled(shown is not None)
+        for b in (self.delete_button, self.export_text_button, self.export_json_button):
+            b.setEnabled(shown is not None)
+
+    def _config_changed(self, config: DecodingConfig) -> None:
+        fixed = config.seed is not None
+        self.regenerate_button.setToolTip(
+            "A sibling of the shown branch from the same start, with "
+            + (f"the fixed seed {config.seed} (untick “fixed seed” for a fresh one)" if fixed else "a fresh seed"))
+        if self._run is None:
+            self._update_status()
+
+
+@register_tab("Text", order=10)
+def make_text_tab(ctx: StudioContext) -> QWidget:
+    return TextTab(ctx)
