@@ -42,6 +42,8 @@ class StepEvent:
     top_before: tuple[Alternatives, ...]  # per row: the model's own top alternatives
     top_after: tuple[Alternatives, ...]  # per row: the top alternatives after the sampler chain
     finished: np.ndarray  # (B,) bool: row has produced a stop value (now or earlier)
+    ranks: np.ndarray | None = None  # (B,) GLTR rank of the value (1 = model's favourite); with alternatives only
+    entropies: np.ndarray | None = None  # (B,) entropy of the model's distribution, nats; with alternatives only
 
     @property
     def value(self) -> int:
@@ -50,6 +52,16 @@ class StepEvent:
     @property
     def logprob(self) -> float:
         return float(self.logprobs[0])
+
+
+def rank_and_entropy(logprobs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: rank of `values` (1 = most likely; ties share the better rank) and entropy (nats)."""
+    lp = np.asarray(logprobs, np.float64)  # (B, V)
+    chosen = lp[np.arange(len(values)), values]  # (B,)
+    ranks = (lp > chosen[:, None]).sum(axis=1) + 1
+    p = np.exp(lp)
+    entropies = -np.where(np.isfinite(lp), p * lp, 0.0).sum(axis=1)
+    return ranks, np.maximum(entropies, 0.0)
 
 
 def resolve_seed(config: DecodingConfig) -> int:
@@ -96,6 +108,7 @@ def generate_steps(
             finished = finished | np.isin(values, stops)
         for row, v in zip(histories, values):
             row.append(int(v))
+        ranks, entropies = rank_and_entropy(raw, values) if n_alternatives > 0 else (None, None)
         yield StepEvent(
             position=position,
             values=values,
@@ -103,6 +116,8 @@ def generate_steps(
             top_before=_alternatives(raw, n_alternatives),
             top_after=_alternatives(log_softmax(processed), n_alternatives) if n_alternatives > 0 else _alternatives(raw, 0),
             finished=finished.copy(),
+            ranks=ranks,
+            entropies=entropies,
         )
         if finished.all() or position + 1 == max_new or (should_stop and should_stop()):
             return

@@ -108,3 +108,13 @@ def test_beam_and_bad_lengths_are_refused(model_and_table):
         list(generate_steps(model, [[0]], DecodingConfig(strategy="beam"), 3, seed=0))
     with pytest.raises(DecodingError, match="max new"):
         list(generate_steps(model, [[0]], DecodingConfig(), -1, seed=0))
+
+
+def test_ranks_and_entropies_come_with_alternatives(model_and_table):
+    model, table = model_and_table
+    ev = next(generate_steps(model, [[2]], DecodingConfig(strategy="sample", seed=4), 1, seed=4, n_alternatives=3))
+    lp = _log_softmax(table[2])
+    assert ev.ranks[0] == 1 + int(np.sum(lp > lp[ev.value]))
+    assert ev.entropies[0] == pytest.approx(-(np.exp(lp) * lp).sum(), rel=1e-6)
+    quiet = next(generate_steps(model, [[2]], DecodingConfig(strategy="sample", seed=4), 1, seed=4, n_alternatives=0))
+    assert quiet.ranks is None and quiet.entropies is None

@@ -36,6 +36,10 @@ class TokenEvent:
     top_before: tuple[tuple[int, str, float], ...]  # (id, text, probability) from the model
     top_after: tuple[tuple[int, str, float], ...]  # (id, text, probability) after the chain
     window_slides: int  # how many times the context window has slid so far
+    rank: int | None = None  # 1 = the model's favourite (GLTR); None when alternatives were not asked for
+    entropy: float | None = None  # entropy of the model's distribution at this step, nats
+    stop_string: str | None = None  # set on the last event when a stop string ended the run
+    picked: bool = False  # chosen by the user from the alternatives (see describe_pick), not generated
 
 
 @dataclass
@@ -93,15 +97,41 @@ def stream_tokens(
     ):
         tid = ev.value
         generated.append(tid)
+        hit = None
+        if stop_strings:
+            tail = model.tokenizer.decode(generated[-64:])
+            hit = next((s for s in stop_strings if s and s in tail), None)
         yield TokenEvent(
             index=ev.position, token_id=tid, text=token_text(model, tid), logprob=ev.logprob,
             top_before=_named(model, ev.top_before[0]), top_after=_named(model, ev.top_after[0]),
             window_slides=step_model.slides,
+            rank=int(ev.ranks[0]) if ev.ranks is not None else None,
+            entropy=float(ev.entropies[0]) if ev.entropies is not None else None,
+            stop_string=hit,
         )
-        if stop_strings:
-            tail = model.tokenizer.decode(generated[-64:])
-            if any(s and s in tail for s in stop_strings):
-                return
+        if hit is not None:
+            return
+
+
+def describe_pick(
+    model: TextModel, context_ids: Sequence[int], token_id: int, config: DecodingConfig, seed: int,
+    n_alternatives: int = 10,
+) -> TokenEvent:
+    """The event a user's pick would have had: the model's distribution after `context_ids`,
+    before and after the chain, and the picked token's own probability, rank and entropy."""
+    from engines.decoding import build_chain, log_softmax, top_alternatives
+    from engines.generation import rank_and_entropy
+
+    logits = KVCacheStepModel(model.decoder).prefill([list(context_ids)])  # (1, V)
+    raw = log_softmax(logits)
+    after = log_softmax(build_chain(config, seed).process(logits, [list(context_ids)]))  # process() draws nothing
+    ranks, entropies = rank_and_entropy(raw, np.array([token_id]))
+    return TokenEvent(
+        index=0, token_id=int(token_id), text=token_text(model, token_id), logprob=float(raw[0, token_id]),
+        top_before=_named(model, top_alternatives(raw[0], n_alternatives)),
+        top_after=_named(model, top_alternatives(after[0], n_alternatives)),
+        window_slides=0, rank=int(ranks[0]), entropy=float(entropies[0]), picked=True,
+    )
 
 
 def trim_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, str | None]:

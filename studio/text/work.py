@@ -29,10 +29,10 @@ import numpy as np
 
 from engines.decoding import build_chain
 from engines.decoding.config import DecodingConfig
-from engines.decoding.samplers import log_softmax, top_alternatives
 from engines.errors import InputError
-from engines.generation import generate_steps
+from engines.generation import rank_and_entropy as engine_rank_and_entropy
 from engines.registry import ModelInfo
+from engines.text.session import token_text
 
 N_ALTERNATIVES = 10
 
@@ -99,6 +99,14 @@ class TokenRecord:
     def probability(self) -> float:
         return math.exp(self.logprob)
 
+    @classmethod
+    def from_event(cls, ev) -> "TokenRecord":
+        """From an engine `TokenEvent` (engines.text.session)."""
+        return cls(
+            token_id=ev.token_id, text=ev.text, logprob=ev.logprob, rank=ev.rank, entropy=ev.entropy,
+            top_before=ev.top_before, top_after=ev.top_after, picked=ev.picked, window_slides=ev.window_slides,
+        )
+
 
 @dataclass(frozen=True)
 class RunStarted:
@@ -123,57 +131,10 @@ class RunEnded:
     stopped_by: str | None  # the stop string that ended it
 
 
-def token_text(model, token_id: int) -> str:
-    return model.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
-
-
-def _named(model, alts) -> Alternatives:
-    return tuple((int(i), token_text(model, i), float(p)) for i, p in alts)
-
-
-class RecordingStepModel:
-    """Wraps a StepModel and keeps the logits it last returned (the distribution the loop
-    samples from next), without changing them: the loop sees exactly the inner model.
-
-    With `forced=True` the last context token is the user's pick: the model is prefilled
-    without it (its logits kept as `forced_logits`, the distribution the pick came from),
-    then advanced by it.
-    """
-
-    def __init__(self, inner, forced: bool = False) -> None:
-        self.inner = inner
-        self.forced = forced
-        self.last: np.ndarray | None = None
-        self.forced_logits: np.ndarray | None = None
-
-    @property
-    def slides(self) -> int:
-        return getattr(self.inner, "slides", 0)
-
-    def prefill(self, contexts):
-        if self.forced:
-            ctx = list(contexts[0])
-            self.forced_logits = np.asarray(self.inner.prefill([ctx[:-1]]))[0]
-            logits = self.inner.advance(np.asarray([ctx[-1]], np.int64))
-        else:
-            logits = self.inner.prefill(contexts)
-        self.last = np.asarray(logits)
-        return self.last
-
-    def advance(self, values):
-        self.last = np.asarray(self.inner.advance(values))
-        return self.last
-
-
 def rank_and_entropy(raw_logprobs: np.ndarray, token_id: int) -> tuple[int, float]:
     """GLTR rank (1 = most likely) of `token_id` and the entropy (nats) of the distribution."""
-    row = np.asarray(raw_logprobs, np.float64)
-    chosen = row[token_id]
-    rank = int(np.sum(row > chosen)) + 1
-    p = np.exp(row)
-    finite = np.isfinite(row)
-    entropy = float(-np.sum(p[finite] * row[finite]))
-    return rank, max(0.0, entropy)
+    ranks, entropies = engine_rank_and_entropy(np.asarray(raw_logprobs)[None], np.array([token_id]))
+    return int(ranks[0]), float(entropies[0])
 
 
 def continuation_notes(model, n_context: int, max_new_tokens: int) -> list[str]:
@@ -204,8 +165,7 @@ def generate_events(
     `context_ids` (prompt ids + the branch's tokens) to continue one; `forced` says the last
     context id is a pick, reported first as its own TokenStep (with `picked=True`).
     """
-    from engines.text.decoder import KVCacheStepModel
-    from engines.text.session import MAX_NEW_TOKENS, plan_prompt
+    from engines.text.session import MAX_NEW_TOKENS, describe_pick, plan_prompt, stream_tokens
 
     model = load_model(info)
     if prompt is not None:
@@ -221,53 +181,24 @@ def generate_events(
     chain = build_chain(config, seed)
     yield RunStarted(seed, chain.name, tuple(notes), prompt_ids, model.context_length,
                      int(model.tokenizer.vocab_size), time.perf_counter())
+    if forced:  # the pick's own numbers, from the distribution it was picked from
+        yield TokenStep(TokenRecord.from_event(describe_pick(model, context[:-1], context[-1], config, seed, N_ALTERNATIVES)), time.perf_counter())
 
-    step_model = RecordingStepModel(KVCacheStepModel(model.decoder), forced=forced)
-    eos = [model.tokenizer.eos_id] if model.tokenizer.eos_id is not None else []
-    generated: list[int] = []
-    steps = generate_steps(
-        step_model, [context], config, max_new_tokens, seed=seed, stop_values=eos,
+    eos = model.tokenizer.eos_id
+    last = None
+    for ev in stream_tokens(
+        model, context, config, max_new_tokens, seed=seed, stop_strings=stop_strings,
         n_alternatives=N_ALTERNATIVES, should_stop=should_stop,
-    )
-    first = True
-    for ev in steps:
-        if first and forced:
-            # The pick's own numbers, from the distribution it was picked from.
-            yield TokenStep(_forced_record(model, config, seed, context, step_model.forced_logits), time.perf_counter())
-        first = False
-        tid = ev.value
-        generated.append(tid)
-        raw = log_softmax(step_model.last)[0]
-        rank, entropy = rank_and_entropy(raw, tid)
-        yield TokenStep(TokenRecord(
-            token_id=tid, text=token_text(model, tid), logprob=ev.logprob, rank=rank, entropy=entropy,
-            top_before=_named(model, ev.top_before[0]), top_after=_named(model, ev.top_after[0]),
-            window_slides=step_model.slides,
-        ), time.perf_counter())
-        if stop_strings:  # the same rule as stream_tokens: this run's last 64 tokens
-            tail = model.tokenizer.decode(generated[-64:])
-            hit = next((s for s in stop_strings if s and s in tail), None)
-            if hit is not None:
-                yield RunEnded("stop string", hit)
-                return
+    ):
+        last = ev
+        yield TokenStep(TokenRecord.from_event(ev), time.perf_counter())
+        if ev.stop_string is not None:
+            yield RunEnded("stop string", ev.stop_string)
+            return
     if should_stop is not None and should_stop():
         return  # stopped from outside: the run did not end on its own
-    reason = "eos" if generated and eos and generated[-1] in eos else "max"
+    reason = "eos" if last is not None and eos is not None and last.token_id == eos else "max"
     yield RunEnded(reason, None)
-
-
-def _forced_record(model, config: DecodingConfig, seed: int, context: list[int], logits) -> TokenRecord:
-    tid = context[-1]
-    raw = log_softmax(np.asarray(logits, np.float64)[None])[0]
-    rank, entropy = rank_and_entropy(raw, tid)
-    # The chain's view of the same step (a throwaway chain: process() draws no random numbers).
-    processed = build_chain(config, seed).process(np.asarray(logits)[None], [context[:-1]])
-    after = log_softmax(processed)[0]
-    return TokenRecord(
-        token_id=tid, text=token_text(model, tid), logprob=float(raw[tid]), rank=rank, entropy=entropy,
-        top_before=_named(model, top_alternatives(raw, N_ALTERNATIVES)),
-        top_after=_named(model, top_alternatives(after, N_ALTERNATIVES)), picked=True,
-    )
 
 
 # --- the CLI equivalent ------------------------------------------------------------------------
