@@ -29,7 +29,8 @@ def test_studio_and_runtime_work_with_torch_blocked(tmp_path):
         sys.meta_path.insert(0, Block())
         import engines.runtime, engines.generation, engines.registry, engines.cli
         import engines.decoding
-        import studio.app, studio.main_window, studio.worker, studio.decoding_panel
+        import studio.app, studio.main_window, studio.worker, studio.decoding_panel, studio.tabs.text_tab
+        import engines.text.commands, engines.text.bench, engines.text.session
         from engines.cli import main
         assert main(["models", "--json"]) == 0
         assert main(["train", "gpt", "--data", "x", "--out", "y"]) == 1  # clear message, no traceback
