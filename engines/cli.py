@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--label", type=int, help="digit to condition on")
             g.add_argument("--init", help="PNG whose known pixels are kept")
             g.add_argument("--mask", help="PNG: white pixels are regenerated")
+            g.add_argument("--candidates", type=int, metavar="K",
+                           help="posterior-aware completion: draw K candidates, keep one by the likelihood of the known pixels after the mask")
             g.add_argument("--ordering", help="pixel ordering (density models)")
         else:
             g.add_argument("--digit", type=int)
@@ -171,18 +173,8 @@ def _human_size(n: int) -> str:
     return f"{n} B"
 
 
-def headline_metric(value: Any) -> str:
-    """One short string for a card metric (a number, or an eval record holding several)."""
-    if isinstance(value, dict):
-        for key in ("bits_per_dim", "nats_per_element", "nats_per_example"):
-            if isinstance(value.get(key), (int, float)):
-                return f"{value[key]:.4g} {key.replace('_', ' ')}"
-        return "..."
-    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
-
-
 def cmd_models(args: argparse.Namespace) -> int:
-    from engines.registry import list_models
+    from engines.registry import headline_metric, list_models
     from engines.runtime import runtime_info
 
     provider = runtime_info()["provider"]

@@ -241,7 +241,7 @@ def test_models_view_lists_models_and_shows_the_card(qtbot, tmp_path):
     row = ids.index("zz-test-char")
     cells = [view.table.item(row, c).text() for c in range(view.table.columnCount())]
     assert cells[1:4] == ["text", "123k", "2.1 KB"]
-    assert "val_nats_per_char 1.5" in cells[4]
+    assert "val_nats_per_char: 1.5" in cells[4]
     view.table.selectRow(row)
     assert json.loads(view.card.toPlainText()) == card
 

@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engines.registry import headline_metric
+
 from engines.errors import ChainruleError
 from studio.context import StudioContext, short_provider
 from studio.tabs import register_tab
@@ -55,15 +57,8 @@ def format_bytes(n: int) -> str:
 
 
 def format_metrics(metrics: dict, limit: int = 3) -> str:
-    """The first few scalar metrics, 'name value' each; nested values are left to the card."""
-    parts = []
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (numbers.Number, str)):
-            continue
-        shown = f"{value:.4g}" if isinstance(value, numbers.Real) else str(value)
-        parts.append(f"{key} {shown}")
-        if len(parts) == limit:
-            break
+    """The first few metrics, 'name: headline' each (an eval record shows its main number)."""
+    parts = [f"{key}: {headline_metric(value)}" for key, value in list(metrics.items())[:limit] if not isinstance(value, bool)]
     return ", ".join(parts) if parts else "—"
 
 
