@@ -101,7 +101,11 @@ def test_run_dir_log_and_checkpoint(trained):
 
 
 def test_card(trained):
-    _, _, models, card = trained
+    _, run, models, card = trained
+    first_run = (run / "log.jsonl").read_text().split('"event": "end"')[0].splitlines()
+    best = min((json.loads(line) for line in first_run if '"eval"' in line), key=lambda r: r["val_loss"])
+    assert math.isclose(card["training"]["best_val_bits_per_char_estimate"], best["val_bpc"], rel_tol=1e-3)
+    assert card["name"] == "Gutenberg BPE GPT" and "two Project Gutenberg books" in card["description"]
     assert card["kind"] == "text" and card["files"] == {"decoder": "model.onnx", "tokenizer": "tokenizer.json"}
     assert card["tokenizer"]["type"] == "hf" and card["tokenizer"]["start_token"] == EOT
     assert card["data"]["export_command"] == "export test"

@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import shlex
+import string
 import sys
 import warnings
 from pathlib import Path
@@ -188,6 +189,9 @@ def _architecture(meta: dict, cfg: dict) -> dict:
             "tied_embeddings": True, "kv_cache": True}
 
 
+_NUMBERS = dict(enumerate("zero one two three four five six seven eight nine ten".split()))
+
+
 def _gutenberg_url(pg_number) -> str | None:
     return f"https://www.gutenberg.org/ebooks/{pg_number}" if pg_number else None
 
@@ -203,10 +207,13 @@ def build_bpe_card(meta: dict, ck: dict, *, model_id: str, name: str | None = No
     titles = [d.get("title") or d["file"] for d in docs]
     pg = [d["pg_number"] for d in docs if d.get("pg_number")]
     train_chars, val_chars = tok.get("train_chars", 0), tok.get("val_chars", 0)
-    train_tokens = sum(d.get("train_tokens", 0) for d in docs)
-    val_tokens = sum(d.get("val_tokens", 0) for d in docs)
-    data_name = (f"{len(docs)} Project Gutenberg books" if pg and len(pg) == len(docs)
-                 else f"{len(docs)} text document{'s' if len(docs) != 1 else ''}")
+    # token counts of the id streams (one <|endoftext|> before each document part included)
+    train_tokens = tok.get("train_tokens", sum(d.get("train_tokens", 0) + 1 for d in docs))
+    val_tokens = tok.get("val_tokens", sum(d.get("val_tokens", 0) + 1 for d in docs))
+    n = _NUMBERS.get(len(docs), str(len(docs)))
+    plural = "s" if len(docs) != 1 else ""
+    data_name = (f"{n} Project Gutenberg book{plural}" if pg and len(pg) == len(docs)
+                 else f"{n} text document{plural}")
     return {
         "id": model_id,
         "kind": "text",
@@ -214,7 +221,7 @@ def build_bpe_card(meta: dict, ck: dict, *, model_id: str, name: str | None = No
         "description": description or (
             f"A GPT ({meta['n_layer']} layers, {meta['n_head']} heads, {meta['n_embd']}-wide, "
             f"{meta['parameters'] / 1e6:.1f}M parameters) over a {cfg['vocab_size']}-token byte-level "
-            f"BPE, trained on {data_name} ({'; '.join(t.title() for t in titles)}). It writes "
+            f"BPE, trained on {data_name} ({'; '.join(string.capwords(t.lower()) for t in titles)}). It writes "
             f"novel-like English prose one sub-word token (about "
             f"{train_chars / max(1, train_tokens):.1f} characters) at a time; "
             f"{EOT} marks where a book starts."),

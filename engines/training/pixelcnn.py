@@ -186,9 +186,12 @@ def masked_1x1(cin: int, cout: int, channels: int, *, in_gated: bool = False, ou
     return MaskedConv2d(cin, cout, (1, 1), (0, 0, 0, 0), mask)
 
 
-def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """tanh(first half) * sigmoid(second half) along `dim`: (.., 2F, ..) -> (.., F, ..)."""
-    a, b = x.chunk(2, dim=dim)
+def gate(x: torch.Tensor, half: int, dim: int = 1) -> torch.Tensor:
+    """tanh(first half) * sigmoid(second half) along `dim`: (.., 2F, ..) -> (.., F, ..), F = `half`.
+
+    The split size is a Python int, so the exported graph has one static Split node.
+    """
+    a, b = torch.split(x, half, dim=dim)
     return torch.tanh(a) * torch.sigmoid(b)
 
 
@@ -204,6 +207,7 @@ class GatedLayer(nn.Module):
         in_groups = torch.arange(C) if first else channel_groups(Fn, C)
         pre_groups = channel_groups(2 * Fn, C, gated=True)
         self.first = first
+        self.half = Fn
 
         # vertical: kernel (half + 1) x k over rows r-half..r; layer 0 masks row r (type A)
         v_mask = torch.ones(2 * Fn, cin, half + 1, k)
@@ -226,8 +230,8 @@ class GatedLayer(nn.Module):
         """v_in, h_in: (B, cin, H, W); cond_*: (B, 2F, 1, 1) -> v, h: (B, F, H, W), skip (B, S, H, W)."""
         v_pre = self.v_conv(v_in) + cond_v  # (B, 2F, H, W)
         h_pre = self.h_conv(h_in) + self.link(v_pre) + cond_h  # (B, 2F, H, W)
-        v = gate(v_pre)  # (B, F, H, W)
-        g = gate(h_pre)  # (B, F, H, W)
+        v = gate(v_pre, self.half)  # (B, F, H, W)
+        g = gate(h_pre, self.half)  # (B, F, H, W)
         h = self.h_out(g)  # (B, F, H, W)
         if not self.first:
             h = h + h_in  # residual
@@ -339,7 +343,7 @@ class RowStep(nn.Module):
                 w = vc.weight()
             v_pre = F.conv2d(win, w, vc.bias) + cond[:, i, 0]  # (B, 2F, 1, W)
             links.append(layer.link(v_pre) + layer.h_conv.bias[None, :, None, None] + cond[:, i, 1])  # (B, 2F, 1, W)
-            v = gate(v_pre)  # (B, F, 1, W)
+            v = gate(v_pre, cfg.n_filters)  # (B, F, 1, W)
             if i < cfg.n_layers - 1:
                 vrows.append(v)
         link = torch.stack(links, 1)[:, :, :, 0, :]  # (B, L, 2F, W)
@@ -372,7 +376,6 @@ class PixelStep(nn.Module):
 
     def forward(self, xwin, hwin, link):
         m, cfg = self.model, self.model.config
-        B = xwin.shape[0]
         skip = 0
         hcols = []
         h = None
@@ -381,8 +384,8 @@ class PixelStep(nn.Module):
                 win = m.scale(xwin)  # (B, C, k0//2 + 1)
             else:
                 win = torch.cat([hwin[:, i - 1], h[:, :, None]], dim=2)  # (B, F, k//2 + 1)
-            pre = win.reshape(B, -1) @ _as_matrix(layer.h_conv).t() + link[:, i]  # (B, 2F)
-            g = gate(pre)  # (B, F)
+            pre = win.flatten(1) @ _as_matrix(layer.h_conv).t() + link[:, i]  # (B, 2F)
+            g = gate(pre, cfg.n_filters)  # (B, F)
             upd = g @ _as_matrix(layer.h_out).t() + layer.h_out.bias  # (B, F)
             h = upd if i == 0 else h + upd
             skip = skip + g @ _as_matrix(layer.skip).t() + layer.skip.bias  # (B, S)
@@ -390,7 +393,7 @@ class PixelStep(nn.Module):
                 hcols.append(h)
         z = F.relu(F.relu(skip) @ _as_matrix(m.head1).t() + m.head1.bias)  # (B, S)
         out = z @ _as_matrix(m.head2).t() + m.head2.bias  # (B, C*V)
-        return out.view(B, cfg.channels, cfg.out_values), torch.stack(hcols, 1)
+        return out.reshape(-1, cfg.channels, cfg.out_values), torch.stack(hcols, 1)
 
 
 def baked_copy(model: PixelCNN) -> PixelCNN:

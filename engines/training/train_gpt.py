@@ -131,7 +131,8 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
         tok_record = {"type": "bpe", "file": TOKENIZER_FILE, "path": str(tok_path.resolve()),
                       "vocab_size": n_vocab, "json": tok_path.read_text(encoding="utf-8"),
                       "documents": data.documents, "train_chars": data.train_chars,
-                      "val_chars": data.val_chars}
+                      "val_chars": data.val_chars, "train_tokens": len(data.train),
+                      "val_tokens": len(data.val)}
         train_cpt, val_cpt = data.train_chars_per_token, data.val_chars_per_token
     torch.manual_seed(seed)
     config = GPTConfig(vocab_size=n_vocab, block_size=block_size, n_layer=n_layer,
