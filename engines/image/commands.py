@@ -1,0 +1,232 @@
+"""`chainrule generate image`, `score --image`, `eval` and `bench image` for Gated PixelCNN models."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.cli import config_from_args
+from engines.errors import InputError
+from engines.generation import resolve_seed
+from engines.image.data import load_split
+from engines.image.model import ImageModel, load_image_model
+from engines.image.png import check_mask_coverage, read_image, read_mask, write_image
+from engines.image.sampler import PixelSampler, check_config, posterior_resample, score_images
+from engines.progress import Progress
+from engines.registry import ModelInfo
+
+LN2 = math.log(2)
+MAX_CANDIDATES = 1024
+
+
+def _sample_paths(out: str | None, count: int) -> list[str | None]:
+    if out is None:
+        return [None] * count
+    if count == 1:
+        return [out]
+    p = Path(out)
+    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _pixels_json(pixels: np.ndarray) -> list:
+    """(C, H, W) -> rows of values (grey) or rows of [r, g, b] (colour)."""
+    return pixels[0].tolist() if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0).tolist()
+
+
+def _read_inputs(model: ImageModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """--init and --mask, checked together; (None, None, []) when neither is given."""
+    init_path, mask_path = getattr(args, "init", None), getattr(args, "mask", None)
+    if init_path is None and mask_path is None:
+        return None, None, []
+    if init_path is None:
+        raise InputError("--mask needs --init: the image whose black-masked pixels are kept")
+    if mask_path is None:
+        raise InputError("--init needs --mask: a PNG of the same size, white where pixels are regenerated")
+    s = model.shape
+    img = read_image(init_path, channels=s.channels, height=s.height, width=s.width, levels=s.levels, what="image")
+    mask, notes = read_mask(mask_path, height=s.height, width=s.width, image_size=img.original_size)
+    check_mask_coverage(mask)
+    return img.pixels, mask, img.notes + notes
+
+
+def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    model = load_image_model(info)
+    config = config_from_args(args, model.decoding_defaults)
+    check_config(config)
+    if args.count < 1:
+        raise InputError(f"count = {args.count} is invalid: must be >= 1")
+    if getattr(args, "ordering", None):
+        raise InputError("--ordering is for density models; a PixelCNN samples in raster order")
+    label = getattr(args, "label", None)
+    model.label_value(label)  # refuse a bad label before any work
+    candidates = getattr(args, "candidates", None)
+    if args.out is not None:
+        for flag in ("init", "mask"):
+            given = getattr(args, flag, None)
+            if given and any(_same_file(p, given) for p in _sample_paths(args.out, args.count)):
+                raise InputError(f"--out would overwrite the --{flag} file {given}; choose another output name")
+    init, mask, notes = _read_inputs(model, args)
+    if candidates is not None:
+        if mask is None:
+            raise InputError("--candidates needs --init and --mask: it resamples completions by how well they "
+                             "explain the known pixels that follow the masked ones")
+        if not 1 <= candidates <= MAX_CANDIDATES:
+            raise InputError(f"candidates = {candidates} is invalid: must be in 1..{MAX_CANDIDATES}")
+    for note in notes:
+        print(f"chainrule: note: {note}", file=sys.stderr)
+    seed = resolve_seed(config)
+    s = model.shape
+    settings = {**config.to_dict(), "seed": seed, "label": label, "init": getattr(args, "init", None),
+                "mask": getattr(args, "mask", None), "candidates": candidates, "count": args.count}
+    samples: list[dict[str, Any]] = []
+    for i in range(args.count):
+        sample_seed = seed + i  # each sample is reproducible on its own
+        K = candidates or 1
+        sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K,
+                               distributions=False).run()
+        posterior = None
+        if candidates is not None:
+            post = posterior_resample(model, sampler.images, mask, sample_seed, label, sampler.sampled_logprobs)
+            image, k = post.image, post.chosen
+            posterior = {
+                "candidates": K, "chosen": k, "known_after_logprob": float(post.known_after_logprobs[k]),
+                "candidate_known_after_logprobs": post.known_after_logprobs.tolist(),
+                "weights": post.weights.tolist(), "log_evidence": post.log_evidence,
+                "effective_sample_size": post.effective_sample_size, "n_known_after": post.n_known_after,
+            }
+        else:
+            image, k = sampler.images[0], 0
+        lp = score_images(model, image, label)[0]  # (C, H, W) exact conditionals of the final image
+        total = float(lp.sum())
+        sample = {
+            "path": None, "total_logprob": total, "n": int(lp.size), "bits_per_dim": -total / LN2 / lp.size,
+            "sampled_logprob": float(sampler.sampled_logprobs[k]), "n_sampled": sampler.n_sampled,
+            "known_logprob": total - float(sampler.sampled_logprobs[k]) if mask is not None else 0.0,
+            "seed": sample_seed, "label": label, "pixels": _pixels_json(image),
+            "width": s.width, "height": s.height, "channels": s.channels, "levels": s.levels,
+        }
+        if posterior is not None:
+            sample["posterior"] = posterior
+        samples.append(sample)
+        sample["_image"] = image
+    for path, sample in zip(_sample_paths(args.out, len(samples)), samples):
+        image = sample.pop("_image")
+        if path is not None:
+            write_image(path, image, s.levels)
+        sample["path"] = path
+    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
+
+
+def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    if getattr(args, "image", None) is None:
+        raise InputError(f"{info.id} is an image model: score it with --image PNG")
+    model = load_image_model(info, threads=None)
+    label = getattr(args, "label", None)
+    model.label_value(label)
+    s = model.shape
+    img = read_image(args.image, channels=s.channels, height=s.height, width=s.width, levels=s.levels)
+    for note in img.notes:
+        print(f"chainrule: note: {note}", file=sys.stderr)
+    lp = score_images(model, img.pixels, label)[0]  # (C, H, W)
+    total = float(lp.sum())
+    per_element = [
+        {"row": r, "col": c, "channel": ch, "value": int(img.pixels[ch, r, c]), "logprob": float(lp[ch, r, c])}
+        for r in range(s.height) for c in range(s.width) for ch in range(s.channels)
+    ]
+    return {
+        "model": info.id, "image": args.image, "label": label, "total_logprob": total, "n": int(lp.size),
+        "bits_per_dim": -total / LN2 / lp.size, "nats_per_dim": -total / lp.size,
+        "per_element": per_element, "logprob_map": lp.sum(axis=0).tolist(), "notes": img.notes,
+        "pixels": _pixels_json(img.pixels),
+    }
+
+
+def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    """Exact average NLL over a split of mnist.npz / binarized_mnist.npz (first --limit images, in order)."""
+    model = load_image_model(info, threads=None, fast=False)
+    data = load_split(args.data, args.split)
+    s = model.shape
+    if data.levels != s.levels:
+        want = "binarized_mnist.npz (0/1 pixels)" if s.levels == 2 else f"data with {s.levels} levels (mnist.npz)"
+        raise InputError(f"{args.data} holds {data.levels}-level images but {info.id} models {s.levels} levels: use {want}")
+    if data.images.shape[1:] != (s.channels, s.height, s.width):
+        c, h, w = data.images.shape[1:]
+        raise InputError(f"{args.data} holds {c}x{h}x{w} images; {info.id} models {s.channels}x{s.height}x{s.width}")
+    images, labels = data.images, data.labels
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
+        images = images[: args.limit]
+        labels = labels[: args.limit] if labels is not None else None
+    if len(images) == 0:
+        raise InputError(f"{args.data}: the {args.split} split is empty")
+    conditional = model.n_classes > 0 and labels is not None
+    if conditional and (labels.min() < 0 or labels.max() >= model.n_classes):
+        raise InputError(f"{args.data}: labels outside 0..{model.n_classes - 1}")
+    lab = labels if conditional else np.full(len(images), model.none_label, dtype=np.int64)
+    batch = 100
+    total = 0.0
+    progress = Progress(len(images), "eval")
+    for i in range(0, len(images), batch):
+        lp = score_images(model, images[i:i + batch], labels=lab[i:i + batch])
+        total += float(lp.sum())
+        progress.advance(len(lp))
+    progress.close()
+    n, dims = len(images), s.dims
+    return {
+        "model": info.id, "data": args.data, "split": args.split, "nats_per_element": -total / (n * dims),
+        "nats_per_example": -total / n, "bits_per_dim": -total / LN2 / (n * dims), "n_examples": n,
+        "n_dims": n * dims, "conditioning": "true labels" if conditional else "none (unconditional)",
+    }
+
+
+_SHADES = " .:-=+*#%@"
+
+
+def ascii_art(pixels: list, levels: int) -> str:
+    a = np.asarray(pixels, dtype=np.float64)
+    if a.ndim == 3:
+        a = a.mean(axis=2)
+    idx = np.round(a / max(1, levels - 1) * (len(_SHADES) - 1)).astype(int)
+    return "\n".join("".join(_SHADES[i] * 2 for i in row) for row in idx)
+
+
+def print_result(command: str, result: dict[str, Any]) -> None:
+    if command == "generate":
+        for i, s in enumerate(result["samples"]):
+            head = f"--- sample {i + 1}" if len(result["samples"]) > 1 else "---"
+            print(f"{head}: log p(image) = {s['total_logprob']:.2f} nats ({s['bits_per_dim']:.4f} bits/dim)"
+                  + (f", saved to {s['path']}" if s["path"] else ""))
+            print(ascii_art(s["pixels"], s["levels"]))
+            if "posterior" in s:
+                p = s["posterior"]
+                print(f"posterior-aware: candidate {p['chosen'] + 1} of {p['candidates']}, log p(known pixels after the mask) "
+                      f"= {p['known_after_logprob']:.2f} nats; log evidence {p['log_evidence']:.2f}; "
+                      f"effective sample size {p['effective_sample_size']:.1f}")
+        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+    elif command == "score":
+        print(f"log p(image) = {result['total_logprob']:.3f} nats over {result['n']} values; "
+              f"{result['bits_per_dim']:.4f} bits/dim")
+    else:
+        print(f"{result['split']}: {result['nats_per_example']:.3f} nats/image, {result['bits_per_dim']:.4f} bits/dim "
+              f"over {result['n_examples']} images (conditioning: {result['conditioning']})")
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from engines.image.bench import run_image_bench
+
+    return run_image_bench(args.models_dir)
+
+

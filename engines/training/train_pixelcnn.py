@@ -1,0 +1,309 @@
+"""Train a Gated PixelCNN (``engines.training.pixelcnn``) on MNIST or binarized MNIST.
+
+Run as::
+
+    chainrule train pixelcnn --data PATH --out DIR [options]
+    python -m engines.training.train_pixelcnn --data PATH --out DIR [options]
+
+The data file decides the task (``engines.image.data``):
+* ``mnist.npz``: 256 grey levels, a 256-way softmax per pixel, conditioned on the digit
+  (with ``--label-dropout`` of the labels replaced by "no label", so the same network also
+  samples unconditionally); train = first 50000 training images, val = the last 10000.
+* ``binarized_mnist.npz``: 0/1 pixels, one Bernoulli logit per pixel, no labels
+  (unconditional); the standard 50k/10k/10k split.
+
+The learning rate warms up, then follows a cosine to ``--min-lr`` over the run, where the
+run's progress is the larger of iterations/``--max-iters`` and training time/
+``--time-limit-minutes``: whichever budget ends first, the schedule ends with it.
+Batches and label dropout are drawn from generators seeded by (seed, iteration), so a
+resumed run continues exactly where it left off.
+
+Every ``--eval-interval`` iterations the model is evaluated on the first ``--eval-images``
+validation images; the result is printed and appended to ``DIR/log.jsonl`` (whose first
+record holds the exact command). The best model by that validation NLL is saved to
+``DIR/ckpt.pt``, the latest state (with the optimizer) to ``DIR/last.pt``; ``--resume``
+continues from it. At the end the best checkpoint is evaluated on the full validation and
+test splits and the results are stored in ``ckpt.pt`` (``metrics``) for the exporter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.errors import InputError
+from engines.image.data import load_split
+from engines.training.pixelcnn import PixelCNN, PixelCNNConfig
+
+DEFAULTS = dict(
+    n_filters=32, n_layers=12, kernel_size=3, first_kernel_size=7, head_filters=64,
+    batch_size=32, lr=1e-3, min_lr=2e-5, warmup_iters=200, max_iters=1_000_000,
+    weight_decay=0.0, grad_clip=1.0, label_dropout=0.1, eval_interval=500, eval_images=2000,
+    seed=1337, time_limit_minutes=55.0, threads=2,
+)
+LN2 = math.log(2)
+
+
+def lr_at(it: int, progress: float, lr: float, min_lr: float, warmup_iters: int) -> float:
+    """Linear warmup over ``warmup_iters``, then cosine from ``lr`` to ``min_lr`` as progress goes 0 -> 1."""
+    if it < warmup_iters:
+        return lr * (it + 1) / (warmup_iters + 1)
+    p = min(1.0, max(0.0, progress))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (lr - min_lr)
+
+
+def _save(obj: dict, path: Path) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def batch_indices(n: int, batch_size: int, it: int, seed: int) -> torch.Tensor:
+    """Indices of batch `it`: epochs are seeded permutations, so the order depends only on (seed, it)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(it, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: PixelCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100,
+             channels_last: bool = False) -> dict:
+    """Exact NLL of `images` (N, C, H, W) in fp32: nats per dimension and per image, bits per dimension."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total += -model.log_prob(x, labels[i:i + batch_size]).double().sum().item()
+    model.train(was_training)
+    dims = images[0].numel()
+    nats_image = total / len(images)
+    return {"nats_per_dim": nats_image / dims, "nats_per_image": nats_image,
+            "bits_per_dim": nats_image / dims / LN2, "n_images": len(images)}
+
+
+def _tensors(split, n_classes: int, limit: int | None = None):
+    x = torch.from_numpy(np.ascontiguousarray(split.images[:limit]))  # (N, C, H, W) uint8
+    if split.labels is not None and n_classes > 0:
+        y = torch.from_numpy(split.labels[:limit].copy())
+    else:
+        y = torch.full((len(x),), n_classes, dtype=torch.long)  # "no label"
+    return x, y
+
+
+def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
+    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
+    t_start = time.time()
+    torch.set_num_threads(hp["threads"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "ckpt.pt"
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+
+    train_split = load_split(data_path, "train")
+    val_split = load_split(data_path, "val")
+    for split in (train_split, val_split):
+        if len(split) == 0:
+            raise InputError(f"{data_path}: the {split.split} split is empty")
+    binary = train_split.levels == 2
+    conditional = train_split.labels is not None and not hp.get("unconditional")
+    _, C, H, W = train_split.images.shape
+    config = PixelCNNConfig(
+        height=H, width=W, channels=C, levels=train_split.levels, output="bernoulli" if binary else "categorical",
+        n_filters=hp["n_filters"], n_layers=hp["n_layers"], kernel_size=hp["kernel_size"],
+        first_kernel_size=hp["first_kernel_size"], head_filters=hp["head_filters"],
+        n_classes=int(train_split.labels.max()) + 1 if conditional else 0,
+    )
+    torch.manual_seed(hp["seed"])
+    model = PixelCNN(config)
+    start_iter, best_val, trained_s = 0, float("inf"), 0.0
+    ck = None
+    if resume:
+        src = last_path if last_path.exists() else best_path
+        if not src.exists():
+            raise SystemExit(f"--resume: no checkpoint in {out}")
+        ck = torch.load(src, map_location="cpu", weights_only=False)
+        config = PixelCNNConfig(**ck["config"])
+        model = PixelCNN(config)
+        model.load_state_dict(ck["model"])
+        start_iter, best_val, trained_s = ck["iter"] + 1, ck.get("best_val", float("inf")), ck.get("trained_s", 0.0)
+    channels_last = bool(hp.get("bf16"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    if ck is not None and "optimizer" in ck:
+        optimizer.load_state_dict(ck["optimizer"])
+
+    x_train, y_train = _tensors(train_split, config.n_classes)
+    x_val, y_val = _tensors(val_split, config.n_classes, hp["eval_images"])
+    n_params = model.num_parameters()
+    dataset = {"path": str(data_path), "kind": train_split.kind, "levels": train_split.levels,
+               "train_images": len(x_train), "val_images": len(val_split), "conditional": conditional}
+    _append_log(log_path, {"event": "start", "command": command, "resume": resume, "start_iter": start_iter,
+                           "hparams": hp, "config": config.to_dict(), "parameters": n_params, "data": dataset,
+                           "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    print(f"command: {command}", flush=True)
+    print(f"data: {dataset}", flush=True)
+    print(f"config: {config.to_dict()}  parameters: {n_params:,}", flush=True)
+
+    def state(it: int) -> dict:
+        return {"model": model.state_dict(), "config": config.to_dict(), "iter": it, "best_val": best_val,
+                "hparams": hp, "command": command, "data": dataset, "parameters": n_params,
+                "trained_s": trained_s}
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if hp.get("bf16") else contextlib.nullcontext()
+    model.train()
+    it = start_iter
+    stopped = "max_iters"
+    losses: list[float] = []
+    t_seg, it_seg = time.time(), it
+    limit_s = hp["time_limit_minutes"] * 60
+    while True:
+        progress = max(it / hp["max_iters"], trained_s / limit_s)
+        if progress >= 1.0:
+            stopped = "max_iters" if it >= hp["max_iters"] else "time_limit"
+            break
+        t0 = time.time()
+        lr = lr_at(it, progress, hp["lr"], hp["min_lr"], hp["warmup_iters"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = batch_indices(len(x_train), hp["batch_size"], it, hp["seed"])
+        x, y = x_train[idx].float(), y_train[idx].clone()
+        if config.n_classes > 0 and hp["label_dropout"] > 0:
+            g = torch.Generator().manual_seed(hp["seed"] * 7919 + it)
+            y[torch.rand(len(y), generator=g) < hp["label_dropout"]] = config.none_label
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(x, y)
+        loss = model.loss(logits.float(), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if hp["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        optimizer.step()
+        losses.append(loss.item())
+        trained_s += time.time() - t0
+        it += 1
+        done = max(it / hp["max_iters"], trained_s / limit_s) >= 1.0
+        if it % hp["eval_interval"] == 0 or done:
+            t_eval = time.time()
+            val = evaluate(model, x_val, y_val, channels_last=channels_last)
+            trained_s += time.time() - t_eval
+            improved = val["nats_per_dim"] < best_val
+            if improved:
+                best_val = val["nats_per_dim"]
+                _save(state(it - 1), best_path)
+            ck = state(it - 1)
+            ck["optimizer"] = optimizer.state_dict()
+            _save(ck, last_path)
+            s_iter = (time.time() - t_seg) / max(1, it - it_seg)
+            dims = C * H * W
+            rec = {"event": "eval", "iter": it, "epoch": round(it * hp["batch_size"] / len(x_train), 3),
+                   "train_nats_per_dim": round(float(np.mean(losses)), 5),
+                   "val_nats_per_dim": round(val["nats_per_dim"], 5), "val_nats_per_image": round(val["nats_per_image"], 3),
+                   "val_bits_per_dim": round(val["bits_per_dim"], 5), "best_val_nats_per_image": round(best_val * dims, 3),
+                   "lr": lr, "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1),
+                   "s_per_iter": round(s_iter, 4), "saved_best": improved}
+            _append_log(log_path, rec)
+            print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_nats_per_dim'] * dims:.2f}  "
+                  f"val {val['nats_per_image']:.2f} nats/image ({val['bits_per_dim']:.4f} bits/dim)  "
+                  f"best {best_val * dims:.2f}  lr {lr:.2e}  {s_iter:.3f} s/iter  {trained_s / 60:.1f} min",
+                  flush=True)
+            losses = []
+            t_seg, it_seg = time.time(), it
+
+    summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_dim": best_val,
+               "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
+    _append_log(log_path, summary)
+    print(f"done ({stopped}) after {it} iterations: best val {best_val * C * H * W:.3f} nats/image", flush=True)
+    if hp.get("final_eval", True) and best_path.exists():
+        summary["metrics"] = final_evaluation(best_path, data_path, log_path)
+    return summary
+
+
+def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -> dict:
+    """Full validation and test NLL of a checkpoint; stored in the checkpoint as `metrics`."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = PixelCNN(PixelCNNConfig(**ck["config"]))
+    model.load_state_dict(ck["model"])
+    metrics = {}
+    t0 = time.time()
+    for split in ("val", "test"):
+        x, y = _tensors(load_split(data_path, split), model.config.n_classes)
+        r = evaluate(model, x, y)
+        metrics[split] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
+        print(f"{split}: {r['nats_per_image']:.3f} nats/image, {r['bits_per_dim']:.4f} bits/dim "
+              f"({r['n_images']} images)", flush=True)
+    metrics["conditioning"] = "true digit labels" if model.config.n_classes else "none"
+    ck["metrics"] = metrics
+    _save(ck, ckpt_path)
+    if log_path is not None:
+        _append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
+    return metrics
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    d = DEFAULTS
+    p.add_argument("--data", required=True, help="mnist.npz (256 levels, labels) or binarized_mnist.npz (0/1)")
+    p.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
+    p.add_argument("--n-filters", type=int, default=d["n_filters"], help="features per stack")
+    p.add_argument("--n-layers", type=int, default=d["n_layers"], help="gated layers (first is type A)")
+    p.add_argument("--kernel-size", type=int, default=d["kernel_size"])
+    p.add_argument("--first-kernel-size", type=int, default=d["first_kernel_size"])
+    p.add_argument("--head-filters", type=int, default=d["head_filters"])
+    p.add_argument("--unconditional", action="store_true", help="ignore the labels of the data")
+    p.add_argument("--label-dropout", type=float, default=d["label_dropout"],
+                   help="fraction of training labels replaced by 'no label' (conditional data only)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--min-lr", type=float, default=d["min_lr"])
+    p.add_argument("--warmup-iters", type=int, default=d["warmup_iters"])
+    p.add_argument("--max-iters", type=int, default=d["max_iters"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"])
+    p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
+    p.add_argument("--eval-images", type=int, default=d["eval_images"], help="validation images per periodic eval")
+    p.add_argument("--no-final-eval", dest="final_eval", action="store_false",
+                   help="skip the full val/test evaluation of the best checkpoint at the end")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast + channels-last (faster on CPUs with AMX/AVX512-BF16)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--time-limit-minutes", type=float, default=d["time_limit_minutes"], help="training time (evals included)")
+    p.add_argument("--threads", type=int, default=d["threads"])
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = add_arguments(argparse.ArgumentParser(prog="chainrule train pixelcnn",
+                                                   description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "pixelcnn"] + argv)
+    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
+    train(args.data, args.out, resume=args.resume, command=command, **hp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
