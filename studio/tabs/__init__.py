@@ -32,6 +32,7 @@ TabFactory = Callable[["StudioContext"], "QWidget"]
 # Text 10, Image 20, Audio 30, Density 40, Models 90.
 BUILTIN_TAB_MODULES: tuple[str, ...] = (
     "studio.tabs.text_tab",
+    "studio.tabs.image_tab",
     "studio.tabs.models_tab",
 )
 

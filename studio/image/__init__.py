@@ -1,0 +1,1 @@
+"""The Image tab's pieces: Qt-free drawing, colour and worker code, and its widgets."""
