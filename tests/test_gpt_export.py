@@ -1,4 +1,8 @@
-"""The GPT ONNX export (KV cache, Optimum naming) matches the torch model."""
+"""The GPT ONNX export (KV cache, Optimum naming) matches the torch model.
+
+Every check runs on each way of writing the graph: the default (built with onnx.helper,
+standard operators), the MultiHeadAttention variant, and the legacy torch.onnx exporter.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,22 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+import onnx  # noqa: E402
+
 from engines.training.export_gpt import build_card, export_onnx, input_names, output_names  # noqa: E402
 from engines.training.gpt import GPT, GPTConfig  # noqa: E402
+from engines.training.gpt_onnx_graph import state_dict_from_initializers  # noqa: E402
 
 ATOL = 1e-4
 N_LAYER, N_HEAD, N_EMBD, VOCAB, BLOCK = 2, 2, 16, 11, 32
 HEAD_DIM = N_EMBD // N_HEAD
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+EXPORTS = {"graph": {}, "graph-mha": {"attention": "mha"}, "torch-exporter": {"torch_exporter": True}}
+
+
+@pytest.fixture(scope="module", params=list(EXPORTS))
+def exported(request, tmp_path_factory):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=N_LAYER, n_head=N_HEAD,
                           n_embd=N_EMBD, dropout=0.1, bias=True)).eval()
@@ -29,7 +39,7 @@ def exported(tmp_path_factory):
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("gpt") / "model.onnx"
-    meta = export_onnx(model, path)
+    meta = export_onnx(model, path, **EXPORTS[request.param])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -165,3 +175,67 @@ def test_card_fields(exported):
     assert card["io"]["inputs"] == input_names(N_LAYER)
     assert card["context_length"] == BLOCK and card["metrics"] == {}
     assert card["decoding_defaults"] == {"strategy": "sample", "temperature": 0.8, "top_k": 0, "top_p": 0.95}
+
+
+def test_left_padded_batch_with_a_cache_and_several_new_tokens(exported):
+    """Batch 2, row 0 left-padded (zeros in the cached part of the mask), T = 3 new tokens."""
+    model, sess, _, _ = exported
+    rng = np.random.default_rng(5)
+    B, P, T = 2, 4, 3
+    past = [rng.standard_normal((B, N_HEAD, P, HEAD_DIM)).astype(np.float32) for _ in range(2 * N_LAYER)]
+    ids = rng.integers(0, VOCAB, (B, T))
+    mask = np.ones((B, P + T), np.int64)
+    mask[0, :3] = 0
+    pos = (np.cumsum(mask, axis=1) - 1)[:, P:]
+    lo, po = _run_ort(sess, ids, mask, pos, past)
+    lt, pt = _run_torch(model, ids, mask, pos, past)
+    np.testing.assert_allclose(lo, lt, atol=ATOL)
+    for a, b in zip(po, pt):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def test_built_graph_is_small_and_names_its_weights(tmp_path):
+    """The default export builds the graph directly: no traced shape plumbing, named weights."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=N_LAYER, n_head=N_HEAD,
+                          n_embd=N_EMBD, bias=True)).eval()
+    for kwargs, per_layer in (({}, 31), ({"attention": "mha"}, 19)):
+        path = tmp_path / f"{kwargs.get('attention', 'ops')}.onnx"
+        export_onnx(model, path, **kwargs)
+        m = onnx.load(str(path))
+        assert m.ir_version <= 8 and {o.domain: o.version for o in m.opset_import}[""] == 17
+        ops = [n.op_type for n in m.graph.node]
+        assert ops.count("Shape") == 2 and ops.count("Gather") == 2  # the mask, once; the two embeddings
+        assert len(ops) <= per_layer * N_LAYER + 20, len(ops)
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+        assert "transformer.h.0.attn.c_attn.weight_t" in inits
+        back = state_dict_from_initializers(inits, N_LAYER)
+        state = model.state_dict()
+        assert sorted(back) == sorted(state)
+        for k, v in state.items():
+            np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
+    # a graph from the torch exporter is not mistaken for a built one
+    export_onnx(model, tmp_path / "torch.onnx", torch_exporter=True)
+    legacy = onnx.load(str(tmp_path / "torch.onnx"))
+    assert state_dict_from_initializers({i.name: onnx.numpy_helper.to_array(i) for i in legacy.graph.initializer},
+                                        N_LAYER) is None
+
+
+def test_reexport_keeps_the_metrics_of_the_earlier_card(tmp_path):
+    from engines.training.export_gpt import export_checkpoint
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD))
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict(), "vocab": list("abcdefghijk"),
+                "iter": 9, "best_val": 2.0, "hparams": {}, "command": "python -m x", "data_path": "d.txt"}, ckpt)
+    out = tmp_path / "tiny"
+    first = export_checkpoint(ckpt, out, torch_exporter=True)
+    assert first["metrics"] == {}
+    metrics = {"d/val": {"nats_per_element": 1.5}}
+    (out / "card.json").write_text(json.dumps({**first, "metrics": metrics}))
+    card = export_checkpoint(ckpt, out, metrics_from=out / "card.json")  # overwrites that very card
+    assert card["metrics"] == metrics
+    assert json.loads((out / "card.json").read_text())["metrics"] == metrics
+    assert {k: v for k, v in card.items() if k != "metrics"} == {k: v for k, v in first.items() if k != "metrics"}
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.onnx"]

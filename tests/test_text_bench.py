@@ -14,8 +14,8 @@ from engines.training.export_gpt import export_onnx  # noqa: E402
 from engines.training.gpt import GPT, GPTConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
+@pytest.fixture(scope="module", params=["graph", "torch-exporter"])
+def tiny_model_dir(request, tmp_path_factory):
     torch.manual_seed(1)
     cfg = GPTConfig(vocab_size=7, block_size=12, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True)
     model = GPT(cfg).eval()
@@ -25,7 +25,7 @@ def tiny_model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     folder = root / "tiny-char"
     folder.mkdir()
-    export_onnx(model, folder / "model.onnx")
+    export_onnx(model, folder / "model.onnx", torch_exporter=request.param == "torch-exporter")
     card = {
         "id": "tiny-char", "kind": "text", "files": {"decoder": "model.onnx"}, "context_length": 12,
         "architecture": {"family": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 16, "vocab_size": 7, "bias": True},

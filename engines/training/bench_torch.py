@@ -2,9 +2,12 @@
 torch GPT, generating with its KV cache in eager mode.
 
 Only the ONNX file ships (no torch checkpoint), so the weights are read from the graph's
-initializers. Named initializers map directly onto the state dict; the Linear weights the
-exporter stored transposed under anonymous names (`onnx::MatMul_N`) are assigned in graph
-order, four per block (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), each shape-checked.
+initializers. A graph written by `engines.training.gpt_onnx_graph` (the default export) names
+every weight after its state-dict key (Linear weights pre-transposed as `...weight_t`), so it
+maps back by name. A graph from the legacy torch.onnx exporter (`export_gpt --torch-exporter`)
+keeps the named ones (`model.` prefix) and stores the Linear weights transposed under
+anonymous names (`onnx::MatMul_N`); those are assigned in graph order, four per block
+(attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), each shape-checked.
 The benchmark then checks that torch produces the same greedy tokens as ONNX Runtime.
 """
 
@@ -21,6 +24,7 @@ from onnx import numpy_helper
 
 from engines.registry import ModelInfo
 from engines.training.gpt import GPT, GPTConfig
+from engines.training.gpt_onnx_graph import state_dict_from_initializers
 
 _BLOCK_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
@@ -34,6 +38,10 @@ def gpt_from_onnx(info: ModelInfo) -> GPT:
     model = GPT(config)
     graph = onnx.load(str(info.file("decoder"))).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    named = state_dict_from_initializers(inits, config.n_layer)
+    if named is not None:  # built by gpt_onnx_graph: every weight is named
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in named.items()}, strict=True)
+        return model.eval()
     state = model.state_dict()
     new = {}
     for name, arr in inits.items():

@@ -16,9 +16,18 @@ outputs
 Batch, sequence and past lengths are dynamic; an empty past (length 0) is
 valid for the first call. Weights are embedded in the single ``model.onnx``.
 
+By default the graph is written directly with ``onnx.helper``
+(:mod:`engines.training.gpt_onnx_graph`: a few fat nodes, constant reshapes, the attention
+mask computed once, weights named after the state dict); ``--attention mha`` uses ONNX
+Runtime's MultiHeadAttention contrib operator for the attention. ``--torch-exporter`` keeps
+the legacy path: ``torch.onnx.export`` (TorchScript) of ``GPT.forward_with_past``.
+
 Run as::
 
     python -m engines.training.export_gpt --ckpt runs/shakespeare-char/ckpt.pt --out assets/models/shakespeare-char
+
+``--metrics-from OLD/card.json`` carries the ``metrics`` of an earlier export of the same
+checkpoint over into the new card (the weights, and so the evaluation, do not change).
 
 A checkpoint trained with ``--tokenizer bpe`` also gets its ``tokenizer.json`` (kept inside
 the checkpoint) written beside ``model.onnx``, and a card whose tokenizer is ``{"type": "hf"}``.
@@ -35,25 +44,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 
 from engines.training.gpt import GPT, GPTConfig
+from engines.training.gpt_onnx_graph import ATTENTION_STYLES, build_decoder_graph, input_names, output_names
 
 OPSET = 17
-
-
-def input_names(n_layer: int) -> list[str]:
-    names = ["input_ids", "attention_mask", "position_ids"]
-    for i in range(n_layer):
-        names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-    return names
-
-
-def output_names(n_layer: int) -> list[str]:
-    names = ["logits"]
-    for i in range(n_layer):
-        names += [f"present.{i}.key", f"present.{i}.value"]
-    return names
 
 
 class _CacheWrapper(torch.nn.Module):
@@ -88,14 +85,30 @@ def metadata(model: GPT) -> dict:
             "parameters": model.num_parameters()}
 
 
-def export_onnx(model: GPT, onnx_path: str | Path, opset: int = OPSET) -> dict:
+def export_onnx(model: GPT, onnx_path: str | Path, opset: int = OPSET, *, torch_exporter: bool = False,
+                attention: str = "ops") -> dict:
     """Write ``onnx_path`` (weights embedded, float32) and return the model metadata.
 
-    Uses the TorchScript-based exporter (``dynamo=False``): it traces the
-    shape arithmetic (past length, causal mask) as graph ops, so one graph
-    serves both the empty and the non-empty cache.
+    By default the graph is built directly from the weights (``gpt_onnx_graph``, opset 17;
+    ``attention`` is ``"ops"`` or ``"mha"``). With ``torch_exporter`` it is traced by the
+    TorchScript-based exporter (``dynamo=False``) at ``opset``: it traces the shape
+    arithmetic (past length, causal mask) as graph ops, so one graph serves both the
+    empty and the non-empty cache.
     """
     model = model.float().eval()
+    c = model.config
+    if not torch_exporter:
+        onnx_path = Path(onnx_path)
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        graph = build_decoder_graph(model.state_dict(), n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                    vocab_size=c.vocab_size, bias=c.bias, attention=attention)
+        onnx.save_model(graph, str(onnx_path))
+        return metadata(model)
+    return _export_torch(model, onnx_path, opset)
+
+
+def _export_torch(model: GPT, onnx_path: str | Path, opset: int) -> dict:
+    """The legacy path: ``torch.onnx.export`` of ``GPT.forward_with_past``."""
     c = model.config
     hd = c.n_embd // c.n_head
     onnx_path = Path(onnx_path)
@@ -131,8 +144,6 @@ def export_onnx(model: GPT, onnx_path: str | Path, opset: int = OPSET) -> dict:
     # keep everything in the one file: drop a stray external-data file if any
     stray = onnx_path.with_name(onnx_path.name + ".data")
     if stray.exists():
-        import onnx
-
         m = onnx.load(str(onnx_path), load_external_data=True)
         onnx.save_model(m, str(onnx_path), save_as_external_data=False)
         stray.unlink()
@@ -277,19 +288,27 @@ def write_tokenizer(ck: dict, path: Path) -> None:
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: str | None = None,
                       name: str | None = None, data_source: str | None = None,
-                      export_command: str | None = None, char_data_source: str | None = None) -> dict:
+                      export_command: str | None = None, char_data_source: str | None = None,
+                      torch_exporter: bool = False, attention: str = "ops",
+                      metrics_from: str | Path | None = None) -> dict:
     """Export ``ckpt_path`` to ``out_dir/model.onnx`` + ``out_dir/card.json`` (+ ``tokenizer.json``
     for a BPE model); return the card. ``char_data_source`` is the data source a char model's
-    card names when ``data_source`` is None."""
+    card names when ``data_source`` is None. ``metrics_from`` names an earlier card of the
+    same checkpoint whose ``metrics`` the new card keeps."""
     out = Path(out_dir)
     model, ck = load_checkpoint(ckpt_path)
-    meta = export_onnx(model, out / "model.onnx")
+    kept_metrics = None
+    if metrics_from is not None:  # read first: it may be the card this export overwrites
+        kept_metrics = json.loads(Path(metrics_from).read_text(encoding="utf-8")).get("metrics") or {}
+    meta = export_onnx(model, out / "model.onnx", torch_exporter=torch_exporter, attention=attention)
     if is_bpe(ck):
         write_tokenizer(ck, out / "tokenizer.json")
     elif data_source is None:
         data_source = char_data_source
     card = build_card(meta, ck, model_id=model_id or out.name, name=name, data_source=data_source,
                       export_command=export_command)
+    if kept_metrics:
+        card["metrics"] = kept_metrics
     (out / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
@@ -304,12 +323,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-source", default=None,
                    help="where the training text came from (for the card; default: the Tiny Shakespeare "
                         "URL for char models, Project Gutenberg for BPE models)")
+    p.add_argument("--attention", choices=ATTENTION_STYLES, default="ops",
+                   help="attention in the built graph: 'ops' (standard ONNX operators, default) or 'mha' "
+                        "(ONNX Runtime's com.microsoft MultiHeadAttention)")
+    p.add_argument("--torch-exporter", action="store_true",
+                   help="legacy: trace GPT.forward_with_past with torch.onnx.export instead of building the graph")
+    p.add_argument("--metrics-from", default=None, metavar="CARD",
+                   help="keep the 'metrics' of this earlier card.json of the same checkpoint")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "engines.training.export_gpt"] + argv)
     card = export_checkpoint(args.ckpt, args.out, model_id=args.id, name=args.name,
                              data_source=args.data_source, export_command=command,
-                             char_data_source=CHAR_DATA_SOURCE)
+                             char_data_source=CHAR_DATA_SOURCE, torch_exporter=args.torch_exporter,
+                             attention=args.attention, metrics_from=args.metrics_from)
     print(json.dumps({k: card[k] for k in ("id", "parameters", "architecture", "files", "context_length")}, indent=2))
     return 0
 
