@@ -67,6 +67,7 @@ from engines.decoding import build_chain
 from engines.errors import ChainruleError, InputError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
+from studio.status_line import StatusLineMixin
 from studio.image import work
 from studio.image.canvas import MAX_ZOOM, ImageCanvas
 from studio.image.colours import nice_vmax
@@ -147,7 +148,7 @@ class Run:
         return f"seed {self.seed}" if self.count == 1 else f"seeds {self.seed}–{self.seed + self.count - 1}"
 
 
-class ImageTab(QWidget):
+class ImageTab(StatusLineMixin, QWidget):
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -1177,21 +1178,6 @@ class ImageTab(QWidget):
         if run.state != "running":
             self.progress_label.setText(f"{run.n} values painted")
         self._say(text)
-
-    def _say(self, text_html: str) -> None:
-        self.status.setStyleSheet("")
-        self.status.setText(text_html)
-
-    def _say_error(self, message: str) -> None:
-        self.status.setStyleSheet("color:#c62828;")
-        self.status.setText(html.escape(message))
-        self.ctx.show_error(message)
-
-    def status_text(self) -> str:
-        """The status line as plain text (for tests and the curious)."""
-        from PySide6.QtGui import QTextDocumentFragment
-
-        return QTextDocumentFragment.fromHtml(self.status.text()).toPlainText()
 
     # --- buttons -------------------------------------------------------------------------------------
     def _update_buttons(self) -> None:

@@ -62,6 +62,7 @@ from engines.decoding.config import DecodingConfig
 from engines.errors import ChainruleError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
+from studio.status_line import StatusLineMixin
 from studio.tabs import register_tab
 from studio.text import work
 from studio.text.colours import MODE_LABELS, MODES
@@ -103,7 +104,7 @@ def first_words(text: str, limit: int = 28) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
-class TextTab(QWidget):
+class TextTab(StatusLineMixin, QWidget):
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -832,21 +833,6 @@ class TextTab(QWidget):
             text += "<br><span style='color:#92400e'>note: " + html.escape("; ".join(notes)) + "</span>"
         self.status.setStyleSheet("")
         self.status.setText(text)
-
-    def _say(self, text_html: str) -> None:
-        self.status.setStyleSheet("")
-        self.status.setText(text_html)
-
-    def _say_error(self, message: str) -> None:
-        self.status.setStyleSheet("color:#c62828;")
-        self.status.setText(html.escape(message))
-        self.ctx.show_error(message)
-
-    def status_text(self) -> str:
-        """The status line as plain text (for tests and the curious)."""
-        from PySide6.QtGui import QTextDocumentFragment
-
-        return QTextDocumentFragment.fromHtml(self.status.text()).toPlainText()
 
     # --- buttons -------------------------------------------------------------------------------
     def _busy_changed(self, busy: bool) -> None:
