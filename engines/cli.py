@@ -18,7 +18,7 @@ import sys
 from typing import Any, Sequence
 
 from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig
-from engines.errors import ChainruleError, DecodingError
+from engines.errors import ChainruleError
 
 # kind -> module implementing generate/score/evaluate/bench for that kind of model.
 MODALITY_COMMANDS = {

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 import studio
 from studio.context import APPLICATION, StudioContext, short_provider
 from studio.decoding_panel import DecodingPanel
-from studio.tabs import TabSpec, find_tab, load_builtin_tabs
+from studio.tabs import TabSpec, load_builtin_tabs
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from engines import atomic
 from engines.cli import config_from_args
-from engines.errors import ChainruleError, InputError
+from engines.errors import InputError
 from engines.generation import resolve_seed
 from engines.progress import Progress
 from engines.registry import ModelInfo

@@ -31,6 +31,7 @@ from engines.decoding.config import DecodingConfig
 from engines.decoding.samplers import log_softmax
 from engines.errors import InputError
 from engines.registry import ModelInfo
+from studio.model_cache import ModelCache
 
 LN2 = math.log(2)
 MAX_SAMPLES = 64
@@ -39,34 +40,16 @@ GIF_MAX_FRAMES = 120
 
 # --- model cache -----------------------------------------------------------------------------
 
-_cache: dict[tuple[str, str], Any] = {}
-_cache_lock = threading.Lock()
-
-
-def _key(info: ModelInfo) -> tuple[str, str]:
-    """Id and folder, plus the full graph's mtime: a re-exported model is loaded afresh."""
-    try:
-        stamp = str(info.file("model").stat().st_mtime_ns)
-    except Exception:  # noqa: BLE001 - a missing file fails properly when loading
-        stamp = ""
-    return (info.id, f"{info.path}|{stamp}")
-
-
-def load_model(info: ModelInfo):
-    """The loaded `ImageModel` for `info` (loaded once, then cached). Call on a worker thread."""
+def _load(info: ModelInfo):
     from engines.image.model import load_image_model
 
-    with _cache_lock:
-        model = _cache.get(_key(info))
-        if model is None:
-            model = load_image_model(info, threads=1)
-            _cache[_key(info)] = model
-        return model
+    return load_image_model(info, threads=1)
 
 
-def forget_models() -> None:
-    with _cache_lock:
-        _cache.clear()
+_models = ModelCache(_load, "model")
+load_model = _models.load  # call on a worker thread
+cached_model = _models.cached  # never loads: safe on the UI thread
+forget_models = _models.forget
 
 
 # --- pace ---------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import json
 import logging
 import shlex
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 

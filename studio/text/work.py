@@ -20,7 +20,6 @@ reads the cached tokenizer (cheap, thread-safe decode) once a run has loaded it.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -32,48 +31,23 @@ from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.generation import rank_and_entropy as engine_rank_and_entropy
 from engines.registry import ModelInfo
+from studio.model_cache import ModelCache
 from engines.text.session import token_text
 
 N_ALTERNATIVES = 10
 
 # --- model cache -----------------------------------------------------------------------------
 
-_cache: dict[tuple[str, str], Any] = {}
-_cache_lock = threading.Lock()
-
-
-def _key(info: ModelInfo) -> tuple[str, str]:
-    """Id and folder, plus the decoder file's mtime: a re-exported model is loaded afresh."""
-    try:
-        stamp = str(info.file("decoder").stat().st_mtime_ns)
-    except Exception:  # noqa: BLE001 - a missing file fails properly when loading
-        stamp = ""
-    return (info.id, f"{info.path}|{stamp}")
-
-
-def load_model(info: ModelInfo):
-    """The loaded `TextModel` for `info` (loaded once, then cached). Call on a worker thread."""
+def _load(info: ModelInfo):
     from engines.text.model import load_text_model
 
-    with _cache_lock:  # a second worker asking for the same model waits for the first load
-        model = _cache.get(_key(info))
-        if model is None:
-            model = load_text_model(info)
-            _cache[_key(info)] = model
-        return model
+    return load_text_model(info)
 
 
-def cached_model(info: ModelInfo | None):
-    """The model if a run already loaded it, else None (never loads: safe on the UI thread)."""
-    if info is None:
-        return None
-    with _cache_lock:
-        return _cache.get(_key(info))
-
-
-def forget_models() -> None:
-    with _cache_lock:
-        _cache.clear()
+_models = ModelCache(_load, "decoder")
+load_model = _models.load  # call on a worker thread
+cached_model = _models.cached  # never loads: safe on the UI thread
+forget_models = _models.forget
 
 
 # --- records -----------------------------------------------------------------------------------
