@@ -24,9 +24,7 @@ the latest state (model, optimizer, RNG, iteration) to ``DIR/last.pt`` so
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -36,6 +34,7 @@ import torch
 
 from engines.training.gpt import GPT, GPTConfig
 from engines.training.text_data import CharDataset, fixed_batches, get_batch
+from engines.training.run_files import append_log, save_checkpoint
 
 DEFAULTS = dict(
     n_layer=4, n_head=4, n_embd=192, block_size=128, dropout=0.0, bias=True,
@@ -73,18 +72,6 @@ def evaluate(model: GPT, batches) -> float:
     losses = [model(x, y)[1].item() for x, y in batches]
     model.train(was_training)
     return sum(losses) / len(losses)
-
-
-def _save(obj: dict, path: Path) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _append_log(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n_head"],
@@ -163,7 +150,7 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
         block_size = config.block_size
 
     n_params = model.num_parameters()
-    _append_log(log_path, {"event": "start", "command": command, "resume": resume,
+    append_log(log_path, {"event": "start", "command": command, "resume": resume,
                            "start_iter": start_iter, "hparams": hparams,
                            "config": config.to_dict(), "parameters": n_params,
                            "train_tokens": len(data.train), "val_tokens": len(data.val),
@@ -213,11 +200,11 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
             improved = val < best_val
             if improved:
                 best_val = val
-                _save(state(it), best_path)
+                save_checkpoint(state(it), best_path)
             ck = state(it)
             ck["optimizer"] = optimizer.state_dict()
             ck["generator"] = gen.get_state()
-            _save(ck, last_path)
+            save_checkpoint(ck, last_path)
             rec = {"event": "eval", "iter": it + 1, "train_loss": round(trn, 4),
                    "val_loss": round(val, 4), "best_val": round(best_val, 4),
                    "train_bpc": round(trn / math.log(2) / train_cpt, 4),
@@ -225,7 +212,7 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
                    "batch_loss": round(last_train_loss, 4), "lr": optimizer.param_groups[0]["lr"],
                    "elapsed_s": round(elapsed, 1), "s_per_iter": round(sec_per_iter, 4),
                    "saved_best": improved}
-            _append_log(log_path, rec)
+            append_log(log_path, rec)
             print(f"iter {it + 1}: train {trn:.4f}  val {val:.4f}  best {best_val:.4f} nats/token  "
                   f"(val {rec['val_bpc']:.4f} bits/char)  lr {rec['lr']:.2e}  {sec_per_iter:.3f} s/iter  {elapsed / 60:.1f} min", flush=True)
         if out_of_time:
@@ -236,7 +223,7 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
     summary = {"event": "end", "stopped": stopped, "iters": it + 1 if stopped == "time_limit" else it,
                "best_val": best_val, "elapsed_s": round(time.time() - t_start, 1),
                "ckpt": str(best_path)}
-    _append_log(log_path, summary)
+    append_log(log_path, summary)
     print(f"done ({stopped}): best val {best_val:.4f}; checkpoint {best_path}", flush=True)
     return summary
 

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -44,6 +42,7 @@ import torch
 from engines.errors import InputError
 from engines.image.data import load_split
 from engines.training.pixelcnn import PixelCNN, PixelCNNConfig
+from engines.training.run_files import append_log, save_checkpoint
 
 DEFAULTS = dict(
     n_filters=32, n_layers=12, kernel_size=3, first_kernel_size=7, head_filters=64,
@@ -60,18 +59,6 @@ def lr_at(it: int, progress: float, lr: float, min_lr: float, warmup_iters: int)
         return lr * (it + 1) / (warmup_iters + 1)
     p = min(1.0, max(0.0, progress))
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (lr - min_lr)
-
-
-def _save(obj: dict, path: Path) -> None:
-    """Write atomically (temp file + rename) so a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _append_log(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def batch_indices(n: int, batch_size: int, it: int, seed: int) -> torch.Tensor:
@@ -158,7 +145,7 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
     n_params = model.num_parameters()
     dataset = {"path": str(data_path), "kind": train_split.kind, "levels": train_split.levels,
                "train_images": len(x_train), "val_images": len(val_split), "conditional": conditional}
-    _append_log(log_path, {"event": "start", "command": command, "resume": resume, "start_iter": start_iter,
+    append_log(log_path, {"event": "start", "command": command, "resume": resume, "start_iter": start_iter,
                            "hparams": hp, "config": config.to_dict(), "parameters": n_params, "data": dataset,
                            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     print(f"command: {command}", flush=True)
@@ -213,10 +200,10 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
             improved = val["nats_per_dim"] < best_val
             if improved:
                 best_val = val["nats_per_dim"]
-                _save(state(it - 1), best_path)
+                save_checkpoint(state(it - 1), best_path)
             ck = state(it - 1)
             ck["optimizer"] = optimizer.state_dict()
-            _save(ck, last_path)
+            save_checkpoint(ck, last_path)
             s_iter = (time.time() - t_seg) / max(1, it - it_seg)
             dims = C * H * W
             rec = {"event": "eval", "iter": it, "epoch": round(it * hp["batch_size"] / len(x_train), 3),
@@ -225,7 +212,7 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
                    "val_bits_per_dim": round(val["bits_per_dim"], 5), "best_val_nats_per_image": round(best_val * dims, 3),
                    "lr": lr, "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1),
                    "s_per_iter": round(s_iter, 4), "saved_best": improved}
-            _append_log(log_path, rec)
+            append_log(log_path, rec)
             print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_nats_per_dim'] * dims:.2f}  "
                   f"val {val['nats_per_image']:.2f} nats/image ({val['bits_per_dim']:.4f} bits/dim)  "
                   f"best {best_val * dims:.2f}  lr {lr:.2e}  {s_iter:.3f} s/iter  {trained_s / 60:.1f} min",
@@ -235,7 +222,7 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
 
     summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_dim": best_val,
                "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
-    _append_log(log_path, summary)
+    append_log(log_path, summary)
     print(f"done ({stopped}) after {it} iterations: best val {best_val * C * H * W:.3f} nats/image", flush=True)
     if hp.get("final_eval", True) and best_path.exists():
         summary["metrics"] = final_evaluation(best_path, data_path, log_path)
@@ -257,9 +244,9 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
               f"({r['n_images']} images)", flush=True)
     metrics["conditioning"] = "true digit labels" if model.config.n_classes else "none"
     ck["metrics"] = metrics
-    _save(ck, ckpt_path)
+    save_checkpoint(ck, ckpt_path)
     if log_path is not None:
-        _append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
+        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
     return metrics
 
 
