@@ -24,3 +24,21 @@ class StatusLineMixin:
         from PySide6.QtGui import QTextDocumentFragment
 
         return QTextDocumentFragment.fromHtml(self.status.text()).toPlainText()
+
+    def _write_export(self, path: str, write, done) -> bool:
+        """Run `write()` (an atomic file write); report the failure, or success as `done`
+        (a text, or a function of what `write` returned)."""
+        from engines.errors import ChainruleError
+
+        try:
+            result = write()
+        except ChainruleError as exc:
+            self._say_error(f"Export failed: {exc}")
+            return False
+        except OSError as exc:
+            self._say_error(f"Export failed: cannot write {path}: {exc.strerror or exc}")
+            return False
+        done = done(result) if callable(done) else done
+        self._say(f"{html.escape(done)} to {html.escape(str(path))}")
+        self.ctx.show_message(f"{done} to {path}")
+        return True

@@ -67,6 +67,7 @@ from engines.decoding import build_chain
 from engines.errors import ChainruleError, InputError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
+from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin
 from studio.image import work
 from studio.image.canvas import MAX_ZOOM, ImageCanvas
@@ -148,7 +149,9 @@ class Run:
         return f"seed {self.seed}" if self.count == 1 else f"seeds {self.seed}–{self.seed + self.count - 1}"
 
 
-class ImageTab(StatusLineMixin, QWidget):
+class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
+    MODEL_KIND = "image"
+
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -521,20 +524,6 @@ class ImageTab(StatusLineMixin, QWidget):
 
     def has_models(self) -> bool:
         return bool(self.model_ids())
-
-    def select_model(self, model_id: str) -> bool:
-        i = self.model_combo.findData(model_id)
-        if i >= 0:
-            self.model_combo.setCurrentIndex(i)
-        return i >= 0
-
-    def chosen_model(self):
-        """The chosen ModelInfo, or None after telling the user why there is none."""
-        model_id = self.model_combo.currentData()
-        info = self._infos.get(model_id) if model_id else None
-        if info is None:
-            self._say_error("No image model chosen: add a models folder with one in the Models tab.")
-        return info
 
     def _model_changed(self) -> None:
         model_id = self.model_combo.currentData()
@@ -1076,19 +1065,10 @@ class ImageTab(StatusLineMixin, QWidget):
                 return False
         if Path(path).suffix.lower() != ".png":
             path = str(path) + ".png"
-        try:
-            from engines.image.png import write_image
+        from engines.image.png import write_image
 
-            write_image(path, self.canvas.pixels, g.levels)
-        except ChainruleError as exc:
-            self._say_error(f"Export failed: {exc}")
-            return False
-        except OSError as exc:
-            self._say_error(f"Export failed: cannot write {path}: {exc.strerror or exc}")
-            return False
-        self._say(f"Exported the image ({g.width}x{g.height}) to {html.escape(str(path))}")
-        self.ctx.show_message(f"Exported {path}")
-        return True
+        return self._write_export(path, lambda: write_image(path, self.canvas.pixels, g.levels),
+                            f"Exported the image ({g.width}x{g.height})")
 
     def export_gif(self, path: str | None = None) -> bool:
         g = self.geom
@@ -1106,17 +1086,8 @@ class ImageTab(StatusLineMixin, QWidget):
                 return False
         if Path(path).suffix.lower() != ".gif":
             path = str(path) + ".gif"
-        try:
-            n = work.write_gif(path, self._gif_frames, g.levels)
-        except ChainruleError as exc:
-            self._say_error(f"Export failed: {exc}")
-            return False
-        except OSError as exc:
-            self._say_error(f"Export failed: cannot write {path}: {exc.strerror or exc}")
-            return False
-        self._say(f"Exported the painting ({n} frames) to {html.escape(str(path))}")
-        self.ctx.show_message(f"Exported {path}")
-        return True
+        return self._write_export(path, lambda: work.write_gif(path, self._gif_frames, g.levels),
+                            lambda n: f"Exported the painting ({n} frames)")
 
     def _export_stem(self) -> str:
         run = self.run

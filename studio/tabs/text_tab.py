@@ -61,6 +61,7 @@ from engines.decoding.config import DecodingConfig
 from engines.errors import ChainruleError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
+from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin
 from studio.tabs import register_tab
 from studio.text import work
@@ -103,7 +104,9 @@ def first_words(text: str, limit: int = 28) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
-class TextTab(StatusLineMixin, QWidget):
+class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
+    MODEL_KIND = "text"
+
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -292,20 +295,6 @@ class TextTab(StatusLineMixin, QWidget):
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(False)
         self._update_buttons()
-
-    def select_model(self, model_id: str) -> bool:
-        i = self.model_combo.findData(model_id)
-        if i >= 0:
-            self.model_combo.setCurrentIndex(i)
-        return i >= 0
-
-    def chosen_model(self):
-        """The chosen ModelInfo, or None after telling the user why there is none."""
-        model_id = self.model_combo.currentData()
-        info = self._infos.get(model_id) if model_id else None
-        if info is None:
-            self._say_error("No text model chosen: add a models folder in the Models tab.")
-        return info
 
     def _branch_model(self, branch: Branch):
         info = self._infos.get(branch.model_id)
@@ -771,22 +760,13 @@ class TextTab(StatusLineMixin, QWidget):
         path, _ = QFileDialog.getSaveFileName(self, f"Export branch {branch.id}", start, f"{filt};;All files (*)")
         if not path:
             return
-        try:
-            if kind == "json":
-                data = json.dumps(self.export_record(branch), indent=2, ensure_ascii=False)
-            else:
-                data = branch.prompt + self.branch_text(branch)
-            from engines.atomic import write_text
+        if kind == "json":
+            data = json.dumps(self.export_record(branch), indent=2, ensure_ascii=False)
+        else:
+            data = branch.prompt + self.branch_text(branch)
+        from engines.atomic import write_text
 
-            write_text(path, data)
-        except ChainruleError as exc:
-            self._say_error(f"Export failed: {exc}")
-            return
-        except OSError as exc:
-            self._say_error(f"Export failed: cannot write {path}: {exc.strerror or exc}")
-            return
-        self.ctx.show_message(f"Exported branch {branch.id} to {path}")
-        self._say(f"Exported branch {branch.id} to {html.escape(path)}")
+        self._write_export(path, lambda: write_text(path, data), f"Exported branch {branch.id}")
 
     # --- status ------------------------------------------------------------------------------
     def _note(self, bid: int, note: str, replace_prefix: str | None = None) -> None:
