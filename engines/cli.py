@@ -89,6 +89,36 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
     return DecodingConfig.from_dict(values)
 
 
+_FLAG_OF = {
+    "strategy": "--strategy", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+    "min_p": "--min-p", "typical_p": "--typical-p", "repetition_penalty": "--repetition-penalty",
+    "no_repeat_ngram": "--no-repeat-ngram", "num_beams": "--num-beams", "length_penalty": "--length-penalty",
+    "num_return_sequences": "--num-return-sequences",
+}
+
+
+def reproducing_arguments(command: list[str], info, config: DecodingConfig) -> list[str]:
+    """`chainrule` arguments (command + model + decoding) that rebuild `config` for `info`:
+    the inverse of `config_from_args`. The CLI starts from the card's decoding defaults, so
+    every setting that differs from those is passed (floats as repr: exact)."""
+    try:
+        base = DecodingConfig.from_dict(dict(info.card.get("decoding_defaults") or {}))
+    except Exception:  # noqa: BLE001 - a bad card default: pass everything
+        base = None
+    args = [*command, "--model", info.id]
+    if info.source not in ("shipped", "user"):
+        args += ["--models-dir", str(info.path.parent)]
+    for name, flag in _FLAG_OF.items():
+        value = getattr(config, name)
+        if base is None or getattr(base, name) != value:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    if base is None or tuple(base.chain) != tuple(config.chain):
+        args += ["--chain", ",".join(config.chain)]
+    if not config.early_stopping and (base is None or base.early_stopping):
+        args.append("--no-early-stopping")
+    return args
+
+
 # --- parser ------------------------------------------------------------------------
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -312,34 +312,13 @@ def read_mask_file(path: str | os.PathLike, geometry, source_size: tuple[int, in
 
 # --- the command line -----------------------------------------------------------------------------------
 
-_FLAGS = {
-    "strategy": "--strategy", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-    "min_p": "--min-p", "typical_p": "--typical-p",
-}
-
-
 def cli_arguments(info: ModelInfo, config: DecodingConfig, seed: int, label: int | None, count: int) -> list[str]:
-    """`chainrule` arguments that reproduce a Generate run (every sample, same seeds).
+    """`chainrule` arguments that reproduce a Generate run (every sample, same seeds)."""
+    from engines.cli import reproducing_arguments
 
-    The CLI starts from the card's decoding defaults, so each setting that differs from
-    those is passed explicitly.
-    """
-    try:
-        base = DecodingConfig.from_dict(dict(info.card.get("decoding_defaults") or {}))
-    except Exception:  # noqa: BLE001 - a bad card default: pass everything
-        base = None
-    args = ["generate", "image", "--model", info.id]
-    if info.source not in ("shipped", "user"):
-        args += ["--models-dir", str(info.path.parent)]
-    args += ["--seed", str(seed)]
+    args = reproducing_arguments(["generate", "image"], info, config) + ["--seed", str(seed)]
     if label is not None:
         args += ["--label", str(label)]
     if count != 1:
         args += ["--count", str(count)]
-    for name, flag in _FLAGS.items():
-        value = getattr(config, name)
-        if base is None or getattr(base, name) != value:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    if base is None or tuple(base.chain) != tuple(config.chain):
-        args += ["--chain", ",".join(config.chain)]
     return args

@@ -177,39 +177,15 @@ def generate_events(
 
 # --- the CLI equivalent ------------------------------------------------------------------------
 
-_FLAGS = {
-    "strategy": "--strategy", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-    "min_p": "--min-p", "typical_p": "--typical-p", "repetition_penalty": "--repetition-penalty",
-    "no_repeat_ngram": "--no-repeat-ngram", "num_beams": "--num-beams", "length_penalty": "--length-penalty",
-    "num_return_sequences": "--num-return-sequences",
-}
-
-
 def cli_arguments(
     info: ModelInfo, prompt: str, config: DecodingConfig, seed: int, max_new_tokens: int,
     stop_strings: Sequence[str] = (),
 ) -> list[str]:
-    """`chainrule` arguments that reproduce a Generate run exactly.
+    """`chainrule` arguments that reproduce a Generate run exactly."""
+    from engines.cli import reproducing_arguments
 
-    The CLI starts from the model card's decoding defaults, so every setting that differs
-    from those (not merely from DecodingConfig's defaults) is passed explicitly.
-    """
-    try:
-        base = DecodingConfig.from_dict(dict(info.card.get("decoding_defaults") or {}))
-    except Exception:  # noqa: BLE001 - a bad card default: pass everything
-        base = None
-    args = ["generate", "text", "--model", info.id]
-    if info.source not in ("shipped", "user"):
-        args += ["--models-dir", str(info.path.parent)]
+    args = reproducing_arguments(["generate", "text"], info, config)
     args += ["--prompt", prompt, "--seed", str(seed), "--max-new-tokens", str(max_new_tokens)]
-    for name, flag in _FLAGS.items():
-        value = getattr(config, name)
-        if base is None or getattr(base, name) != value:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]  # repr: exact
-    if base is None or tuple(base.chain) != tuple(config.chain):
-        args += ["--chain", ",".join(config.chain)]
-    if not config.early_stopping and (base is None or base.early_stopping):
-        args.append("--no-early-stopping")
     for s in stop_strings:
         args += ["--stop", s]
     return args
