@@ -1,0 +1,61 @@
+"""The Free Spoken Digit Dataset (fsdd.npz) split into train / val / test, as mu-law clips.
+
+fsdd.npz holds every recording concatenated (`audio` int16, 8 kHz) with `offsets` (N + 1),
+the spoken digit (`labels`), the speaker's name (`speakers`) and the take number (`index`,
+0..49). The split is by take, the dataset's own convention: takes 0-4 of every digit and
+speaker are the test set; we hold out takes 5-9 for validation and train on takes 10-49.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.audio import mulaw
+from engines.errors import InputError
+
+SPLIT_TAKES = {"test": range(0, 5), "val": range(5, 10), "train": range(10, 50)}
+
+
+@dataclass
+class AudioSplit:
+    split: str
+    clips: list[np.ndarray]  # each (n_i,) int64 mu-law classes
+    digits: np.ndarray  # (N,) int64
+    speaker_ids: np.ndarray  # (N,) int64, index into `speakers`
+    speakers: list[str]  # every speaker of the file, sorted
+    sample_rate: int
+    filenames: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def n_samples(self) -> int:
+        return int(sum(len(c) for c in self.clips))
+
+
+def load_fsdd(path: str | Path, split: str) -> AudioSplit:
+    path = Path(path)
+    if split not in SPLIT_TAKES:
+        raise InputError(f"unknown split {split!r}: choose train, val or test")
+    try:
+        d = np.load(path)
+        audio, offsets = d["audio"], d["offsets"]
+        labels, speakers, takes = d["labels"], d["speakers"], d["index"]
+        rate = int(d["sample_rate"])
+        filenames = d["filenames"] if "filenames" in d.files else np.array([""] * len(labels))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not an fsdd.npz file (needs audio, offsets, labels, speakers, index, "
+                         f"sample_rate): {exc}") from None
+    names = sorted(set(str(s) for s in speakers))
+    sid = {n: i for i, n in enumerate(names)}
+    keep = np.flatnonzero(np.isin(takes, list(SPLIT_TAKES[split])))
+    clips = [mulaw.from_int16(audio[offsets[i]:offsets[i + 1]]) for i in keep]
+    return AudioSplit(split=split, clips=clips, digits=labels[keep].astype(np.int64),
+                      speaker_ids=np.array([sid[str(speakers[i])] for i in keep], dtype=np.int64),
+                      speakers=names, sample_rate=rate, filenames=[str(filenames[i]) for i in keep])

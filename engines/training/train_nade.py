@@ -1,0 +1,270 @@
+"""Train NADE (``engines.training.nade``) on binarized MNIST, in raster order.
+
+Run as::
+
+    chainrule train nade --data binarized_mnist.npz --out DIR [options]
+    python -m engines.training.train_nade --data PATH --out DIR [options]
+
+Images are flattened in raster order to x (N, D) in {0, 1}. Adam; the learning rate warms up,
+then follows a cosine to ``--min-lr``, where the run's progress is the larger of
+iterations/``--max-iters`` and training time/``--time-limit-minutes`` (whichever budget ends
+first ends the schedule). Batches are seeded permutations per epoch, so a ``--resume``d run
+continues exactly where it stopped. Every ``--eval-interval`` iterations the first
+``--eval-images`` validation images are scored; the record goes to ``DIR/log.jsonl`` (whose
+first record holds the exact command), the best model to ``DIR/ckpt.pt`` and the latest state
+with the optimizer to ``DIR/last.pt`` (both written atomically). At the end the best
+checkpoint is scored on the full validation and test splits and the results are stored in
+``ckpt.pt`` (``metrics``) for the exporter (``engines.training.export_density``).
+
+The loop itself (`fit`) is shared with the MADE trainer (``train_made``), which differs only in
+the model, the per-minibatch mask choice and the (ensemble) evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engines.errors import InputError
+from engines.image.data import load_split
+from engines.training.nade import NADE, nll_blocked
+from engines.training.run_files import append_log, save_checkpoint
+from engines.training.train_pixelcnn import batch_indices, lr_at
+
+DEFAULTS = dict(
+    hidden=500, batch_size=100, lr=1e-3, min_lr=1e-5, warmup_iters=100, max_iters=1_000_000,
+    grad_clip=0.0, eval_interval=500, eval_images=2000, seed=1337, time_limit_minutes=25.0, threads=1,
+    block=16,
+)
+LN2 = math.log(2)
+
+
+def flat_split(data_path, split: str, limit: int | None = None) -> torch.Tensor:
+    """One split as float32 (N, D) in {0, 1}, raster order (InputError if not binary or empty)."""
+    s = load_split(data_path, split)
+    if s.levels != 2:
+        raise InputError(f"{data_path}: NADE/MADE need binarized images (0/1), this file has {s.levels} levels")
+    if len(s) == 0:
+        raise InputError(f"{data_path}: the {split} split is empty")
+    x = s.images[:limit].reshape(len(s.images[:limit]), -1)
+    return torch.from_numpy(np.ascontiguousarray(x)).float()
+
+
+def data_info(data_path, x_train: torch.Tensor) -> dict:
+    s = load_split(data_path, "train")
+    _, C, H, W = s.images.shape
+    return {"path": str(data_path), "kind": s.kind, "levels": 2, "height": H, "width": W, "channels": C,
+            "dims": int(x_train.shape[1]), "train_images": len(x_train),
+            "val_images": len(load_split(data_path, "val")), "test_images": len(load_split(data_path, "test"))}
+
+
+def marginal_logits(x_train: torch.Tensor) -> torch.Tensor:
+    """Per-pixel logit of the training mean (clipped): the output bias a model starts from."""
+    p = x_train.mean(0).clamp(1e-3, 1 - 1e-3)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def nll_summary(total_nats: float, n: int, dims: int) -> dict:
+    per_image = total_nats / n
+    return {"nats_per_image": per_image, "nats_per_dim": per_image / dims, "bits_per_dim": per_image / dims / LN2,
+            "n_images": n}
+
+
+def fit(*, model: torch.nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, out: Path, hp: dict,
+        command: str, dataset: dict, family: str, extra: dict,
+        loss_fn: Callable[[torch.Tensor, int], torch.Tensor], eval_fn: Callable[[torch.Tensor], dict],
+        resume_ck: dict | None) -> dict:
+    """The training loop shared by NADE and MADE; returns the "end" summary.
+
+    loss_fn(x, it) -> mean NLL per image of the batch (a scalar with a graph); eval_fn(x) ->
+    nll_summary dict. `extra` is stored in every checkpoint (the model's own settings).
+    """
+    t_start = time.time()
+    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "ckpt.pt"
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"])
+    start_iter, best_val, trained_s = 0, float("inf"), 0.0
+    if resume_ck is not None:
+        model.load_state_dict(resume_ck["model"])
+        if "optimizer" in resume_ck:
+            optimizer.load_state_dict(resume_ck["optimizer"])
+        start_iter = resume_ck["iter"] + 1
+        best_val, trained_s = resume_ck.get("best_val", float("inf")), resume_ck.get("trained_s", 0.0)
+    n_params = sum(p.numel() for p in model.parameters())
+    append_log(log_path, {"event": "start", "command": command, "resume": resume_ck is not None,
+                          "start_iter": start_iter, "hparams": hp, "config": model.config(), "family": family,
+                          "parameters": n_params, "data": dataset, **extra,
+                          "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    print(f"command: {command}", flush=True)
+    print(f"{family}: {model.config()}  parameters: {n_params:,}  data: {dataset}", flush=True)
+
+    def state(it: int) -> dict:
+        return {"family": family, "model": model.state_dict(), "config": model.config(), "iter": it,
+                "best_val": best_val, "hparams": hp, "command": command, "data": dataset, "parameters": n_params,
+                "trained_s": trained_s, **extra}
+
+    model.train()
+    it, losses, stopped = start_iter, [], "max_iters"
+    t_seg, it_seg = time.time(), it
+    limit_s = hp["time_limit_minutes"] * 60
+    while True:
+        progress = max(it / hp["max_iters"], trained_s / limit_s)
+        if progress >= 1.0:
+            stopped = "max_iters" if it >= hp["max_iters"] else "time_limit"
+            break
+        t0 = time.time()
+        lr = lr_at(it, progress, hp["lr"], hp["min_lr"], hp["warmup_iters"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = x_train[batch_indices(len(x_train), hp["batch_size"], it, hp["seed"])]
+        loss = loss_fn(x, it)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if hp["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        optimizer.step()
+        losses.append(loss.item())
+        trained_s += time.time() - t0
+        it += 1
+        done = max(it / hp["max_iters"], trained_s / limit_s) >= 1.0
+        if it % hp["eval_interval"] == 0 or done:
+            t_eval = time.time()
+            model.eval()
+            val = eval_fn(x_val)
+            model.train()
+            trained_s += time.time() - t_eval
+            improved = val["nats_per_image"] < best_val
+            if improved:
+                best_val = val["nats_per_image"]
+                save_checkpoint(state(it - 1), best_path)
+            ck = state(it - 1)
+            ck["optimizer"] = optimizer.state_dict()
+            save_checkpoint(ck, last_path)
+            s_iter = (time.time() - t_seg) / max(1, it - it_seg)
+            rec = {"event": "eval", "iter": it, "epoch": round(it * hp["batch_size"] / len(x_train), 3),
+                   "train_nats_per_image": round(float(np.mean(losses)), 3),
+                   "val_nats_per_image": round(val["nats_per_image"], 3), "val_bits_per_dim": round(val["bits_per_dim"], 5),
+                   "best_val_nats_per_image": round(best_val, 3), "lr": lr, "elapsed_s": round(time.time() - t_start, 1),
+                   "trained_s": round(trained_s, 1), "s_per_iter": round(s_iter, 4), "saved_best": improved}
+            append_log(log_path, rec)
+            print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_nats_per_image']:.2f}  "
+                  f"val {val['nats_per_image']:.2f} nats/image  best {best_val:.2f}  lr {lr:.2e}  "
+                  f"{s_iter:.3f} s/iter  {trained_s / 60:.1f} min", flush=True)
+            losses, t_seg, it_seg = [], time.time(), it
+    summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_image": best_val,
+               "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
+    append_log(log_path, summary)
+    print(f"done ({stopped}) after {it} iterations: best val {best_val:.3f} nats/image", flush=True)
+    return summary
+
+
+def prepare_run(data_path, out_dir, hp: dict, resume: bool):
+    """(out, x_train, x_val, dataset, resume checkpoint or None); sets the thread count and seed."""
+    torch.set_num_threads(hp["threads"])
+    torch.manual_seed(hp["seed"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x_train = flat_split(data_path, "train")
+    x_val = flat_split(data_path, "val", hp["eval_images"])
+    ck = None
+    if resume:
+        src = out / "last.pt" if (out / "last.pt").exists() else out / "ckpt.pt"
+        if not src.exists():
+            raise InputError(f"--resume: no checkpoint (last.pt or ckpt.pt) in {out}")
+        ck = torch.load(src, map_location="cpu", weights_only=False)
+    return out, x_train, x_val, data_info(data_path, x_train), ck
+
+
+@torch.no_grad()
+def evaluate(model: NADE, x: torch.Tensor, batch_size: int = 100, block: int = 16) -> dict:
+    """Exact NLL of x (N, D) under NADE (float32, blocked pass)."""
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        total += nll_blocked(model, x[i:i + batch_size], block).double().sum().item()
+    return nll_summary(total, len(x), model.dims)
+
+
+def train(data_path, out_dir, *, resume: bool = False, command: str | None = None, **hp) -> dict:
+    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    out, x_train, x_val, dataset, ck = prepare_run(data_path, out_dir, hp, resume)
+    hidden = ck["config"]["hidden"] if ck else hp["hidden"]
+    model = NADE(dims=x_train.shape[1], hidden=hidden)
+    with torch.no_grad():
+        model.b.copy_(marginal_logits(x_train))
+    block = hp["block"]
+    summary = fit(model=model, x_train=x_train, x_val=x_val, out=out, hp=hp, command=command, dataset=dataset,
+                  family="nade", extra={"ordering": "raster"},
+                  loss_fn=lambda x, it: nll_blocked(model, x, block).mean(),
+                  eval_fn=lambda x: evaluate(model, x, block=block), resume_ck=ck)
+    if hp.get("final_eval", True) and (out / "ckpt.pt").exists():
+        summary["metrics"] = final_evaluation(out / "ckpt.pt", data_path, out / "log.jsonl")
+    return summary
+
+
+def load_nade(ckpt_path) -> tuple[NADE, dict]:
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = NADE(**ck["config"])
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
+
+
+def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -> dict:
+    """Full validation and test NLL of the best checkpoint; stored in it as `metrics`."""
+    model, ck = load_nade(ckpt_path)
+    metrics, t0 = {}, time.time()
+    for split in ("val", "test"):
+        r = evaluate(model, flat_split(data_path, split))
+        metrics[split] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
+        print(f"{split}: {r['nats_per_image']:.3f} nats/image, {r['bits_per_dim']:.4f} bits/dim "
+              f"({r['n_images']} images)", flush=True)
+    ck["metrics"] = metrics
+    save_checkpoint(ck, ckpt_path)
+    if log_path is not None:
+        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
+    return metrics
+
+
+def add_common_arguments(p: argparse.ArgumentParser, d: dict) -> argparse.ArgumentParser:
+    p.add_argument("--data", required=True, help="binarized_mnist.npz (0/1 pixels, train/valid/test)")
+    p.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate after warm-up")
+    p.add_argument("--min-lr", type=float, default=d["min_lr"])
+    p.add_argument("--warmup-iters", type=int, default=d["warmup_iters"])
+    p.add_argument("--max-iters", type=int, default=d["max_iters"])
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="gradient norm clip (0 = off)")
+    p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
+    p.add_argument("--eval-images", type=int, default=d["eval_images"], help="validation images per periodic eval")
+    p.add_argument("--no-final-eval", dest="final_eval", action="store_false",
+                   help="skip the full val/test evaluation of the best checkpoint at the end")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--time-limit-minutes", type=float, default=d["time_limit_minutes"],
+                   help="training time, periodic evals included (the final evaluation comes after)")
+    p.add_argument("--threads", type=int, default=d["threads"])
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="chainrule train nade", description=__doc__.splitlines()[0])
+    add_common_arguments(p, DEFAULTS)
+    p.add_argument("--hidden", type=int, default=DEFAULTS["hidden"], help="hidden units H")
+    p.add_argument("--block", type=int, default=DEFAULTS["block"], help="pixels per block of the blocked pass (speed only)")
+    args = p.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "nade"] + argv)
+    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
+    train(args.data, args.out, resume=args.resume, command=command, **hp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""Train a WaveNet (``engines.training.wavenet``) on the Free Spoken Digit Dataset.
+
+Run as::
+
+    chainrule train wavenet --data fsdd.npz --out DIR [options]
+
+Each batch holds ``--batch-size`` windows, each from a random clip (``engines.audio.data``:
+train = takes 10-49): ``--window`` target samples at a random place in the clip, read with
+a full receptive field of context before them (silence before the clip starts, as at
+scoring and generation time). Shorter clips are padded and the padding is not scored.
+The digit and the speaker condition every window; each is replaced by "none" with
+probability ``--cond-dropout``, so the model also generates with either left unset.
+
+Schedule and files as in ``train_pixelcnn``: warmup then cosine by the larger of
+iteration and time progress; every ``--eval-interval`` iterations the NLL of the first
+``--eval-clips`` validation clips (bits per sample) picks the best ``ckpt.pt``; ``last.pt``
+holds the optimizer for ``--resume``; ``log.jsonl`` starts with the exact command. At the
+end the best checkpoint is scored on the whole validation and test splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.audio import mulaw
+from engines.audio.data import AudioSplit, load_fsdd
+from engines.errors import InputError
+from engines.training.run_files import append_log, save_checkpoint
+from engines.training.train_pixelcnn import lr_at
+from engines.training.wavenet import WaveNet, WaveNetConfig
+
+DEFAULTS = dict(
+    residual_channels=48, gate_channels=48, skip_channels=96, n_stacks=2, layers_per_stack=9,
+    batch_size=6, window=3000, lr=2e-3, min_lr=2e-5, warmup_iters=200, max_iters=1_000_000,
+    grad_clip=1.0, cond_dropout=0.1, eval_interval=250, eval_clips=60, seed=1337,
+    time_limit_minutes=55.0, threads=2,
+)
+LN2 = math.log(2)
+
+
+def make_batch(split: AudioSplit, rf: int, window: int, batch_size: int, rng: np.random.Generator,
+               none_digit: int, none_speaker: int, cond_dropout: float):
+    """(inputs (B, rf - 1 + window), targets (B, window) with -100 padding, digit (B,), speaker (B,)).
+
+    Output t of the model over `inputs` predicts inputs[t + 1]; the last `window` outputs,
+    each with a full receptive field of context, predict the targets.
+    """
+    B = batch_size
+    inputs = np.full((B, rf - 1 + window), mulaw.SILENCE, dtype=np.int64)
+    targets = np.full((B, window), -100, dtype=np.int64)
+    which = rng.integers(0, len(split), size=B)
+    for b, i in enumerate(which):
+        clip = split.clips[i]
+        start = int(rng.integers(0, max(1, len(clip) - window + 1)))
+        seg = clip[start:start + window]  # the targets
+        ctx = clip[max(0, start - rf):start]  # the samples before them (<= rf)
+        targets[b, :len(seg)] = seg
+        full = np.concatenate([ctx, seg[:-1]])  # what precedes each target
+        # inputs[rf - 1 + j] is the sample just before target j, so `full` ends at rf - 1 + len(seg).
+        end = rf - 1 + len(seg)
+        inputs[b, end - len(full):end] = full
+    digit = split.digits[which].copy()
+    speaker = split.speaker_ids[which].copy()
+    if cond_dropout > 0:
+        digit[rng.random(B) < cond_dropout] = none_digit
+        speaker[rng.random(B) < cond_dropout] = none_speaker
+    return (torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(digit),
+            torch.from_numpy(speaker))
+
+
+@torch.no_grad()
+def clip_logprobs(model: WaveNet, clip: np.ndarray, digit: int, speaker: int) -> np.ndarray:
+    """ln p of every sample of `clip` (n,) given all before it, silence before the start."""
+    rf = model.config.receptive_field
+    x = np.concatenate([np.full(rf, mulaw.SILENCE, dtype=np.int64), clip[:-1]])
+    logits = model(torch.from_numpy(x)[None], torch.tensor([digit]), torch.tensor([speaker]))[0, :, rf - 1:]
+    lp = torch.log_softmax(logits.float(), dim=0)  # (256, n)
+    return lp.gather(0, torch.from_numpy(clip)[None]).squeeze(0).double().numpy()
+
+
+def evaluate(model: WaveNet, split: AudioSplit, limit: int | None = None) -> dict:
+    """NLL of whole clips, conditioned on their true digit and speaker: bits and nats per sample."""
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    idx = range(len(split)) if limit is None else range(min(limit, len(split)))
+    for i in idx:
+        lp = clip_logprobs(model, split.clips[i], int(split.digits[i]), int(split.speaker_ids[i]))
+        total -= float(lp.sum())
+        n += len(lp)
+    model.train(was_training)
+    return {"nats_per_sample": total / n, "bits_per_sample": total / n / LN2, "n_samples": n, "n_clips": len(idx)}
+
+
+def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
+    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
+    t_start = time.time()
+    torch.set_num_threads(hp["threads"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "ckpt.pt"
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+
+    train_split, val_split = load_fsdd(data_path, "train"), load_fsdd(data_path, "val")
+    for split in (train_split, val_split):
+        if len(split) == 0:
+            raise InputError(f"{data_path}: the {split.split} split is empty")
+    config = WaveNetConfig(
+        residual_channels=hp["residual_channels"], gate_channels=hp["gate_channels"],
+        skip_channels=hp["skip_channels"], n_stacks=hp["n_stacks"], layers_per_stack=hp["layers_per_stack"],
+        n_digits=int(max(train_split.digits.max(), val_split.digits.max())) + 1,
+        speakers=list(train_split.speakers), sample_rate=train_split.sample_rate,
+    )
+    torch.manual_seed(hp["seed"])
+    model = WaveNet(config)
+    start_iter, best_val, trained_s = 0, float("inf"), 0.0
+    ck = None
+    if resume:
+        src = last_path if last_path.exists() else best_path
+        if not src.exists():
+            raise SystemExit(f"--resume: no checkpoint in {out}")
+        ck = torch.load(src, map_location="cpu", weights_only=False)
+        config = WaveNetConfig(**ck["config"])
+        model = WaveNet(config)
+        model.load_state_dict(ck["model"])
+        start_iter, best_val, trained_s = ck["iter"] + 1, ck.get("best_val", float("inf")), ck.get("trained_s", 0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"])
+    if ck is not None and "optimizer" in ck:
+        optimizer.load_state_dict(ck["optimizer"])
+    rf = config.receptive_field
+    n_params = model.num_parameters()
+    dataset = {"path": str(data_path), "train_clips": len(train_split), "train_samples": train_split.n_samples,
+               "val_clips": len(val_split), "sample_rate": train_split.sample_rate, "speakers": train_split.speakers}
+    append_log(log_path, {"event": "start", "command": command, "resume": resume, "start_iter": start_iter,
+                           "hparams": hp, "config": config.to_dict(), "parameters": n_params, "data": dataset,
+                           "receptive_field": rf, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    print(f"command: {command}", flush=True)
+    print(f"data: {dataset}", flush=True)
+    print(f"config: {config.to_dict()}  receptive field {rf}  parameters: {n_params:,}", flush=True)
+
+    def state(it: int) -> dict:
+        return {"model": model.state_dict(), "config": config.to_dict(), "iter": it, "best_val": best_val,
+                "hparams": hp, "command": command, "data": dataset, "parameters": n_params,
+                "trained_s": trained_s}
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if hp.get("bf16") else contextlib.nullcontext()
+
+    model.train()
+    it = start_iter
+    stopped = "max_iters"
+    losses: list[float] = []
+    t_seg, it_seg = time.time(), it
+    limit_s = hp["time_limit_minutes"] * 60
+    while True:
+        progress = max(it / hp["max_iters"], trained_s / limit_s)
+        if progress >= 1.0:
+            stopped = "max_iters" if it >= hp["max_iters"] else "time_limit"
+            break
+        t0 = time.time()
+        lr = lr_at(it, progress, hp["lr"], hp["min_lr"], hp["warmup_iters"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        rng = np.random.default_rng([hp["seed"], it])
+        x, y, digit, speaker = make_batch(train_split, rf, hp["window"], hp["batch_size"], rng,
+                                          config.none_digit, config.none_speaker, hp["cond_dropout"])
+        with autocast():
+            logits = model(x, digit, speaker)[:, :, rf - 1:]
+        loss = model.loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if hp["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        optimizer.step()
+        losses.append(loss.item())
+        trained_s += time.time() - t0
+        it += 1
+        done = max(it / hp["max_iters"], trained_s / limit_s) >= 1.0
+        if it % hp["eval_interval"] == 0 or done:
+            t_eval = time.time()
+            val = evaluate(model, val_split, hp["eval_clips"])
+            trained_s += time.time() - t_eval
+            improved = val["nats_per_sample"] < best_val
+            if improved:
+                best_val = val["nats_per_sample"]
+                save_checkpoint(state(it - 1), best_path)
+            ck = state(it - 1)
+            ck["optimizer"] = optimizer.state_dict()
+            save_checkpoint(ck, last_path)
+            s_iter = (time.time() - t_seg) / max(1, it - it_seg)
+            seen = it * hp["batch_size"] * hp["window"]
+            rec = {"event": "eval", "iter": it, "epoch": round(seen / train_split.n_samples, 3),
+                   "train_bits_per_sample": round(float(np.mean(losses)) / LN2, 4),
+                   "val_bits_per_sample": round(val["bits_per_sample"], 4),
+                   "best_val_bits_per_sample": round(best_val / LN2, 4), "lr": lr,
+                   "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1),
+                   "s_per_iter": round(s_iter, 4), "saved_best": improved}
+            append_log(log_path, rec)
+            print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_bits_per_sample']:.4f}  "
+                  f"val {rec['val_bits_per_sample']:.4f} bits/sample  best {rec['best_val_bits_per_sample']:.4f}  "
+                  f"lr {lr:.2e}  {s_iter:.3f} s/iter  {trained_s / 60:.1f} min", flush=True)
+            losses = []
+            t_seg, it_seg = time.time(), it
+
+    summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_sample": best_val,
+               "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
+    append_log(log_path, summary)
+    print(f"done ({stopped}) after {it} iterations: best val {best_val / LN2:.4f} bits/sample", flush=True)
+    if hp.get("final_eval", True) and best_path.exists():
+        summary["metrics"] = final_evaluation(best_path, data_path, log_path)
+    return summary
+
+
+def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -> dict:
+    """Whole validation and test NLL of a checkpoint; stored in the checkpoint as `metrics`."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = WaveNet(WaveNetConfig(**ck["config"]))
+    model.load_state_dict(ck["model"])
+    metrics = {}
+    t0 = time.time()
+    for split in ("val", "test"):
+        r = evaluate(model, load_fsdd(data_path, split))
+        metrics[split] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
+        print(f"{split}: {r['bits_per_sample']:.4f} bits/sample over {r['n_samples']} samples "
+              f"({r['n_clips']} clips)", flush=True)
+    metrics["conditioning"] = "true digit and speaker"
+    ck["metrics"] = metrics
+    save_checkpoint(ck, ckpt_path)
+    if log_path is not None:
+        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
+    return metrics
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    d = DEFAULTS
+    p.add_argument("--data", required=True, help="fsdd.npz")
+    p.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
+    p.add_argument("--residual-channels", type=int, default=d["residual_channels"])
+    p.add_argument("--gate-channels", type=int, default=d["gate_channels"])
+    p.add_argument("--skip-channels", type=int, default=d["skip_channels"])
+    p.add_argument("--n-stacks", type=int, default=d["n_stacks"])
+    p.add_argument("--layers-per-stack", type=int, default=d["layers_per_stack"], help="dilations 1 .. 2^(n-1)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--window", type=int, default=d["window"], help="target samples per window")
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--min-lr", type=float, default=d["min_lr"])
+    p.add_argument("--warmup-iters", type=int, default=d["warmup_iters"])
+    p.add_argument("--max-iters", type=int, default=d["max_iters"])
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"])
+    p.add_argument("--cond-dropout", type=float, default=d["cond_dropout"],
+                   help="probability of replacing the digit (and, independently, the speaker) by 'none'")
+    p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
+    p.add_argument("--eval-clips", type=int, default=d["eval_clips"], help="validation clips per periodic eval")
+    p.add_argument("--no-final-eval", dest="final_eval", action="store_false")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--time-limit-minutes", type=float, default=d["time_limit_minutes"], help="training time (evals included)")
+    p.add_argument("--threads", type=int, default=d["threads"])
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = add_arguments(argparse.ArgumentParser(prog="chainrule train wavenet",
+                                                   description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "wavenet"] + argv)
+    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
+    train(args.data, args.out, resume=args.resume, command=command, **hp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
