@@ -170,12 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int)
     p.add_argument("--digit", type=int)
     p.add_argument("--speaker")
+    p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
 
     p = sub.add_parser("eval", help="average negative log-likelihood on a data set")
     _add_model_arguments(p)
     p.add_argument("--data", required=True, help="data file (text, .npz)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--limit", type=int, help="first N examples of the split, in order")
+    p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
     p.add_argument("--write-card", action="store_true", help="record the result (and this command) in the model's card.json metrics")
 
     p = sub.add_parser("bench", help="speed benchmarks on the shipped models")
@@ -269,6 +271,7 @@ def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> N
         raise ChainruleError(f"{model.id} has no card.json to write metrics into ({model.path})")
     card = json.loads(card_path.read_text(encoding="utf-8"))
     key = f"{Path(args.data).stem}/{args.split}" + (f"/first{args.limit}" if args.limit else "")
+    key += f"/k{args.ensemble}" if getattr(args, "ensemble", None) else ""  # MADE: one entry per ensemble size
     card.setdefault("metrics", {})[key] = {
         **{k: v for k, v in result.items() if isinstance(v, (int, float, str))},
         "command": "chainrule " + " ".join(shlex.quote(a) for a in args.argv if a != "--write-card"),

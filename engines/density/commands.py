@@ -1,0 +1,288 @@
+"""`chainrule generate image`, `score --image`, `eval` and `bench density` for NADE and MADE models.
+
+The JSON keys are those of `engines.image.commands` (samples[i].path/total_logprob/n/
+bits_per_dim/seed/pixels, score's total_logprob/per_element/logprob_map, eval's
+nats_per_example/bits_per_dim/n_examples), so the studio and scripts treat PixelCNN and
+density models alike. What only density models have is added under its own keys:
+the ordering and MADE mask seed a sample was drawn with, and the ensemble size K.
+
+Which log-likelihood is which, for MADE:
+* `generate`: `total_logprob` is log p(image) under the mask set the image was sampled with
+  (so total = sampled + known, exactly); `ensemble_logprob` is the mixture of the card's
+  default K masks, the number `score` and `eval` report.
+* `score` / `eval`: the mixture of K masks (`--ensemble K`, default: the card's). `score`'s
+  `per_element` are the conditionals under the first training mask (`per_element_ordering`);
+  they sum to `per_element_logprob` (= `total_logprob` when K = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.cli import config_from_args
+from engines.decoding.config import DecodingConfig
+from engines.density.model import DensityModel, MadeModel, load_density_model
+from engines.density.sampling import DensityDone, sample_events
+from engines.errors import DecodingError, InputError
+from engines.generation import resolve_seed
+from engines.image.data import load_split
+from engines.image.png import check_mask_coverage, read_image, read_mask, write_image
+from engines.progress import Progress
+from engines.registry import ModelInfo
+
+LN2 = math.log(2)
+
+
+def _sample_paths(out: str | None, count: int) -> list[str | None]:
+    if out is None:
+        return [None] * count
+    if count == 1:
+        return [out]
+    p = Path(out)
+    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def check_config(config: DecodingConfig) -> float:
+    """The temperature to sample with; DecodingError for settings a binary pixel cannot use."""
+    if config.strategy == "beam":
+        raise DecodingError("strategy = 'beam' is not available for density models: pixels are sampled one at a "
+                            "time (use --strategy sample or greedy)")
+    default = DecodingConfig()
+    for name, flag in (("top_p", "top-p"), ("min_p", "min-p"), ("typical_p", "typical-p"),
+                       ("repetition_penalty", "repetition-penalty"), ("no_repeat_ngram", "no-repeat-ngram")):
+        if getattr(config, name) != getattr(default, name):
+            raise DecodingError(f"{flag} has no effect on a black-or-white pixel; density models take only "
+                                "--temperature and --strategy greedy|sample")
+    if config.top_k not in (0, 1, 2):
+        raise DecodingError(f"top-k = {config.top_k} is invalid for binary pixels: use 1 (greedy) or 0 (off)")
+    return 0.0 if config.is_greedy else float(config.temperature)
+
+
+def _ordering_spec(model: DensityModel, name: str | None) -> tuple[str, int]:
+    """(ordering name for the engine, random seed) from --ordering NAME | random:SEED; InputError when unknown."""
+    name = (name or "raster").strip()
+    base, sep, seed_text = name.partition(":")
+    random_seed = 0
+    if sep:
+        if base != "random":
+            raise InputError(f"ordering {name!r}: only 'random' takes a seed (random:SEED)")
+        try:
+            random_seed = int(seed_text)
+        except ValueError:
+            raise InputError(f"ordering {name!r}: the seed after 'random:' must be a whole number") from None
+        if random_seed < 0:
+            raise InputError(f"ordering {name!r}: the seed must be >= 0")
+    if base not in model.orderings():
+        if model.family == "nade" and base in ("reverse", "column", "random"):
+            raise InputError(f"NADE model {model.id!r} samples in raster order only (it is trained in that order), "
+                             f"not {base!r}; use a MADE model for reverse, column or random orderings")
+        raise InputError(f"unknown ordering {name!r}; {model.id} offers: {', '.join(model.orderings())}"
+                         + (" (random takes a seed: random:SEED)" if "random" in model.orderings() else ""))
+    return base, random_seed
+
+
+def _read_inputs(model: DensityModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+    """--init and --mask -> (image (D,) 0/1, regenerate (D,) bool) or (None, None); notes on every conversion."""
+    init_path, mask_path = getattr(args, "init", None), getattr(args, "mask", None)
+    if init_path is None and mask_path is None:
+        return None, None, []
+    if init_path is None:
+        raise InputError("--mask needs --init: the image whose black-masked pixels are kept")
+    if mask_path is None:
+        raise InputError("--init needs --mask: a PNG of the same size, white where pixels are regenerated")
+    img = read_image(init_path, channels=1, height=model.height, width=model.width, levels=2, what="image")
+    mask, notes = read_mask(mask_path, height=model.height, width=model.width, image_size=img.original_size)
+    check_mask_coverage(mask)
+    return img.pixels.reshape(-1), mask.reshape(-1), img.notes + notes
+
+
+def _rows(flat: np.ndarray, model: DensityModel) -> list:
+    return np.asarray(flat).reshape(model.height, model.width).tolist()
+
+
+def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    model = load_density_model(info)
+    config = config_from_args(args, model.decoding_defaults)
+    temperature = check_config(config)
+    if args.count < 1:
+        raise InputError(f"count = {args.count} is invalid: must be >= 1")
+    if getattr(args, "label", None) is not None:
+        raise InputError(f"{info.id} is an unconditional density model: it takes no label (leave --label out)")
+    if getattr(args, "candidates", None) is not None:
+        raise InputError("--candidates is for PixelCNN models; density models inpaint exactly without it "
+                         "(MADE conditions on every known pixel)")
+    order_name, random_seed = _ordering_spec(model, getattr(args, "ordering", None))
+    if args.out is not None:
+        for flag in ("init", "mask"):
+            given = getattr(args, flag, None)
+            if given and any(_same_file(p, given) for p in _sample_paths(args.out, args.count)):
+                raise InputError(f"--out would overwrite the --{flag} file {given}; choose another output name")
+    init, regenerate, notes = _read_inputs(model, args)
+    known_mask = None if regenerate is None else ~regenerate
+    seed = resolve_seed(config)
+    events = sample_events(model, order_name=order_name, seed=seed, count=args.count, known=init,
+                           known_mask=known_mask, random_seed=random_seed,
+                           temperature=temperature)  # checks everything before any sampling
+    for note in notes:
+        print(f"chainrule: note: {note}", file=sys.stderr)
+    done = next(e for e in events if isinstance(e, DensityDone))
+    ordering = order_name if order_name != "random" else f"random:{random_seed}"
+    settings = {**config.to_dict(), "seed": seed, "ordering": ordering, "init": getattr(args, "init", None),
+                "mask": getattr(args, "mask", None), "count": args.count}
+    images = done.images.astype(np.float32)  # (count, D)
+    cond = model.conditionals(images, done.order, done.mask_seed)  # (count, D) under the sampling ordering
+    ensemble = model.log_prob(images) if isinstance(model, MadeModel) else None
+    n_sampled = int(model.dims - (0 if known_mask is None else known_mask.sum()))
+    samples: list[dict[str, Any]] = []
+    for i, path in enumerate(_sample_paths(args.out, args.count)):
+        total = float(cond[i].sum())
+        sampled = float(done.sampled_logprob[i])
+        sample = {
+            "path": None, "total_logprob": total, "n": model.dims, "bits_per_dim": -total / LN2 / model.dims,
+            "sampled_logprob": sampled, "n_sampled": n_sampled,
+            "known_logprob": total - sampled if known_mask is not None else 0.0,
+            "seed": seed + i, "label": None, "pixels": _rows(done.images[i], model),
+            "width": model.width, "height": model.height, "channels": 1, "levels": 2,
+            "family": model.family, "ordering": ordering,
+            "inpainting": None if known_mask is None else (
+                "exact: known pixels first, then the unknown ones in the chosen ordering"
+                if model.family == "made" else "exact: every known pixel precedes the masked ones in raster order"),
+        }
+        if ensemble is not None:
+            sample.update({"mask_seed": done.mask_seed, "ensemble_logprob": float(ensemble[i]),
+                           "ensemble_k": model.default_k})
+        if path is not None:
+            write_image(path, done.images[i].reshape(1, model.height, model.width), 2)
+            sample["path"] = path
+        samples.append(sample)
+    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
+
+
+def _ensemble_arg(model: DensityModel, args: argparse.Namespace) -> int:
+    return model.check_k(getattr(args, "ensemble", None))
+
+
+def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    if getattr(args, "image", None) is None:
+        raise InputError(f"{info.id} is a density (binary image) model: score it with --image PNG")
+    for flag in ("label", "digit"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"{info.id} is an unconditional density model: leave --{flag} out")
+    model = load_density_model(info, threads=None)
+    k = _ensemble_arg(model, args)
+    img = read_image(args.image, channels=1, height=model.height, width=model.width, levels=2)
+    for note in img.notes:
+        print(f"chainrule: note: {note}", file=sys.stderr)
+    x = img.pixels.reshape(1, -1).astype(np.float32)
+    per_mask = model.log_prob_per_mask(x, k)[:, 0]  # (K,)
+    total = float(np.logaddexp.reduce(per_mask) - np.log(k)) if k > 1 else float(per_mask[0])
+    lp = model.conditionals(x)[0]  # (D,) under the first training mask (NADE: raster)
+    per_element = [{"row": d // model.width, "col": d % model.width, "channel": 0, "value": int(x[0, d]),
+                    "logprob": float(lp[d])} for d in range(model.dims)]
+    result = {
+        "model": info.id, "image": args.image, "label": None, "total_logprob": total, "n": model.dims,
+        "bits_per_dim": -total / LN2 / model.dims, "nats_per_dim": -total / model.dims,
+        "per_element": per_element, "logprob_map": _rows(lp, model), "notes": img.notes,
+        "pixels": _rows(img.pixels.reshape(-1), model), "family": model.family,
+        "per_element_ordering": "raster" if model.family == "nade" else model.trained_orderings[0],
+        "per_element_logprob": float(lp.sum()),
+    }
+    if isinstance(model, MadeModel):
+        result.update({"ensemble_k": k, "n_masks": model.n_masks, "single_mask_logprob": float(per_mask[0]),
+                       "per_mask_logprob": per_mask.tolist()})
+    return result
+
+
+def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    """Exact average NLL over a split of binarized_mnist.npz (first --limit images, in order)."""
+    model = load_density_model(info, threads=None)
+    k = _ensemble_arg(model, args)
+    data = load_split(args.data, args.split)
+    if data.levels != 2:
+        raise InputError(f"{args.data} holds {data.levels}-level images but {info.id} models binary pixels: "
+                         "use binarized_mnist.npz (0/1 pixels)")
+    if data.images.shape[1:] != (1, model.height, model.width):
+        c, h, w = data.images.shape[1:]
+        raise InputError(f"{args.data} holds {c}x{h}x{w} images; {info.id} models 1x{model.height}x{model.width}")
+    images = data.images
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
+        images = images[: args.limit]
+    if len(images) == 0:
+        raise InputError(f"{args.data}: the {args.split} split is empty")
+    n, D = len(images), model.dims
+    totals = np.zeros(k, dtype=np.float64)  # sum over images of log p_k(x), per mask
+    total_mix = 0.0
+    progress = Progress(n, "eval")
+    batch = model.eval_batch
+    for i in range(0, n, batch):
+        x = images[i:i + batch].reshape(-1, D).astype(np.float32)
+        per = model.log_prob_per_mask(x, k)  # (K, B)
+        totals += per.sum(axis=1)
+        mix = per[0] if k == 1 else np.logaddexp.reduce(per, axis=0) - np.log(k)
+        total_mix += float(mix.sum())
+        progress.advance(len(x))
+    progress.close()
+    result = {
+        "model": info.id, "data": args.data, "split": args.split, "nats_per_element": -total_mix / (n * D),
+        "nats_per_example": -total_mix / n, "bits_per_dim": -total_mix / LN2 / (n * D), "n_examples": n,
+        "n_dims": n * D, "conditioning": "none (unconditional)", "family": model.family,
+    }
+    if isinstance(model, MadeModel):
+        result.update({
+            "ensemble_k": k, "n_masks": model.n_masks,
+            "nats_per_example_k1": -float(totals[0]) / n, "bits_per_dim_k1": -float(totals[0]) / LN2 / (n * D),
+            "nats_per_example_per_mask": (-totals / n).tolist(),
+        })
+    return result
+
+
+def ascii_art(rows: list) -> str:
+    return "\n".join("".join("##" if v else "  " for v in row) for row in rows)
+
+
+def print_result(command: str, result: dict[str, Any]) -> None:
+    if command == "generate":
+        for i, s in enumerate(result["samples"]):
+            head = f"--- sample {i + 1}" if len(result["samples"]) > 1 else "---"
+            extra = ""
+            if "ensemble_logprob" in s:
+                extra = f"; mixture of {s['ensemble_k']} masks: {s['ensemble_logprob']:.2f} nats"
+            print(f"{head}: log p(image) = {s['total_logprob']:.2f} nats ({s['bits_per_dim']:.4f} bits/dim) in "
+                  f"{s['ordering']} order{extra}" + (f", saved to {s['path']}" if s["path"] else ""))
+            if s["inpainting"]:
+                print(f"inpainted {s['n_sampled']} pixels ({s['inpainting']}): log p(completion | known) = "
+                      f"{s['sampled_logprob']:.2f} nats")
+            print(ascii_art(s["pixels"]))
+        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+    elif command == "score":
+        k = f" (mixture of {result['ensemble_k']} masks)" if "ensemble_k" in result else ""
+        print(f"log p(image) = {result['total_logprob']:.3f} nats{k} over {result['n']} pixels; "
+              f"{result['bits_per_dim']:.4f} bits/dim")
+    else:
+        line = (f"{result['split']}: {result['nats_per_example']:.3f} nats/image, {result['bits_per_dim']:.4f} bits/dim "
+                f"over {result['n_examples']} images")
+        if "ensemble_k" in result:
+            line += (f" (MADE mixture of K={result['ensemble_k']} of {result['n_masks']} masks; "
+                     f"single mask: {result['nats_per_example_k1']:.3f} nats/image)")
+        print(line)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from engines.density.bench import run_density_bench
+
+    return run_density_bench(args.models_dir)
