@@ -50,11 +50,16 @@ def all_binary(dims: int) -> np.ndarray:
     return ((codes >> np.arange(dims)[None, :]) & 1).astype(np.float32)
 
 
-def export_nade_dir(model, root: Path, model_id: str = "tiny-nade", meta: dict | None = None) -> Path:
+def export_nade_dir(model, root: Path, model_id: str = "tiny-nade", meta: dict | None = None,
+                    height: int | None = None, width: int | None = None) -> Path:
+    """Export a NADE model folder; `height` x `width` (default 1 x dims) is the image it models."""
     from engines.training.export_density import export_nade
 
     folder = Path(root) / model_id
-    export_nade(model, folder, meta or {"command": "test", "iter": 0})
+    base = {"command": "test", "iter": 0}
+    if meta is None:
+        base["data"] = {"height": height or 1, "width": width or model.dims}
+    export_nade(model, folder, {**base, **(meta or {})})
     return folder
 
 

@@ -6,7 +6,10 @@ button: its opposite (brush <-> eraser, mask <-> unmask). A stroke is one undo s
 `edited` fires when it ends (not on every mouse move). Ctrl+wheel zooms.
 
 While a run paints (`set_editable(False)`), the tab writes into the canvas with
-`set_pixels` and marks the value being sampled with `set_marker`.
+`set_pixels` and marks the value being sampled with `set_marker`. A run that samples in
+another order than raster (the Density tab) also marks the pixels not sampled yet with
+`set_pending`, so the ordering is seen filling in (a sampled 0 and a pixel still to come
+would otherwise both look black).
 """
 
 from __future__ import annotations
@@ -21,13 +24,22 @@ from studio.image.drawing import TOOLS, Geometry, History, brush_offsets, line_c
 MIN_ZOOM, MAX_ZOOM = 1, 48
 GRID_ZOOM = 8  # grid lines from this zoom on
 MASK_RGBA = (235, 45, 45, 120)
+PENDING_RGB = (71, 85, 125)  # slate blue: a value not sampled yet (neither blank nor ink)
 OPPOSITE = {"brush": "eraser", "eraser": "brush", "mask": "unmask", "unmask": "mask"}
 
 
-def to_qimage(pixels: np.ndarray, levels: int) -> QImage:
-    """(C, H, W) model values -> a QImage that owns its data."""
+def to_qimage(pixels: np.ndarray, levels: int, pending: np.ndarray | None = None) -> QImage:
+    """(C, H, W) model values -> a QImage that owns its data.
+
+    `pending` (H, W) bool: pixels not sampled yet, painted PENDING_RGB (the image becomes RGB).
+    """
     a = np.ascontiguousarray(to_8bit(pixels, levels))
     h, w, c = a.shape
+    if pending is not None and np.any(pending):
+        rgb = np.repeat(a, 3, axis=2) if c == 1 else a.copy()
+        rgb[np.asarray(pending, bool)] = PENDING_RGB
+        rgb = np.ascontiguousarray(rgb)
+        return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
     if c == 1:
         g = np.ascontiguousarray(a[..., 0])
         return QImage(g.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
@@ -62,6 +74,7 @@ class ImageCanvas(QWidget):
         self._zoom = zoom
         self._editable = True
         self._marker: tuple[int, int] | None = None
+        self._pending: np.ndarray | None = None  # (H, W) bool: not sampled yet (a run's overlay)
         self._hover: tuple[int, int] | None = None
         self._stroke: dict | None = None
         self.set_geom(geometry)
@@ -76,6 +89,7 @@ class ImageCanvas(QWidget):
         self.history.clear()
         self._stroke = None
         self._marker = self._hover = None
+        self._pending = None
         self._refresh_images()
         self.updateGeometry()
         self.resize(self.sizeHint())
@@ -106,8 +120,17 @@ class ImageCanvas(QWidget):
     def set_pixels(self, pixels: np.ndarray) -> None:
         """Show `pixels` now (a run painting): no undo step, no `edited`."""
         self.pixels[...] = pixels
-        self._image = to_qimage(self.pixels, self.geom.levels)
+        self._image = to_qimage(self.pixels, self.geom.levels, self._pending)
         self.update()
+
+    def set_pending(self, pending: np.ndarray | None) -> None:
+        """Mark (H, W) pixels as not sampled yet (drawn slate blue); None clears the marks."""
+        self._pending = None if pending is None else np.array(pending, bool).reshape(self.geom.height, self.geom.width)
+        self._image = to_qimage(self.pixels, self.geom.levels, self._pending)
+        self.update()
+
+    def pending(self) -> np.ndarray | None:
+        return None if self._pending is None else self._pending.copy()
 
     def push_undo(self) -> None:
         self.history.push(self.state())
@@ -169,7 +192,7 @@ class ImageCanvas(QWidget):
         self.update()
 
     def _refresh_images(self) -> None:
-        self._image = to_qimage(self.pixels, self.geom.levels)
+        self._image = to_qimage(self.pixels, self.geom.levels, self._pending)
         self._mask_image = mask_qimage(self.mask_layer)
         self.update()
 

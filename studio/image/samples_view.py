@@ -42,11 +42,12 @@ class SampleGrid(QListWidget):
             self.set_image(i, blank)
 
     def set_image(self, index: int, pixels: np.ndarray, *, text: str | None = None,
-                  tooltip: str | None = None) -> None:
+                  tooltip: str | None = None, pending: np.ndarray | None = None) -> None:
+        """Show `pixels` (C, H, W) as thumbnail `index`; `pending` (H, W) marks values not sampled yet."""
         item = self.item(index)
         if item is None:
             return
-        image = to_qimage(pixels, self._levels)
+        image = to_qimage(pixels, self._levels, pending)
         pix = QPixmap.fromImage(image.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                              Qt.TransformationMode.FastTransformation))
         item.setIcon(QIcon(pix))

@@ -1,0 +1,374 @@
+"""The Density tab's background work: generators that run on a TaskRunner's worker thread.
+
+Nothing here touches Qt. Each function returns a generator of small events the tab turns
+into pixels and tables on the UI thread:
+
+* `run_events` - Sample, Inpaint and Compare orderings. A run is one or more *lanes*; a lane
+  is exactly one `engines.density.sampling.sample_events` call (ordering, seed, count, known
+  pixels), i.e. exactly one `chainrule generate image --model ID --ordering O --seed S
+  --count N [--init --mask]` command, so the studio reproduces the CLI pixel for pixel.
+  Sample / Inpaint is one lane of N samples (sample i uses seed + i and they fill in
+  together, position by position); Compare orderings is one lane per ordering with the same
+  seed and the same known pixels, stepped in turn so the orderings fill in side by side.
+  A `Pace` (shared with the Image tab) slows the stream to a chosen number of ordering
+  positions per second, waiting on the cancel event so Stop ends a run at once.
+* `score_events` - "which model finds this digit more likely, and where": the same image
+  scored by a NADE, a MADE and a binarized PixelCNN. Each row has the exact log p(image) (MADE:
+  the mixture of its first K masks) and the per-pixel conditional map, -log p of each pixel
+  given the pixels before it in that model's ordering (MADE: the chosen ordering's mask). One
+  model failing gives a row with its error; the others are still scored.
+
+Also here: the model cache (density and image models), ordering specs, NADE's inpainting
+precondition and the `chainrule` arguments that reproduce a run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from engines.errors import ChainruleError, InputError
+from engines.registry import ModelInfo
+from studio.image.drawing import Geometry
+from studio.image.work import Pace
+from studio.model_cache import ModelCache
+
+LN2 = math.log(2)
+MAX_SAMPLES = 64
+FAMILY_LABELS = {"nade": "NADE", "made": "MADE", "pixelcnn": "PixelCNN"}
+COMPARE_ORDERINGS = ("raster", "reverse", "column", "random")
+
+__all__ = ["Pace"]  # re-exported: the tab paces runs like the Image tab does
+
+
+# --- models ------------------------------------------------------------------------------------
+
+def _load(info: ModelInfo):
+    if info.kind == "density":
+        from engines.density.model import load_density_model
+
+        return load_density_model(info, threads=1)
+    from engines.image.model import load_image_model
+
+    return load_image_model(info, threads=1)
+
+
+_models = ModelCache(_load, "model")
+load_model = _models.load  # call on a worker thread
+cached_model = _models.cached  # never loads: safe on the UI thread
+forget_models = _models.forget
+
+
+def density_family(info: ModelInfo) -> str | None:
+    """"nade" | "made" from a density card (None when it names neither)."""
+    family = (info.card.get("architecture") or {}).get("family")
+    return family if family in ("nade", "made") else None
+
+
+def density_geometry(card: dict[str, Any]) -> Geometry:
+    """The binary image a density card models (InputError when it is not one channel of 0/1)."""
+    image = card.get("image") or {}
+    try:
+        height, width = int(image.get("height", 28)), int(image.get("width", 28))
+    except (TypeError, ValueError):
+        raise InputError(f"card of {card.get('id')!r}: image height/width are not whole numbers") from None
+    dims = (card.get("architecture") or {}).get("dims")
+    if height < 1 or width < 1 or (dims is not None and int(dims) != height * width):
+        raise InputError(f"card of {card.get('id')!r}: a {width}x{height} image does not have {dims} pixels")
+    if int(image.get("channels", 1)) != 1 or int(image.get("levels", 2)) != 2:
+        raise InputError(f"card of {card.get('id')!r}: density models draw one channel of black/white pixels")
+    return Geometry(height, width, 1, 2, "bernoulli", 0)
+
+
+def made_masks_and_k(info: ModelInfo) -> tuple[int, int]:
+    """(number of masks, default K) from a MADE card; (1, 1) for anything else."""
+    arch = info.card.get("architecture") or {}
+    if arch.get("family") != "made":
+        return 1, 1
+    n = int(arch.get("n_masks", len(arch.get("mask_seeds") or [1])) or 1)
+    return n, int(arch.get("default_k", n) or n)
+
+
+def check_k(k: int, info: ModelInfo) -> int:
+    """The ensemble size K for a MADE card; InputError naming the range when it is outside 1..n_masks."""
+    n, _default = made_masks_and_k(info)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
+        raise InputError(f"ensemble K = {k!r} is out of range: model {info.id!r} has {n} mask"
+                         f"{'s' if n != 1 else ''}, so K must be in 1..{n}")
+    return int(k)
+
+
+# --- orderings -----------------------------------------------------------------------------------
+
+def ordering_spec(name: str, random_seed: int = 0) -> str:
+    """The `--ordering` value: a name, or random:SEED for the random ordering."""
+    if name == "random":
+        return f"random:{int(random_seed)}"
+    return name
+
+
+def parse_spec(spec: str) -> tuple[str, int]:
+    """(name, random seed) of an ordering spec (as `chainrule --ordering` reads it)."""
+    name, sep, seed = str(spec).partition(":")
+    return name, (int(seed) if sep else 0)
+
+
+def ordering_label(spec: str) -> str:
+    name, seed = parse_spec(spec)
+    return f"random (seed {seed})" if name == "random" else name
+
+
+def nade_can_inpaint(regenerate: np.ndarray) -> bool:
+    """NADE conditions on pixels before a pixel in raster order only: inpainting is exact only when
+    every kept pixel comes before every regenerated one (the regenerated part is a raster tail)."""
+    known = ~np.asarray(regenerate, bool).reshape(-1)
+    n = int(known.sum())
+    return bool(known[:n].all())
+
+
+NADE_INPAINT_MESSAGE = (
+    "NADE cannot inpaint this mask exactly: it conditions each pixel only on the pixels before it in raster "
+    "order, and some pixels you kept come after the masked ones (it would ignore them). Choose a MADE model "
+    "(it puts the known pixels first in its ordering and samples the rest from the exact conditional), or mask "
+    "everything from a row on down.")
+
+
+# --- run events -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lane:
+    """One `sample_events` call: what a lane samples."""
+
+    ordering: str  # spec: raster | reverse | column | random:SEED
+    seed: int  # sample i of the lane uses seed + i
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    model_id: str
+    family: str
+    temperature: float
+    k: int  # the ensemble size the exact log p(image) of each sample uses (1 for NADE)
+    t: float
+
+
+@dataclass(frozen=True)
+class LaneStarted:
+    lane: int
+    ordering: str
+    seed: int
+    count: int
+    order: np.ndarray  # (D,) raster index sampled at each position (known pixels first when inpainting)
+    start: np.ndarray  # (D,) uint8: the known pixels, 0 elsewhere
+    pending: np.ndarray  # (D,) bool: the pixels this lane samples
+    mask_seed: int | None  # MADE: the connectivity seed of the ordering's masks
+
+
+@dataclass(frozen=True)
+class LaneStep:
+    lane: int
+    step: Any  # engines.density.sampling.DensityStep (sample, position, pixel, value, prob_one)
+
+
+@dataclass(frozen=True)
+class SampleDone:
+    lane: int
+    sample: int
+    seed: int
+    image: np.ndarray  # (D,) uint8 in {0, 1}, raster order
+    sampled_logprob: float  # log p(sampled pixels | the known ones), exact, nats
+    order_logprob: float  # log p(image) under the mask set it was sampled with (NADE: its only one)
+    ensemble_logprob: float  # log p(image): NADE exact; MADE the mixture of its first K masks
+    k: int
+    n_sampled: int
+
+
+def run_events(info: ModelInfo, lanes: Sequence[Lane], *, temperature: float = 1.0, k: int | None = None,
+               known: np.ndarray | None = None, regenerate: np.ndarray | None = None, pace: Pace | None = None,
+               cancel: threading.Event | None = None) -> Iterator[Any]:
+    """Sample every lane (see the module doc); `regenerate` (D,) bool True = sample it, the rest kept."""
+    from engines.density.sampling import DensityDone, DensityStep, sample_events, sampling_order
+
+    cancel = cancel or threading.Event()
+    if not lanes:
+        raise InputError("nothing to sample: no ordering chosen")
+    for lane in lanes:
+        if not 1 <= lane.count <= MAX_SAMPLES:
+            raise InputError(f"samples = {lane.count} is invalid: must be in 1..{MAX_SAMPLES}")
+    model = load_model(info)
+    D = model.dims
+    k = model.check_k(k)
+    known_mask = None
+    start = np.zeros(D, np.uint8)
+    if regenerate is not None:
+        regenerate = np.asarray(regenerate, bool).reshape(-1)
+        if not regenerate.any():
+            raise InputError("the mask is empty: there is nothing to regenerate")
+        if regenerate.all():
+            raise InputError("the mask covers every pixel: nothing of the drawing would be kept")
+        known_mask = ~regenerate
+        start = np.where(known_mask, np.asarray(known, np.uint8).reshape(-1), 0).astype(np.uint8)
+    pending = ~known_mask if known_mask is not None else np.ones(D, bool)
+    n_sampled = int(pending.sum())
+    gens = []
+    for i, lane in enumerate(lanes):
+        name, random_seed = parse_spec(lane.ordering)
+        gen = sample_events(model, order_name=name, seed=lane.seed, count=lane.count,
+                            known=None if known_mask is None else start, known_mask=known_mask,
+                            random_seed=random_seed, temperature=temperature)  # refuses bad input now
+        order, mask_seed = sampling_order(model, name, known_mask, random_seed)
+        gens.append(gen)
+        if i == 0:
+            yield RunStarted(info.id, model.family, temperature, k, time.perf_counter())
+        yield LaneStarted(i, lane.ordering, lane.seed, lane.count, order, start.copy(), pending.copy(), mask_seed)
+    wait = (pace or Pace()).waiter(cancel)
+    live = list(range(len(lanes)))
+    while live:
+        for i in list(live):
+            lane = lanes[i]
+            # One ordering position of this lane: a step for each of its samples, or its end.
+            for _ in range(lane.count):
+                ev = next(gens[i], None)
+                if ev is None:
+                    live.remove(i)
+                    break
+                if isinstance(ev, DensityStep):
+                    yield LaneStep(i, ev)
+                elif isinstance(ev, DensityDone):
+                    yield from _lane_done(model, i, lane, ev, k, n_sampled)
+                    live.remove(i)
+                    break
+            if cancel.is_set():
+                return
+        if wait():
+            return
+
+
+def _lane_done(model, lane_index: int, lane: Lane, done, k: int, n_sampled: int) -> Iterator[SampleDone]:
+    images = done.images.astype(np.float32)  # (count, D)
+    order_lp = model.conditionals(images, done.order, done.mask_seed).sum(axis=1)  # (count,)
+    ensemble = model.log_prob(images, k) if model.family == "made" else order_lp
+    for s in range(len(images)):
+        yield SampleDone(lane_index, s, lane.seed + s, done.images[s].copy(), float(done.sampled_logprob[s]),
+                         float(order_lp[s]), float(ensemble[s]), k, n_sampled)
+
+
+# --- scoring --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One model of the comparison: its family ("nade" | "made" | "pixelcnn") and how to score it."""
+
+    family: str
+    info: ModelInfo
+    ordering: str = "raster"  # MADE: the ordering of the map (and of its mask); others: raster
+    k: int = 1  # MADE: the mixture size of the total
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    family: str
+    model_id: str
+    ordering: str
+    k: int
+    total: float = float("nan")  # log p(image), nats (MADE: mixture of k masks)
+    logprob_map: np.ndarray | None = None  # (H, W) log p(pixel | pixels before it in `ordering`), nats
+    order: np.ndarray | None = None  # (D,) the map's ordering
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def map_total(self) -> float:
+        """The sum of the map: log p(image) under the map's one ordering (= total except for MADE with K > 1)."""
+        return float(self.logprob_map.sum()) if self.logprob_map is not None else float("nan")
+
+    @property
+    def nll_bits(self) -> np.ndarray | None:
+        return None if self.logprob_map is None else -self.logprob_map / LN2
+
+    def bits_per_dim(self) -> float:
+        n = self.logprob_map.size if self.logprob_map is not None else 1
+        return -self.total / LN2 / n
+
+    def prob_one(self, pixels: np.ndarray) -> np.ndarray | None:
+        """(H, W) p(pixel = 1 | the pixels before it), recovered from the map and the image."""
+        if self.logprob_map is None:
+            return None
+        p = np.exp(self.logprob_map)
+        return np.where(np.asarray(pixels).reshape(p.shape) == 1, p, 1.0 - p)
+
+
+@dataclass(frozen=True)
+class ScoreDone:
+    pixels: np.ndarray  # (H, W) uint8: the image scored
+    key: tuple  # what was asked (models, orderings, K): the tab ignores answers to an old question
+    rows: tuple[ModelScore, ...] = field(default_factory=tuple)
+
+
+def score_one(request: ScoreRequest, pixels: np.ndarray) -> ModelScore:
+    """One comparison row (raises on failure; `score_events` turns that into the row's error)."""
+    model = load_model(request.info)
+    h, w = pixels.shape
+    if request.family == "pixelcnn":
+        from engines.image.sampler import score_images
+
+        lp = score_images(model, pixels.reshape(1, 1, h, w).astype(np.uint8))[0, 0]  # (H, W)
+        return ModelScore("pixelcnn", request.info.id, "raster", 1, float(lp.sum()), lp.astype(np.float64),
+                          np.arange(h * w, dtype=np.int64))
+    if (model.height, model.width) != (h, w):
+        raise InputError(f"{request.info.id} models {model.width}x{model.height} images, not {w}x{h}")
+    x = pixels.reshape(1, -1).astype(np.float32)
+    if request.family == "nade":
+        lp = model.conditionals(x)[0]
+        return ModelScore("nade", request.info.id, "raster", 1, float(lp.sum()), lp.reshape(h, w),
+                          np.arange(h * w, dtype=np.int64))
+    k = model.check_k(request.k)
+    name, seed = parse_spec(request.ordering)
+    order = model.ordering(name, seed)
+    lp = model.conditionals(x, order)[0]  # under the mask set the ordering samples with
+    total = float(model.log_prob(x, k)[0])
+    return ModelScore("made", request.info.id, request.ordering, k, total, lp.reshape(h, w), order)
+
+
+def _message(exc: BaseException) -> str:
+    """One line for the user, as the worker says it (no Qt here)."""
+    if isinstance(exc, ChainruleError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def score_events(requests: Sequence[ScoreRequest], pixels: np.ndarray, key: tuple = ()) -> Iterator[ScoreDone]:
+    """Score `pixels` (H, W) with every requested model; one ScoreDone with a row per request."""
+    pixels = np.asarray(pixels, np.uint8).copy()
+    rows = []
+    for req in requests:
+        try:
+            rows.append(score_one(req, pixels))
+        except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
+            rows.append(ModelScore(req.family, req.info.id, req.ordering, req.k, error=_message(exc)))
+    yield ScoreDone(pixels, tuple(key), tuple(rows))
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+def cli_arguments(info: ModelInfo, config, seed: int, ordering: str, count: int = 1,
+                  init: str | None = None, mask: str | None = None) -> list[str]:
+    """`chainrule` arguments that reproduce a lane (every sample, same seeds, same ordering)."""
+    from engines.cli import reproducing_arguments
+
+    args = reproducing_arguments(["generate", "image"], info, config)
+    args += ["--ordering", ordering, "--seed", str(seed)]
+    if count != 1:
+        args += ["--count", str(count)]
+    if init is not None:
+        args += ["--init", init, "--mask", mask or "MASK.png"]
+    return args

@@ -1,0 +1,1354 @@
+"""The Density tab: NADE and MADE on binary digits, exact likelihoods, orderings and exact inpainting.
+
+Layout: a bar (model, ordering and its seed, ensemble K, samples, speed); drawing tools on
+the left; the canvas in the middle with the run buttons under it; on the right the same
+digit scored by NADE, MADE and a binarized PixelCNN side by side (a table of nats and one
+surprise map per model); the samples of the last run (or the orderings compared) and a
+status line at the bottom. Without a NADE or MADE model the tab says how to get one.
+
+Models and orderings
+    NADE is trained in raster order and has no other (the other orderings are disabled, with
+    a tooltip saying why); MADE samples and scores in raster, reverse, column or a seeded
+    random ordering, each through the masks `made_masks` builds for it, and its log p(image)
+    is the mixture of its first K masks (K chosen here, default from its card).
+
+Runs (all on a worker, at the chosen speed, Stop ends them at once and keeps what was drawn)
+    Sample draws N digits from nothing (sample i with seed s + i), filling in position by
+    position in the chosen ordering; the pixels still to come are slate blue, so the ordering
+    is seen. Inpaint regenerates the red-masked pixels, any set of them, exactly: MADE puts
+    every kept pixel first in its ordering and samples the rest from the exact conditional;
+    NADE only when every kept pixel comes before the masked ones (else a message points at
+    MADE). Compare orderings runs the same sampling (or, with a mask, the same inpainting)
+    with the same seed under every ordering side by side. Each run shows the `chainrule
+    generate image ... --ordering O --seed S` command that reproduces it pixel for pixel.
+
+Likelihood
+    After every change the canvas is scored on a worker by each model: the exact log p(image)
+    in nats (the most likely model in bold) and -log2 p of each pixel given those before it in
+    that model's ordering, on one colour scale. Hovering a pixel gives each model's
+    probability for it and its place in the chosen ordering.
+
+Export: the image as PNG with a JSON of the settings, scores and reproducing commands (and,
+after an inpainting, its input image and mask as PNGs the commands read).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QDir, QEvent, QObject, Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engines.errors import ChainruleError, InputError
+from engines.generation import resolve_seed
+from studio.context import StudioContext
+from studio.density import work
+from studio.density.views import ModelComparison, LaneStrip
+from studio.image import work as image_work
+from studio.image.canvas import MAX_ZOOM, ImageCanvas
+from studio.image.drawing import TOOL_LABELS, TOOLS, Geometry, bits, inpaint_mask
+from studio.image.samples_view import SampleGrid
+from studio.model_picker import ModelPickerMixin
+from studio.status_line import StatusLineMixin
+from studio.tabs import register_tab
+
+log = logging.getLogger(__name__)
+
+# Sampling speeds: ordering positions per second (every sample of a run advances together).
+SPEEDS: tuple[tuple[str, float], ...] = (
+    ("30 px/s", 30.0), ("100 px/s", 100.0), ("300 px/s", 300.0), ("1000 px/s", 1000.0),
+    ("3000 px/s", 3000.0), ("instant", math.inf),
+)
+DEFAULT_SPEED = 2
+DEFAULT_SAMPLES = 8
+CANVAS_PIXELS = 280  # the canvas on screen: 28x28 at zoom 10
+SCORE_DELAY_MS = 120
+PREFERRED = {"nade": "bmnist-nade", "made": "bmnist-made", "pixelcnn": "bmnist-pixelcnn"}
+FAMILIES = ("nade", "made", "pixelcnn")
+ORDERING_TIPS = {
+    "raster": "Row by row from the top, left to right",
+    "reverse": "Raster backwards: from the bottom-right pixel up",
+    "column": "Column by column from the left, top to bottom",
+    "random": "A random permutation of the pixels, drawn from the ordering seed",
+}
+NADE_ORDER_TIP = ("NADE is trained in raster order only: its weights are shared along that one ordering, so it "
+                  "has no other. Choose a MADE model for reverse, column or random orderings.")
+NADE_K_TIP = "NADE is one model in one ordering: there is no ensemble. K is for MADE models."
+NADE_COMPARE_TIP = "NADE has a single ordering (raster): choose a MADE model to compare orderings."
+TOOL_KEYS = {"brush": "B", "eraser": "E", "mask": "M", "unmask": "U"}
+TOOL_TIPS = {
+    "brush": "Draw ink (right button erases)",
+    "eraser": "Erase ink (right button draws)",
+    "mask": "Mark pixels for Inpaint to regenerate, shown in red (right button unmarks); any shape, scattered too",
+    "unmask": "Unmark pixels: Inpaint keeps them (right button marks)",
+}
+EMPTY_TEXT = (
+    "<h3>No density model installed</h3>"
+    "<p>The Density tab works with NADE and MADE models of binary digits (the shipped "
+    "<code>bmnist-nade</code> and <code>bmnist-made</code>, or your own): exact log-likelihoods, "
+    "sampling in any ordering and exact inpainting of any set of pixels.</p>"
+    "<p>To get one, train and export a model on binarized MNIST:</p>"
+    "<pre>chainrule train made --data binarized_mnist.npz --out runs/made\n"
+    "python -m engines.training.export_density \\\n"
+    "    --ckpt runs/made/ckpt.pt --out my-models/bmnist-made</pre>"
+    "<p>then add the folder that holds it (<code>my-models</code>) in the <b>Models</b> tab "
+    "(File → Add models folder…).</p>"
+)
+
+
+class Run:
+    """The current (or last) run: its lanes and what they have drawn so far."""
+
+    def __init__(self, kind: str, info, family: str, lanes: list[work.Lane], before: tuple[np.ndarray, np.ndarray],
+                 regenerate: np.ndarray | None, config, temperature: float, k: int) -> None:
+        self.kind, self.info, self.family, self.lanes = kind, info, family, lanes
+        self.model_id = info.id
+        self.before, self.regenerate, self.config = before, regenerate, config
+        self.temperature, self.k = temperature, k
+        self.seed = lanes[0].seed
+        self.count = lanes[0].count
+        self.images: dict[int, np.ndarray] = {}  # lane -> (count, D) uint8 as drawn so far
+        self.pending: dict[int, np.ndarray] = {}  # lane -> (count, D) bool: still to sample
+        self.orders: dict[int, np.ndarray] = {}  # lane -> (D,) ordering used
+        self.results: dict[tuple[int, int], work.SampleDone] = {}  # (lane, sample) -> result
+        self.last_pixel: dict[int, int] = {}  # lane -> raster index last sampled
+        self.n = 0  # pixels drawn in all
+        self.n_sampled = 0  # pixels to sample per image
+        self.t0 = time.perf_counter()
+        self.t_end: float | None = None
+        self.state = "running"  # running | done | stopped | error
+        self.touched = False  # the canvas shows this run (the drawing before is an undo step)
+
+    @property
+    def total_values(self) -> int:
+        return self.n_sampled * sum(lane.count for lane in self.lanes)
+
+    def seeds_text(self) -> str:
+        return f"seed {self.seed}" if self.count == 1 else f"seeds {self.seed}–{self.seed + self.count - 1}"
+
+    def command(self, lane: int = 0, init: str | None = None, mask: str | None = None) -> str:
+        ln = self.lanes[lane]
+        if self.regenerate is not None:
+            init, mask = init or "INIT.png", mask or "MASK.png"
+        return shlex.join(["chainrule", *work.cli_arguments(self.info, self.config, ln.seed, ln.ordering, ln.count,
+                                                            init, mask)])
+
+
+class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
+    MODEL_KIND = "density"
+
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.runner = ctx.task_runner("Density", parent=self)
+        self.score_runner = ctx.task_runner("Density score", parent=self)
+        self._infos: dict[str, Any] = {}  # density model id -> ModelInfo (usable)
+        self._families: dict[str, str] = {}  # density model id -> "nade" | "made"
+        self._geometries: dict[str, Geometry] = {}
+        self._pixelcnns: dict[str, Any] = {}  # binary image model id -> ModelInfo (for the comparison)
+        self._pixelcnn_geoms: dict[str, Geometry] = {}
+        self._ks: dict[str, int] = {}  # MADE id -> chosen K
+        self.geom: Geometry | None = None
+        self._model_id: str | None = None
+        self._source_size: tuple[int, int] | None = None
+        self.run: Run | None = None
+        self._shown_sample: int | None = None
+        self._cancel = threading.Event()
+        self.pace = image_work.Pace(SPEEDS[DEFAULT_SPEED][1])
+        self.score: work.ScoreDone | None = None
+        self._score_key: tuple = ()
+        self._hover: tuple[int, int] | None = None
+        self._closed = False
+        self._filtering = False
+        self._score_timer = QTimer(self)
+        self._score_timer.setSingleShot(True)
+        self._score_timer.setInterval(SCORE_DELAY_MS)
+        self._score_timer.timeout.connect(self._start_score)
+        window = ctx.parent()
+        if isinstance(window, QWidget):
+            window.installEventFilter(self)
+            self._filtering = True
+        self._build()
+        ctx.modelDirsChanged.connect(self.refresh_models)
+        ctx.decodingConfigChanged.connect(lambda _c: self._update_status())
+        self.runner.busyChanged.connect(lambda _b: self._update_buttons())
+        self.refresh_models()
+
+    # --- widgets -----------------------------------------------------------------------
+    def _build(self) -> None:
+        blank = Geometry(28, 28, 1, 2, "bernoulli", 0)
+        # Top bar
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumContentsLength(14)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setToolTip("NADE and MADE models found in the models folders (see the Models tab)")
+        self.model_combo.currentIndexChanged.connect(lambda _i: self._model_changed())
+        self.ordering_combo = QComboBox()
+        for name in work.COMPARE_ORDERINGS:
+            self.ordering_combo.addItem(name, name)
+            self.ordering_combo.setItemData(self.ordering_combo.count() - 1, ORDERING_TIPS[name],
+                                            Qt.ItemDataRole.ToolTipRole)
+        self.ordering_combo.currentIndexChanged.connect(lambda _i: self._ordering_changed())
+        self.order_seed_spin = QSpinBox()
+        self.order_seed_spin.setRange(0, 2 ** 31 - 1)
+        self.order_seed_spin.setValue(1)
+        self.order_seed_spin.setToolTip("Seed of the random ordering (the same seed gives the same ordering, "
+                                        "as `--ordering random:SEED`)")
+        self.order_seed_spin.valueChanged.connect(lambda _v: self._ordering_changed())
+        self.order_seed_spin.setMaximumWidth(90)
+        self.order_seed_caption = QLabel("ordering seed")
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(1, 1)
+        self.k_spin.valueChanged.connect(self._k_changed)
+        self.k_caption = QLabel("K:")
+        self.samples_spin = QSpinBox()
+        self.samples_spin.setRange(1, work.MAX_SAMPLES)
+        self.samples_spin.setValue(DEFAULT_SAMPLES)
+        self.samples_spin.setToolTip("Samples per run (sample i uses seed + i); they fill in together")
+        self.speed_slider = QSlider(Qt.Orientation.Horizontal)
+        self.speed_slider.setRange(0, len(SPEEDS) - 1)
+        self.speed_slider.setValue(DEFAULT_SPEED)
+        self.speed_slider.setPageStep(1)
+        self.speed_slider.setFixedWidth(100)
+        self.speed_slider.setToolTip("Pixels drawn per second in each image (every sample of a run, and every "
+                                     "ordering compared, advances together); changes a running run too")
+        self.speed_label = QLabel()
+        self.speed_label.setMinimumWidth(60)
+        self.speed_slider.valueChanged.connect(self._speed_changed)
+        self._speed_changed(self.speed_slider.value())
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Model:"))
+        bar.addWidget(self.model_combo, 2)
+        bar.addSpacing(8)
+        bar.addWidget(QLabel("Ordering:"))
+        bar.addWidget(self.ordering_combo)
+        bar.addWidget(self.order_seed_caption)
+        bar.addWidget(self.order_seed_spin)
+        bar.addSpacing(8)
+        bar.addWidget(self.k_caption)
+        bar.addWidget(self.k_spin)
+        bar.addStretch(1)
+        pacing = QHBoxLayout()  # under the run buttons: how many, how fast
+        pacing.addWidget(QLabel("Samples:"))
+        pacing.addWidget(self.samples_spin)
+        pacing.addSpacing(8)
+        pacing.addWidget(QLabel("Speed:"))
+        pacing.addWidget(self.speed_slider)
+        pacing.addWidget(self.speed_label)
+        pacing.addStretch(1)
+
+        # Tools
+        self.tool_group = QButtonGroup(self)
+        self.tool_group.setExclusive(True)
+        self.tool_buttons: dict[str, QToolButton] = {}
+        tools = QGridLayout()
+        for i, tool in enumerate(TOOLS):
+            b = QToolButton()
+            b.setText(TOOL_LABELS[tool])
+            b.setCheckable(True)
+            b.setToolTip(f"{TOOL_TIPS[tool]} ({TOOL_KEYS[tool]})")
+            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            b.clicked.connect(lambda _c=False, t=tool: self.set_tool(t))
+            self.tool_group.addButton(b)
+            self.tool_buttons[tool] = b
+            tools.addWidget(b, i // 2, i % 2)
+            self._shortcut(TOOL_KEYS[tool], lambda t=tool: self.set_tool(t))
+        self.tool_buttons["brush"].setChecked(True)
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(1, 8)
+        self.size_spin.setValue(2)
+        self.size_spin.setSuffix(" px")
+        self.size_spin.setToolTip("Brush diameter in image pixels")
+        size_row = QHBoxLayout()
+        size_row.addWidget(QLabel("Size:"))
+        size_row.addWidget(self.size_spin, 1)
+        self.show_mask_check = QCheckBox("Show mask")
+        self.show_mask_check.setChecked(True)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Undo the last stroke, load, clear or run (Ctrl+Z)")
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button = QPushButton("Redo")
+        self.redo_button.setToolTip("Redo (Ctrl+Shift+Z)")
+        self.redo_button.clicked.connect(self.redo)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Erase all ink (the mask stays); undoable")
+        self.clear_button.clicked.connect(self.clear)
+        self.clear_mask_button = QPushButton("Clear mask")
+        self.clear_mask_button.clicked.connect(self.clear_mask)
+        self.load_button = QPushButton("Load digit…")
+        self.load_button.setToolTip("Any image file: converted to the model's size in black and white (you are "
+                                    "told how)")
+        self.load_button.clicked.connect(self.load_image)
+        self.load_mask_button = QPushButton("Load mask…")
+        self.load_mask_button.setToolTip("A PNG the size of the canvas or of the loaded image: white = regenerate")
+        self.load_mask_button.clicked.connect(self.load_mask)
+        edits = QGridLayout()
+        edits.addWidget(self.undo_button, 0, 0)
+        edits.addWidget(self.redo_button, 0, 1)
+        edits.addWidget(self.clear_button, 1, 0)
+        edits.addWidget(self.clear_mask_button, 1, 1)
+        edits.addWidget(self.load_button, 2, 0, 1, 2)
+        edits.addWidget(self.load_mask_button, 3, 0, 1, 2)
+        tools_box = QWidget()
+        tools_box.setObjectName("DensityTools")
+        tv = QVBoxLayout(tools_box)
+        tv.setContentsMargins(0, 0, 0, 0)
+        tv.addWidget(self._title("Draw"))
+        tv.addLayout(tools)
+        tv.addLayout(size_row)
+        tv.addWidget(self.show_mask_check)
+        tv.addSpacing(6)
+        tv.addLayout(edits)
+        tv.addStretch(1)
+        tools_box.setFixedWidth(160)
+
+        # Canvas
+        self.canvas = ImageCanvas(blank, zoom=CANVAS_PIXELS // 28)
+        self.canvas.edited.connect(self._canvas_edited)
+        self.canvas.hovered.connect(self._hovered)
+        self.canvas.historyChanged.connect(self._update_buttons)
+        self.size_spin.valueChanged.connect(lambda v: setattr(self.canvas, "brush_size", v))
+        self.canvas.brush_size = self.size_spin.value()
+        self.show_mask_check.toggled.connect(self.canvas.set_show_mask)
+        self.canvas_scroll = QScrollArea()
+        self.canvas_scroll.setWidget(self.canvas)
+        self.canvas_scroll.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.canvas_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.canvas_scroll.setWidgetResizable(False)
+        self.canvas_scroll.setMinimumSize(CANVAS_PIXELS + 4, CANVAS_PIXELS + 4)
+        self.sample_button = QPushButton("Sample")
+        self.sample_button.setToolTip("Draw digits from nothing in the chosen ordering (sample i: seed + i)")
+        self.sample_button.clicked.connect(self.sample)
+        self.inpaint_button = QPushButton("Inpaint")
+        self.inpaint_button.setToolTip("Regenerate the red-masked pixels from the exact conditional given every "
+                                       "other pixel (MADE: any mask; NADE: only masks after every kept pixel)")
+        self.inpaint_button.clicked.connect(self.inpaint)
+        self.compare_button = QPushButton("Compare orderings")
+        self.compare_button.setToolTip("The same sampling (or, with a mask, the same inpainting) and the same seed "
+                                       "under every ordering, side by side")
+        self.compare_button.clicked.connect(self.compare_orderings)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop at once; what was drawn is kept")
+        self.stop_button.clicked.connect(self.stop)
+        self.export_button = QPushButton("Export PNG…")
+        self.export_button.setToolTip("The image on the canvas as PNG, with a JSON of the settings, the scores and "
+                                      "the commands that reproduce the last run")
+        self.export_button.clicked.connect(self.export_png)
+        runs = QHBoxLayout()
+        for b in (self.sample_button, self.inpaint_button, self.compare_button, self.stop_button):
+            runs.addWidget(b)
+        runs.addStretch(1)
+        exports = QHBoxLayout()
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("Hint")
+        exports.addWidget(self.progress_label)
+        exports.addStretch(1)
+        exports.addWidget(self.export_button)
+        centre = QWidget()
+        cv = QVBoxLayout(centre)
+        cv.setContentsMargins(0, 0, 0, 0)
+        cv.addWidget(self._title("Canvas"))
+        cv.addWidget(self.canvas_scroll)
+        cv.addLayout(runs)
+        cv.addLayout(pacing)
+        cv.addLayout(exports)
+        cv.addStretch(1)
+
+        # Likelihood: the models side by side
+        self.comparison = ModelComparison()
+        self.comparison.hovered.connect(self._hovered)
+        self.totals = QLabel("")
+        self.totals.setObjectName("DensityTotals")
+        self.totals.setWordWrap(True)
+        self.totals.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hover_info = QLabel("")
+        self.hover_info.setObjectName("Hint")
+        self.hover_info.setWordWrap(True)
+        self.hover_info.setTextFormat(Qt.TextFormat.RichText)
+        right = QWidget()
+        right.setObjectName("DensityLikelihood")
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        question = self._title("Which model finds this digit more likely, and where")
+        question.setWordWrap(True)
+        rv.addWidget(question)
+        rv.addWidget(self.totals)
+        rv.addWidget(self.comparison)
+        rv.addWidget(self.hover_info)
+        rv.addStretch(1)
+        right.setMinimumWidth(300)
+
+        middle = QHBoxLayout()
+        middle.addWidget(tools_box)
+        middle.addSpacing(6)
+        middle.addWidget(centre)
+        middle.addSpacing(10)
+        middle.addWidget(right, 1)
+
+        # Results: the sample grid, or the orderings side by side
+        self.results_title = self._title("Samples and ordering comparisons appear here")
+        self.grid = SampleGrid()
+        self.grid.picked.connect(self.pick_sample)
+        self.lanes = LaneStrip()
+        self.lanes.picked.connect(self.pick_lane)
+        self.results = QStackedWidget()
+        self.results.addWidget(self.grid)
+        self.results.addWidget(self.lanes)
+        self.results.hide()
+
+        self.status = QLabel()
+        self.status.setObjectName("DensityStatus")
+        self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.RichText)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        main = QWidget()
+        mv = QVBoxLayout(main)
+        mv.setContentsMargins(0, 0, 0, 0)
+        mv.addLayout(bar)
+        mv.addLayout(middle, 1)
+        mv.addWidget(self.results_title)
+        mv.addWidget(self.results)
+        mv.addWidget(self.status)
+
+        self.empty_label = QLabel(EMPTY_TEXT)
+        self.empty_label.setObjectName("DensityEmptyState")
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setTextFormat(Qt.TextFormat.RichText)
+        self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.empty_label.setFixedWidth(600)
+        rescan = QPushButton("Look again")
+        rescan.setToolTip("Search the models folders again")
+        rescan.clicked.connect(self.refresh_models)
+        empty = QWidget()
+        ev = QVBoxLayout(empty)
+        ev.addStretch(1)
+        ev.addWidget(self.empty_label, 0, Qt.AlignmentFlag.AlignHCenter)
+        ev.addWidget(rescan, 0, Qt.AlignmentFlag.AlignHCenter)
+        ev.addStretch(2)
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(empty)
+        self.pages.addWidget(main)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 10, 10, 6)
+        layout.addWidget(self.pages)
+
+        self._shortcut(QKeySequence.StandardKey.Undo, self.undo)
+        self._shortcut(QKeySequence.StandardKey.Redo, self.redo)
+        self._shortcut("Ctrl+Y", self.redo)
+
+    def _shortcut(self, key, slot) -> QShortcut:
+        sc = QShortcut(QKeySequence(key), self)
+        sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        sc.activated.connect(slot)
+        return sc
+
+    @staticmethod
+    def _title(text: str) -> QLabel:
+        label = QLabel(text)
+        label.setObjectName("SectionTitle")
+        return label
+
+    # --- models ------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        current = self.model_combo.currentData()
+        problems: list[str] = []
+        try:
+            models = [m for m in self.ctx.list_models() if m.usable]
+        except ChainruleError as exc:
+            models = []
+            self._say_error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a broken folder must not take the tab down
+            log.exception("listing models failed")
+            models = []
+            self._say_error(f"Listing models failed: {type(exc).__name__}: {exc}")
+        self._infos, self._families, self._geometries = {}, {}, {}
+        self._pixelcnns, self._pixelcnn_geoms = {}, {}
+        for m in models:
+            try:
+                if m.kind == "density":
+                    family = work.density_family(m)
+                    if family is None:
+                        raise InputError("its card names no NADE or MADE architecture")
+                    self._geometries[m.id] = work.density_geometry(m.card)
+                    self._families[m.id] = family
+                    self._infos[m.id] = m
+                elif m.kind == "image":
+                    g = Geometry.from_card(m.card)
+                    if g.bernoulli and g.channels == 1 and g.levels == 2:
+                        self._pixelcnns[m.id] = m
+                        self._pixelcnn_geoms[m.id] = g
+            except ChainruleError as exc:
+                if m.kind == "density":
+                    problems.append(f"{m.id}: {exc}")
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for model_id, m in self._infos.items():
+            family = self._families[model_id]
+            self.model_combo.addItem(f"{model_id} ({work.FAMILY_LABELS[family]})", model_id)
+            tip = f"{m.card.get('name', model_id)} · {self._geometries[model_id].describe()}"
+            self.model_combo.setItemData(self.model_combo.count() - 1, f"{tip}\n{m.path}", Qt.ItemDataRole.ToolTipRole)
+        index = self.model_combo.findData(current) if current else -1
+        if index < 0:  # the shipped MADE first: it does everything the tab offers
+            index = self.model_combo.findData(PREFERRED["made"])
+        self.model_combo.setCurrentIndex(max(0, index))
+        self.model_combo.blockSignals(False)
+        self.pages.setCurrentIndex(1 if self._infos else 0)
+        text = EMPTY_TEXT
+        if problems:
+            text += "<p style='color:#c62828'>Found but not usable: " + html.escape("; ".join(problems)) + "</p>"
+        self.empty_label.setText(text)
+        self.empty_label.setMinimumHeight(self.empty_label.heightForWidth(self.empty_label.width()) + 24)
+        self._model_id = None  # the comparison's models may have changed: rebuild it
+        self._model_changed()
+
+    def model_ids(self) -> list[str]:
+        return [self.model_combo.itemData(i) for i in range(self.model_combo.count())
+                if self.model_combo.itemData(i) is not None]
+
+    def family(self) -> str | None:
+        return self._families.get(self._model_id) if self._model_id else None
+
+    def _model_changed(self) -> None:
+        model_id = self.model_combo.currentData()
+        if model_id == self._model_id and self.geom is not None:
+            return
+        if self.runner.is_busy():
+            self.stop()
+        geometry = self._geometries.get(model_id) if model_id else None
+        old, self._model_id = self.geom, model_id
+        if geometry is None:
+            self._update_buttons()
+            self._update_status()
+            return
+        self.geom = geometry
+        notes = ""
+        if old is None or (old.height, old.width) != (geometry.height, geometry.width):
+            if old is not None and (self.canvas.pixels.any() or self.canvas.mask_layer.any()):
+                notes = (f"Model {html.escape(model_id)} draws {geometry.describe()} images: the canvas was "
+                         "cleared (undo history too).")
+            self.canvas.set_geom(geometry)
+            zoom = max(1, min(MAX_ZOOM, CANVAS_PIXELS // max(geometry.height, geometry.width)))
+            self.canvas.set_zoom(zoom)
+            self._source_size = None
+        else:
+            self.canvas.geom = geometry  # same image: the drawing and its history stay
+        self._configure_orderings()
+        self._configure_k()
+        self._setup_comparison()
+        self._forget_run_views()
+        self._invalidate_score()
+        self._update_buttons()
+        self._update_status()
+        if notes:
+            self._say(notes)
+
+    def _configure_orderings(self) -> None:
+        nade = self.family() == "nade"
+        model = self.ordering_combo.model()
+        for i in range(self.ordering_combo.count()):
+            name = self.ordering_combo.itemData(i)
+            item = model.item(i)
+            item.setEnabled(not nade or name == "raster")
+            item.setToolTip(NADE_ORDER_TIP if nade and name != "raster" else ORDERING_TIPS[name])
+        if nade and self.ordering_combo.currentData() != "raster":
+            self.ordering_combo.blockSignals(True)
+            self.ordering_combo.setCurrentIndex(self.ordering_combo.findData("raster"))
+            self.ordering_combo.blockSignals(False)
+        self.ordering_combo.setToolTip(NADE_ORDER_TIP if nade else
+                                       "The order the pixels are generated in (MADE builds its masks for it)")
+        self._ordering_controls()
+
+    def _ordering_controls(self) -> None:
+        random = self.ordering_combo.currentData() == "random"
+        self.order_seed_spin.setEnabled(random and not self.runner.is_busy())
+        self.order_seed_caption.setEnabled(random)
+
+    def _configure_k(self) -> None:
+        info = self._infos.get(self._model_id) if self._model_id else None
+        n, default = work.made_masks_and_k(info) if info is not None else (1, 1)
+        made = self.family() == "made"
+        self.k_spin.blockSignals(True)
+        self.k_spin.setRange(1, max(1, n))
+        self.k_spin.setValue(self._ks.get(self._model_id, default) if made else 1)
+        self.k_spin.blockSignals(False)
+        self.k_spin.setToolTip(
+            f"Ensemble size: log p(image) is the mixture of the first K of the model's {n} masks, "
+            f"log mean exp of their log-likelihoods (default {default}, from its card)" if made else NADE_K_TIP)
+        self.k_caption.setToolTip(self.k_spin.toolTip())
+
+    def _comparison_models(self) -> list[tuple[str, Any]]:
+        """(family, ModelInfo) for NADE, MADE and the PixelCNN: the chosen model for its family, else the
+        shipped one, else the first of that family drawing images of the same size."""
+        g = self.geom
+        if g is None:
+            return []
+        out = []
+        chosen_family = self.family()
+        for family in FAMILIES:
+            if family == chosen_family:
+                out.append((family, self._infos[self._model_id]))
+                continue
+            if family == "pixelcnn":
+                pool = {i: m for i, m in self._pixelcnns.items()
+                        if (self._pixelcnn_geoms[i].height, self._pixelcnn_geoms[i].width) == (g.height, g.width)}
+            else:
+                pool = {i: m for i, m in self._infos.items() if self._families[i] == family
+                        and (self._geometries[i].height, self._geometries[i].width) == (g.height, g.width)}
+            if not pool:
+                continue
+            out.append((family, pool.get(PREFERRED[family]) or next(iter(pool.values()))))
+        return out
+
+    def _setup_comparison(self) -> None:
+        g = self.geom
+        models = self._comparison_models()
+        self.comparison.set_models([(f, m.id) for f, m in models], g.height, g.width)
+        self.score = None
+        self.hover_info.setText("")
+
+    def comparison_ids(self) -> dict[str, str]:
+        """family -> model id of the models scored side by side."""
+        return {f: m.id for f, m in self._comparison_models()}
+
+    # --- ordering, K, speed ----------------------------------------------------------------
+    def ordering_spec(self) -> str:
+        return work.ordering_spec(self.ordering_combo.currentData() or "raster", self.order_seed_spin.value())
+
+    def set_ordering(self, name: str, seed: int | None = None) -> bool:
+        """Choose an ordering (and the random ordering's seed); NADE refuses all but raster with a message."""
+        i = self.ordering_combo.findData(name)
+        if i < 0:
+            self._say_error(f"unknown ordering {name!r}; choose one of {', '.join(work.COMPARE_ORDERINGS)}")
+            return False
+        if self.family() == "nade" and name != "raster":
+            self._say_error(NADE_ORDER_TIP)
+            return False
+        if seed is not None:
+            self.order_seed_spin.setValue(int(seed))
+        self.ordering_combo.setCurrentIndex(i)
+        return True
+
+    def _ordering_changed(self) -> None:
+        self._ordering_controls()
+        self._invalidate_score()
+        self._update_status()
+
+    def k(self) -> int:
+        return self.k_spin.value()
+
+    def set_k(self, k: int) -> bool:
+        """The MADE ensemble size; out of range (or any K for NADE but 1) is refused with a message."""
+        info = self._infos.get(self._model_id) if self._model_id else None
+        if info is None:
+            return False
+        try:
+            if self.family() != "made" and k != 1:
+                raise InputError(f"ensemble K = {k!r} is out of range: {NADE_K_TIP}")
+            k = work.check_k(k, info)
+        except ChainruleError as exc:
+            self._say_error(str(exc))
+            return False
+        self.k_spin.setValue(k)
+        return True
+
+    def _k_changed(self, k: int) -> None:
+        if self.family() == "made" and self._model_id:
+            self._ks[self._model_id] = k
+        self._invalidate_score()
+
+    def _speed_changed(self, index: int) -> None:
+        name, rate = SPEEDS[index]
+        self.speed_label.setText(name)
+        self.pace.values_per_second = rate
+
+    def set_speed(self, per_second: float) -> None:
+        """The slider position closest to `per_second` ordering positions a second (inf: instant)."""
+        best = min(range(len(SPEEDS)), key=lambda i: abs(math.log10(min(SPEEDS[i][1], 1e9))
+                                                          - math.log10(min(max(per_second, 1e-3), 1e9))))
+        self.speed_slider.setValue(best)
+
+    # --- tools -------------------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}")
+        self.canvas.tool = tool
+        self.tool_buttons[tool].setChecked(True)
+        if tool in ("mask", "unmask") and not self.show_mask_check.isChecked():
+            self.show_mask_check.setChecked(True)
+
+    def undo(self) -> None:
+        if not self.runner.is_busy():
+            self.canvas.undo()
+
+    def redo(self) -> None:
+        if not self.runner.is_busy():
+            self.canvas.redo()
+
+    def clear(self) -> None:
+        if not self.runner.is_busy():
+            self.canvas.clear()
+
+    def clear_mask(self) -> None:
+        if not self.runner.is_busy():
+            self.canvas.clear_mask()
+
+    def _canvas_edited(self) -> None:
+        self._invalidate_score()
+        self._update_buttons()
+
+    # --- loading ---------------------------------------------------------------------------------
+    def load_image(self, path: str | None = None) -> bool:
+        """Load any image file as a black-and-white digit of the model's size (one undo step)."""
+        if self.geom is None or self.runner.is_busy():
+            return False
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load a digit", QDir.homePath(),
+                                                  "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.pgm "
+                                                  "*.ppm);;All files (*)")
+            if not path:
+                return False
+        try:
+            loaded = image_work.read_image_file(path, self.geom)
+        except ChainruleError as exc:  # the drawing stays as it was
+            self._say_error(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: a message, never a crash
+            log.exception("loading %s failed", path)
+            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
+            return False
+        self.canvas.set_state(pixels=loaded.pixels)
+        self._source_size = tuple(loaded.original_size)
+        name = html.escape(Path(path).name)
+        if loaded.notes:
+            self._say(f"Loaded {name}. <span style='color:#92400e'>Converted: "
+                      + html.escape("; ".join(n.removeprefix("image: ") for n in loaded.notes)) + ".</span>")
+        else:
+            self._say(f"Loaded {name}.")
+        self.ctx.show_message(f"Loaded {Path(path).name}")
+        return True
+
+    def load_mask(self, path: str | None = None) -> bool:
+        if self.geom is None or self.runner.is_busy():
+            return False
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load a mask (white = regenerate)", QDir.homePath(),
+                                                  "Images (*.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
+            if not path:
+                return False
+        try:
+            mask, notes = image_work.read_mask_file(path, self.geom, self._source_size)
+        except ChainruleError as exc:
+            self._say_error(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001
+            log.exception("loading mask %s failed", path)
+            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
+            return False
+        self.canvas.set_state(mask=mask)
+        self.show_mask_check.setChecked(True)
+        extra = list(notes)
+        if not mask.any():
+            extra.append("it marks nothing: Inpaint needs some white (regenerate) pixels")
+        elif mask.all():
+            extra.append("it marks every pixel: Inpaint needs some pixels kept")
+        self._say(f"Loaded mask {html.escape(Path(path).name)} ({int(mask.sum())} pixels to regenerate)."
+                  + (" <span style='color:#92400e'>" + html.escape("; ".join(extra)) + ".</span>" if extra else ""))
+        return True
+
+    # --- runs ------------------------------------------------------------------------------------
+    def sample(self) -> Run | None:
+        return self._start_run("sample")
+
+    def inpaint(self) -> Run | None:
+        return self._start_run("inpaint")
+
+    def compare_orderings(self) -> Run | None:
+        return self._start_run("compare")
+
+    def is_running(self) -> bool:
+        return self.runner.is_busy()
+
+    def is_idle(self) -> bool:
+        """No run, no scoring and no scoring waiting to start."""
+        return not (self.runner.is_busy() or self.score_runner.is_busy() or self._score_timer.isActive())
+
+    def stop(self) -> None:
+        self.runner.stop()  # first: not one more event is delivered after this
+        self._cancel.set()  # then wake the worker from its pacing wait
+
+    def _start_run(self, kind: str) -> Run | None:
+        info = self.chosen_model()
+        g = self.geom
+        if info is None or g is None:
+            return None
+        if self.runner.is_busy():
+            self._say_error("A run is in progress: stop it first.")
+            return None
+        family = self.family()
+        pixels, layer = self.canvas.state()
+        config = self.ctx.decoding_config()
+        try:
+            from engines.density.commands import check_config
+
+            temperature = check_config(config)
+            k = work.check_k(self.k(), info) if family == "made" else 1
+            regenerate = None
+            if kind == "inpaint":
+                regenerate = inpaint_mask(layer, (g.height, g.width))
+            elif kind == "compare" and layer.any():
+                regenerate = inpaint_mask(layer, (g.height, g.width))  # refuses a full mask
+            if regenerate is not None and family == "nade" and not work.nade_can_inpaint(regenerate):
+                made = [i for i, f in self._families.items() if f == "made"]
+                raise InputError(work.NADE_INPAINT_MESSAGE
+                                 + (f" ({', '.join(made)} is installed.)" if made else ""))
+            if kind == "compare" and family != "made":
+                raise InputError(NADE_COMPARE_TIP)
+        except ChainruleError as exc:  # nothing is touched
+            self._say_error(str(exc))
+            return None
+        seed = resolve_seed(config)
+        if kind == "compare":
+            specs = [work.ordering_spec(n, self.order_seed_spin.value()) for n in work.COMPARE_ORDERINGS]
+            lanes = [work.Lane(spec, seed, 1) for spec in specs]
+        else:
+            lanes = [work.Lane(self.ordering_spec(), seed, self.samples_spin.value())]
+        run = Run(kind, info, family, lanes, (pixels, layer), regenerate, config, temperature, k)
+        self.run = run
+        self._shown_sample = None
+        self._cancel = cancel = threading.Event()
+        self._score_timer.stop()
+        self.score_runner.stop()
+        self.comparison.set_stale(True)
+        self.canvas.set_editable(False)
+        self._show_results_for(run, pixels)
+        known = pixels.reshape(-1) if regenerate is not None else None
+        regen = regenerate.reshape(-1) if regenerate is not None else None
+        pace = self.pace
+        self.runner.start(
+            lambda: work.run_events(info, lanes, temperature=temperature, k=k, known=known, regenerate=regen,
+                                    pace=pace, cancel=cancel),
+            on_events=lambda batch: self._on_events(run, batch),
+            on_finished=lambda: self._on_end(run, "done"),
+            on_stopped=lambda: self._on_end(run, "stopped"),
+            on_errored=lambda message: self._on_error(run, message),
+        )
+        self._update_buttons()
+        self._update_status()
+        return run
+
+    def _show_results_for(self, run: Run, pixels: np.ndarray) -> None:
+        g = self.geom
+        start = pixels if run.regenerate is not None else g.blank()
+        if run.kind == "compare":
+            self.lanes.reset([work.ordering_label(ln.ordering) for ln in run.lanes], g)
+            for i in range(len(run.lanes)):
+                self.lanes.set_lane(i, start, run.regenerate if run.regenerate is not None else
+                                    np.ones((g.height, g.width), bool))
+            what = "inpainting" if run.regenerate is not None else "sampling"
+            self.results_title.setText(f"The same {what} ({run.seeds_text()}) under each ordering: click one to "
+                                       "load it")
+            self.results.setCurrentWidget(self.lanes)
+            self.results.show()
+        elif run.count > 1:
+            self.grid.reset_samples(run.count, 2, start)
+            self.results_title.setText("Samples: click one to load it")
+            self.results.setCurrentWidget(self.grid)
+            self.results.show()
+        else:
+            self.results.hide()
+            self.results_title.setText("Samples and ordering comparisons appear here")
+
+    def _on_events(self, run: Run, batch: list) -> None:
+        if run is not self.run:
+            return
+        g = self.geom
+        changed: set[int] = set()
+        for ev in batch:
+            if isinstance(ev, work.LaneStep):
+                st = ev.step
+                imgs = run.images.get(ev.lane)
+                if imgs is None:
+                    continue
+                imgs[st.sample, st.pixel] = st.value
+                run.pending[ev.lane][st.sample, st.pixel] = False
+                run.last_pixel[ev.lane] = st.pixel
+                run.n += 1
+                changed.add(ev.lane)
+            elif isinstance(ev, work.LaneStarted):
+                run.images[ev.lane] = np.tile(ev.start, (ev.count, 1))
+                run.pending[ev.lane] = np.tile(ev.pending, (ev.count, 1))
+                run.orders[ev.lane] = ev.order
+                run.n_sampled = int(ev.pending.sum())
+                if run.kind != "compare" and ev.lane == 0 and not run.touched:
+                    self.canvas.history.push(run.before)  # the drawing before the run: one undo step
+                    run.touched = True
+                    self._shown_sample = 0
+                changed.add(ev.lane)
+            elif isinstance(ev, work.SampleDone):
+                run.results[(ev.lane, ev.sample)] = ev
+                run.pending[ev.lane][ev.sample] = False
+                changed.add(ev.lane)
+                self._sample_done(run, ev)
+            elif isinstance(ev, work.RunStarted):
+                run.t0 = ev.t
+        for lane in changed:
+            imgs, pend = run.images[lane], run.pending[lane]
+            last = run.last_pixel.get(lane)
+            marker = None if last is None or not pend.any() else divmod(last, g.width)
+            shape = (1, g.height, g.width)
+            if run.kind == "compare":
+                self.lanes.set_lane(lane, imgs[0].reshape(shape), pend[0].reshape(g.height, g.width), marker)
+                continue
+            sample = self._shown_sample or 0
+            self.canvas.set_pending(pend[sample] if pend[sample].any() else None)
+            self.canvas.set_pixels(imgs[sample].reshape(shape))
+            self.canvas.set_marker(*(marker if marker is not None else (None,)))
+            if run.count > 1:
+                for s in range(run.count):
+                    if (lane, s) not in run.results:
+                        self.grid.set_image(s, imgs[s].reshape(shape), pending=pend[s].reshape(g.height, g.width))
+        self._update_progress()
+
+    def _sample_done(self, run: Run, ev: work.SampleDone) -> None:
+        g = self.geom
+        shape = (1, g.height, g.width)
+        tip = self._sample_tip(run, ev)
+        if run.kind == "compare":
+            self.lanes.set_caption(ev.lane, self._lane_caption(run, ev), tip + "\n" + run.command(ev.lane))
+        elif run.count > 1:
+            self.grid.set_image(ev.sample, ev.image.reshape(shape), tooltip=tip)
+
+    def _order_text(self, run: Run, lane: int) -> str:
+        return work.ordering_label(run.lanes[lane].ordering)
+
+    def _sample_tip(self, run: Run, ev: work.SampleDone) -> str:
+        order = self._order_text(run, ev.lane)
+        tip = f"seed {ev.seed} · {order} ordering\nlog p(image) = {ev.order_logprob:.2f} nats in this ordering"
+        if run.family == "made":
+            tip += f" (one mask)\nmixture of K = {ev.k} masks: {ev.ensemble_logprob:.2f} nats"
+        if run.regenerate is not None:
+            tip += f"\nlog p(filled pixels | kept ones) = {ev.sampled_logprob:.2f} nats over {ev.n_sampled} pixels"
+        return tip
+
+    def _lane_caption(self, run: Run, ev: work.SampleDone) -> str:
+        if run.regenerate is not None:
+            return f"log p(fill | kept) = {ev.sampled_logprob:.1f} nats"
+        return f"log p = {ev.order_logprob:.1f} nats"
+
+    def _on_end(self, run: Run, state: str) -> None:
+        if run is not self.run:
+            return
+        run.state = state
+        run.t_end = time.perf_counter()
+        g = self.geom
+        self.canvas.set_marker(None)
+        self.canvas.set_pending(None)
+        self.canvas.set_editable(True)
+        if run.kind == "compare":
+            for lane in range(len(run.lanes)):
+                if lane in run.images:
+                    self.lanes.set_lane(lane, run.images[lane][0].reshape(1, g.height, g.width), None)
+        elif run.touched:
+            done = run.results.get((0, 0))
+            if done is not None and self._shown_sample == 0:
+                self.canvas.set_pixels(done.image.reshape(1, g.height, g.width))
+            if run.count > 1:
+                self.grid.select(self._shown_sample or 0)
+                for s in range(run.count):  # a stopped run: the thumbnails keep what was drawn
+                    if (0, s) not in run.results and 0 in run.images:
+                        self.grid.set_image(s, run.images[0][s].reshape(1, g.height, g.width))
+            self.canvas.historyChanged.emit()
+        self._invalidate_score()
+        self._update_buttons()
+        self._update_status()
+
+    def _on_error(self, run: Run, message: str) -> None:
+        if run is not self.run:
+            return
+        self._on_end(run, "error")
+        self._say_error(message)  # the drawing stays (a partial run is one Undo away)
+
+    def pick_sample(self, index: int) -> bool:
+        """Load sample `index` of the last run into the canvas (one undo step)."""
+        run = self.run
+        if run is None or run.kind == "compare" or (0, index) not in run.results:
+            if run is not None and self.runner.is_busy():
+                self._say_error("That sample is not finished yet: wait for the run, or stop it.")
+            return False
+        if self.runner.is_busy():
+            self._say_error("Wait for the run to finish (or stop it) before picking a sample.")
+            return False
+        g = self.geom
+        self.canvas.set_state(pixels=run.results[(0, index)].image.reshape(1, g.height, g.width))
+        self._shown_sample = index
+        self.grid.select(index)
+        self._update_status()
+        return True
+
+    def pick_lane(self, lane: int) -> bool:
+        """Load the result of ordering lane `lane` into the canvas (one undo step)."""
+        run = self.run
+        if run is None or run.kind != "compare" or (lane, 0) not in run.results:
+            return False
+        if self.runner.is_busy():
+            self._say_error("Wait for the comparison to finish (or stop it) before picking a result.")
+            return False
+        g = self.geom
+        self.canvas.set_state(pixels=run.results[(lane, 0)].image.reshape(1, g.height, g.width))
+        self._shown_sample = lane
+        self._update_status()
+        return True
+
+    def _forget_run_views(self) -> None:
+        self.run = None
+        self._shown_sample = None
+        self.grid.clear()
+        self.results.hide()
+        self.results_title.setText("Samples and ordering comparisons appear here")
+
+    # --- likelihood ------------------------------------------------------------------------------
+    def _score_requests(self) -> list[work.ScoreRequest]:
+        out = []
+        for family, info in self._comparison_models():
+            if family == "made":
+                ordering = self.ordering_spec() if self.family() == "made" else "raster"
+                n, default = work.made_masks_and_k(info)
+                k = self.k() if info.id == self._model_id else self._ks.get(info.id, default)
+                out.append(work.ScoreRequest("made", info, ordering, min(max(1, k), n)))
+            else:
+                out.append(work.ScoreRequest(family, info))
+        return out
+
+    @staticmethod
+    def _request_key(requests: list[work.ScoreRequest]) -> tuple:
+        return tuple((r.family, r.info.id, r.ordering, r.k) for r in requests)
+
+    def _invalidate_score(self) -> None:
+        self.comparison.set_stale(True)
+        self._schedule_score()
+
+    def _schedule_score(self) -> None:
+        if self._closed or self.geom is None or self._model_id not in self._infos:
+            return
+        self._watch_window()
+        if not self.runner.is_busy():
+            self._score_timer.start()
+
+    def _start_score(self) -> None:
+        if self._closed or self.runner.is_busy() or self.geom is None:
+            return
+        requests = self._score_requests()
+        if not requests:
+            return
+        key = self._request_key(requests)
+        pixels = self.canvas.pixels[0].copy()
+        self.score_runner.start(lambda: work.score_events(requests, pixels, key),
+                                on_events=self._on_score, on_errored=self._score_failed)
+
+    def rescore(self) -> None:
+        """Score the canvas now (no waiting)."""
+        self._score_timer.stop()
+        self._start_score()
+
+    def _score_current(self, score: work.ScoreDone | None) -> bool:
+        return (score is not None and score.pixels.shape == self.canvas.pixels[0].shape
+                and np.array_equal(score.pixels, self.canvas.pixels[0])
+                and score.key == self._request_key(self._score_requests()))
+
+    def _on_score(self, batch: list) -> None:
+        for ev in batch:
+            if not isinstance(ev, work.ScoreDone) or ev.pixels.shape != self.canvas.pixels[0].shape:
+                continue
+            if [r.family for r in ev.rows] != self.comparison.families:
+                continue  # scored for another set of models
+            self.score = ev
+            current = self._score_current(ev)
+            self.comparison.set_scores(ev.rows, current)
+            self._show_totals(ev, current)
+            if not current:
+                self._schedule_score()
+            if self._hover is not None:
+                self.show_pixel(*self._hover)
+
+    def _show_totals(self, ev: work.ScoreDone, current: bool) -> None:
+        row = next((r for r in ev.rows if r.model_id == self._model_id), None)
+        if row is None:
+            return
+        if not row.ok:
+            self.totals.setStyleSheet("color:#c62828;")
+            self.totals.setText(html.escape(f"Scoring failed: {row.error}"))
+            return
+        self.totals.setStyleSheet("")
+        what = (f"mixture of K = {row.k} masks" if row.family == "made" and row.k > 1
+                else f"{work.ordering_label(row.ordering)} ordering")
+        ok = [r for r in ev.rows if r.ok]
+        rank = ""
+        if len(ok) > 1:
+            best = max(ok, key=lambda r: r.total)
+            if best is row:
+                rank = " · the most likely of the models here"
+            else:
+                rank = f" · {work.FAMILY_LABELS[best.family]} finds it {bits(best.total - row.total):.1f} bits more likely"
+        self.totals.setText(
+            f"<b>{html.escape(self._model_id)}: log p(x) = {row.total:.2f} nats</b> "
+            f"({row.bits_per_dim():.4f} bits/dim, exact, {html.escape(what)}){rank}"
+            + ("" if current else " · <i>updating…</i>"))
+
+    def _score_failed(self, message: str) -> None:
+        self.totals.setStyleSheet("color:#c62828;")
+        self.totals.setText(html.escape(f"Scoring failed: {message}"))
+        self.comparison.clear("No likelihood: scoring failed")
+
+    def model_total(self, family: str) -> float | None:
+        """log p(image) in nats that the comparison shows for `family` (None before a score)."""
+        if self.score is None:
+            return None
+        row = next((r for r in self.score.rows if r.family == family and r.ok), None)
+        return None if row is None else row.total
+
+    # --- hover --------------------------------------------------------------------------------
+    def _hovered(self, row: int, col: int) -> None:
+        self._hover = (row, col) if row >= 0 else None
+        self.comparison.set_hover(row, col)
+        if self._hover is None:
+            self.hover_info.setText("")
+        else:
+            self.show_pixel(row, col)
+
+    def show_pixel(self, row: int, col: int) -> None:
+        """Each model's probability for pixel (row, col) of the scored image, and its place in the ordering."""
+        g, score = self.geom, self.score
+        if g is None:
+            return
+        value = int(self.canvas.pixels[0, row, col])
+        head = f"pixel ({row}, {col}) · {'ink' if value else 'blank'}"
+        if score is None or score.pixels.shape != (g.height, g.width):
+            self.hover_info.setText(html.escape(head + " · not scored yet"))
+            return
+        parts = []
+        d = row * g.width + col
+        for r in score.rows:
+            if not r.ok:
+                continue
+            lp = float(r.logprob_map[row, col])
+            p1 = float(r.prob_one(score.pixels)[row, col])
+            parts.append(f"<b>{work.FAMILY_LABELS[r.family]}</b> p(ink) = {p1:.3f}, "
+                         f"−log₂ p = {bits(-lp):.2f} bits")
+            if r.model_id == self._model_id and r.order is not None:
+                k = int(np.flatnonzero(r.order == d)[0])
+                head += f" · position {k + 1} of {len(r.order)} in {work.ordering_label(r.ordering)} order"
+        stale = "" if self._score_current(score) else " (before your last change)"
+        self.hover_info.setText(html.escape(head + stale) + "<br>" + "<br>".join(parts))
+
+    # --- export -----------------------------------------------------------------------------------
+    def export_png(self, path: str | None = None) -> bool:
+        """The canvas as PNG + a JSON of settings, scores and the reproducing commands (+ the inpainting's input)."""
+        g = self.geom
+        if g is None:
+            return False
+        if path is None:
+            start = str(Path(QDir.homePath()) / f"{self._export_stem()}.png")
+            path, _ = QFileDialog.getSaveFileName(self, "Export the image as PNG (with a JSON of the settings)",
+                                                  start, "PNG (*.png);;All files (*)")
+            if not path:
+                return False
+        if Path(path).suffix.lower() != ".png":
+            path = str(path) + ".png"
+        png = Path(path)
+        json_path = png.with_suffix(".json")
+
+        def write() -> int:
+            from engines import atomic
+            from engines.image.png import write_image
+
+            files = [png]
+            write_image(png, self.canvas.pixels, 2)
+            init = mask = None
+            run = self.run
+            if run is not None and run.regenerate is not None:
+                init, mask = png.with_name(f"{png.stem}-init.png"), png.with_name(f"{png.stem}-mask.png")
+                write_image(init, run.before[0], 2)
+                write_image(mask, run.regenerate.astype(np.uint8)[None], 2)
+                files += [init, mask]
+            settings = self.export_settings(init and str(init), mask and str(mask))
+            atomic.write_text(json_path, json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+            return len(files) + 1
+
+        return self._write_export(str(png), write, lambda n: f"Exported the image and its settings ({n} files)")
+
+    def export_settings(self, init: str | None = None, mask: str | None = None) -> dict[str, Any]:
+        """What the export's JSON holds: the model and its settings, the scores, the last run's commands."""
+        info = self._infos.get(self._model_id) if self._model_id else None
+        out: dict[str, Any] = {
+            "model": self._model_id, "family": self.family(),
+            "ordering": self.ordering_spec(), "ensemble_k": self.k() if self.family() == "made" else None,
+            "samples": self.samples_spin.value(), "decoding": self.ctx.decoding_config().to_dict(),
+            "image": {"height": self.geom.height, "width": self.geom.width,
+                      "pixels": self.canvas.pixels[0].astype(int).tolist()},
+        }
+        if info is not None:
+            out["models_dir"] = str(info.path.parent)
+        score = self.score
+        if score is not None and self._score_current(score):
+            out["scores"] = [{"family": r.family, "model": r.model_id, "log_prob_nats": r.total,
+                              "bits_per_dim": r.bits_per_dim(), "map_ordering": r.ordering, "k": r.k,
+                              "map_log_prob_nats": r.map_total} if r.ok else
+                             {"family": r.family, "model": r.model_id, "error": r.error} for r in score.rows]
+        run = self.run
+        if run is not None:
+            out["run"] = {
+                "kind": run.kind, "state": run.state, "seed": run.seed, "count": run.count,
+                "temperature": run.temperature, "k": run.k,
+                "orderings": [ln.ordering for ln in run.lanes],
+                "commands": [run.command(i, init, mask) for i in range(len(run.lanes))],
+                "samples": [{"ordering": run.lanes[d.lane].ordering, "seed": d.seed,
+                             "log_prob_in_ordering": d.order_logprob, "log_prob_ensemble": d.ensemble_logprob,
+                             "sampled_logprob": d.sampled_logprob}
+                            for (_lane, _s), d in sorted(run.results.items())],
+            }
+            if init is not None:
+                out["run"]["init"], out["run"]["mask"] = init, mask
+        return out
+
+    def _export_stem(self) -> str:
+        run = self.run
+        if run is not None and self._shown_sample is not None and run.kind != "compare":
+            return f"{run.model_id}-seed{run.seed + self._shown_sample}"
+        return f"{self._model_id or 'density'}-digit"
+
+    # --- status ------------------------------------------------------------------------------------
+    def _update_progress(self) -> None:
+        run = self.run
+        if run is None or run.state != "running":
+            return
+        elapsed = time.perf_counter() - run.t0
+        per_position = sum(lane.count for lane in run.lanes)  # pixels drawn per ordering position
+        rate = f" · {run.n / per_position / elapsed:.0f} px/s per image" if elapsed > 0.05 and run.n else ""
+        self.progress_label.setText(f"{run.n}/{max(1, run.total_values)} pixels{rate}")
+
+    def _update_status(self) -> None:
+        run = self.run
+        if run is None:
+            if self.geom is None:
+                self.status.setText("")
+                return
+            cfg = self.ctx.decoding_config()
+            seed = f"fixed seed {cfg.seed}" if cfg.seed is not None else "a fresh seed each run (shown here)"
+            self._say("Draw a digit (or load one) to see how likely each model finds it; Sample draws new ones in "
+                      f"the chosen ordering; paint a mask and Inpaint. Next run: {seed}.")
+            self.progress_label.setText("")
+            return
+        what = {"sample": "Sample", "inpaint": "Inpaint", "compare": "Compare orderings"}[run.kind]
+        parts = [f"<b>{what} · {run.seeds_text()}</b>", html.escape(run.model_id)]
+        if run.kind != "compare":
+            parts.append(f"{html.escape(work.ordering_label(run.lanes[0].ordering))} ordering")
+        if run.temperature != 1.0:
+            parts.append("greedy" if run.temperature == 0 else f"temperature {run.temperature:g}")
+        if run.regenerate is not None:
+            parts.append(f"{int(run.regenerate.sum())} pixels regenerated exactly, the rest kept")
+        state = {"running": "drawing…", "done": "done", "stopped": "stopped (what was drawn is kept)",
+                 "error": "failed"}[run.state]
+        if run.state != "running" and run.t_end is not None:
+            state += f" in {run.t_end - run.t0:.2f} s"
+        parts.append(state)
+        text = " · ".join(parts)
+        if run.kind == "compare":
+            shown = run.results.get((self._shown_sample, 0)) if self._shown_sample is not None else None
+        else:
+            shown = run.results.get((0, self._shown_sample or 0))
+        if shown is not None and run.state != "running":
+            lane_order = self._order_text(run, shown.lane)
+            which = f"ordering {lane_order}" if run.kind == "compare" else f"sample {shown.sample + 1}"
+            text += (f"<br>{html.escape(which)}: seed {shown.seed} · "
+                     f"log p(image) = {shown.order_logprob:.2f} nats in {html.escape(lane_order)} order")
+            if run.family == "made":
+                text += f" (one mask) · mixture of K = {shown.k} masks: {shown.ensemble_logprob:.2f} nats"
+            if run.regenerate is not None:
+                text += (f" · log p(filled pixels | kept ones) = {shown.sampled_logprob:.2f} nats over "
+                         f"{shown.n_sampled} pixels")
+        if run.state == "done":
+            cmd = run.command(0)
+            if run.kind == "compare":  # one command per ordering: the same but for --ordering
+                cmd = cmd.replace(f"--ordering {run.lanes[0].ordering}",
+                                  "--ordering {" + "|".join(ln.ordering for ln in run.lanes) + "}")
+            note = " (Export writes the -init and -mask PNGs it reads)" if run.regenerate is not None else ""
+            text += f"<br><span style='color:#6b7280'>CLI: <code>{html.escape(cmd)}</code>{note}</span>"
+        if run.state != "running":
+            self.progress_label.setText(f"{run.n} pixels drawn")
+        self._say(text)
+
+    # --- buttons -------------------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        has_model = self.geom is not None and self._model_id in self._infos
+        busy = self.runner.is_busy()
+        made = self.family() == "made"
+        for b in (self.sample_button, self.inpaint_button):
+            b.setEnabled(has_model and not busy)
+        self.compare_button.setEnabled(has_model and not busy and made)
+        self.compare_button.setToolTip(
+            "The same sampling (or, with a mask, the same inpainting) and the same seed under every ordering, side "
+            "by side" if made or not has_model else NADE_COMPARE_TIP)
+        self.stop_button.setEnabled(busy)
+        self.undo_button.setEnabled(not busy and self.canvas.history.can_undo())
+        self.redo_button.setEnabled(not busy and self.canvas.history.can_redo())
+        for w in (self.clear_button, self.clear_mask_button, self.load_button, self.load_mask_button,
+                  self.samples_spin, self.ordering_combo):
+            w.setEnabled(has_model and not busy)
+        self.k_spin.setEnabled(has_model and not busy and made)
+        self.k_caption.setEnabled(made)
+        self.model_combo.setEnabled(not busy)
+        self.export_button.setEnabled(has_model and not busy)
+        self._ordering_controls()
+
+    # --- lifetime ---------------------------------------------------------------------------------------
+    def _watch_window(self) -> None:
+        win = self.window()
+        if win is not self and not self._filtering:
+            win.installEventFilter(self)
+            self._filtering = True
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Close:
+            self._closed = True
+            self._score_timer.stop()
+            self._cancel.set()
+        return False
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        self._closed = False
+        super().showEvent(event)
+
+
+@register_tab("Density", order=40)
+def make_density_tab(ctx: StudioContext) -> QWidget:
+    return DensityTab(ctx)
