@@ -67,3 +67,16 @@ def test_shipped_models_have_valid_cards():
         info = get_model(card["id"])
         assert info.source == "shipped" and info.usable
         assert info.metrics, f"{info.id} ships without measured metrics"
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    from engines import atomic
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic.write_text(tmp_path / "atomic.txt", "x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "atomic.txt") == mode(plain)
