@@ -33,6 +33,7 @@ TabFactory = Callable[["StudioContext"], "QWidget"]
 BUILTIN_TAB_MODULES: tuple[str, ...] = (
     "studio.tabs.text_tab",
     "studio.tabs.image_tab",
+    "studio.tabs.audio_tab",
     "studio.tabs.density_tab",
     "studio.tabs.models_tab",
 )

@@ -1,0 +1,412 @@
+"""The Audio tab on a tiny exported WaveNet: runs that match the engine and the CLI, variations,
+stop, playing while generating (a hand-driven stream), no device, recordings (score, continue),
+bad input, export; and the plots' numbers (spectrogram, surprise smoothing, throttled redraws)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("torch")
+
+from engines.audio import playback  # noqa: E402
+from engines.audio.generate import generate_audio  # noqa: E402
+from engines.audio.model import load_audio_model  # noqa: E402
+from engines.audio.playback import Player  # noqa: E402
+from engines.audio.scoring import score_audio  # noqa: E402
+from engines.audio.wav import read_audio, to_int16  # noqa: E402
+from engines.cli import main as cli_main  # noqa: E402
+from engines.registry import read_card  # noqa: E402
+from studio.audio import spectrum  # noqa: E402
+from studio.audio.plots import AudioPlots  # noqa: E402
+from studio.main_window import MainWindow  # noqa: E402
+from tests.audio_models import SPEAKERS, export_model_dir, make_wavenet  # noqa: E402
+from tests.test_audio_playback import FakeStream  # noqa: E402
+
+MODEL = "tiny-wavenet"
+RATE = 8000
+RUN_TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio-tab-models")
+    export_model_dir(make_wavenet(seed=2), root, MODEL)
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine_model(models_dir):
+    return load_audio_model(read_card(models_dir / MODEL))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_dirs(tmp_path, monkeypatch):
+    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
+    monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "shipped-models")
+    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
+
+
+@pytest.fixture
+def window(qtbot, models_dir):
+    w = MainWindow(extra_model_dirs=[models_dir])
+    qtbot.addWidget(w)
+    w.show()
+    w.select_tab("Audio")
+    qtbot.waitExposed(w)
+    yield w
+    tab = w.tab("Audio")
+    tab.stop()
+    tab.stop_playback()
+    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)
+    w.close()
+
+
+@pytest.fixture
+def tab(window):
+    t = window.tab("Audio")
+    FakeStream.made = []
+    t.set_player(Player(RATE, stream_factory=FakeStream))  # a stream the test drives by hand
+    assert t.select_model(MODEL)
+    return t
+
+
+def settings(tab, *, seed=5, seconds=0.05, temperature=1.0, batch=1, digit=None, speaker=None, live=False):
+    tab.set_seed(seed, fixed=True)
+    tab.seconds_spin.setValue(seconds)
+    tab.temperature_spin.setValue(temperature)
+    tab.batch_spin.setValue(batch)
+    assert tab.set_digit(digit) and tab.set_speaker(speaker)
+    tab.live_check.setChecked(live)
+
+
+def run_and_wait(qtbot, tab):
+    run = tab.generate()
+    assert run is not None, tab.status_text()
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)
+    return run
+
+
+def curve_y(curve) -> np.ndarray:
+    return np.asarray(curve.yData if curve.yData is not None else [], dtype=np.float64)
+
+
+def write_tone(path, rate=44100, seconds=0.2, channels=2, subtype="PCM_24"):
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.4 * np.sin(2 * np.pi * 300 * t) * np.hanning(len(t))
+    data = np.stack([x] * channels, axis=1) if channels > 1 else x
+    sf.write(str(path), data, rate, subtype=subtype)
+    return path
+
+
+# --- models ---------------------------------------------------------------------------------------
+def test_the_tab_lists_audio_models_with_their_digits_and_speakers(window, tab):
+    names = window.tab_names()
+    assert "Audio" in names and names.index("Audio") == names.index("Image") + 1
+    assert tab.model_ids() == [MODEL] and tab.pages.currentIndex() == 1
+    assert [tab.digit_combo.itemText(i) for i in range(tab.digit_combo.count())] == ["none", *map(str, range(10))]
+    assert [tab.speaker_combo.itemText(i) for i in range(tab.speaker_combo.count())] == ["none", *SPEAKERS]
+    assert tab.set_speaker("JACKSON") and tab.speaker() == "jackson"  # names are case-insensitive
+    assert not tab.set_speaker("nobody")
+    assert "unknown speaker 'nobody'" in tab.status_text() and "george" in tab.status_text()
+
+
+def test_without_an_audio_model_the_tab_says_how_to_get_one(qtbot, tmp_path):
+    w = MainWindow(extra_model_dirs=[tmp_path])
+    qtbot.addWidget(w)
+    tab = w.tab("Audio")
+    assert tab.pages.currentIndex() == 0
+    assert "No audio model installed" in tab.empty_label.text() and "Models" in tab.empty_label.text()
+    assert tab.generate() is None
+    w.close()
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+def test_generate_matches_the_engine_and_the_command_it_shows(window, tab, qtbot, engine_model, tmp_path,
+                                                               monkeypatch):
+    settings(tab, seed=11, seconds=0.06, temperature=0.9, batch=2, digit=3, speaker="lucas")
+    run = run_and_wait(qtbot, tab)
+    assert run.state == "done" and run.n_done == 480 and run.seed == 11 == tab.seed_spin.value()
+    expected = generate_audio(engine_model, seconds=0.06, temperature=0.9, seed=11, digit=3, speaker="lucas", batch=2)
+    np.testing.assert_array_equal(run.samples, expected.samples)
+    np.testing.assert_allclose(run.logprobs, expected.logprobs, atol=1e-5)
+    status = tab.status_text()
+    assert "seed 11" in status and "digit 3" in status and "lucas" in status and "2 variations" in status
+    assert "0 underruns" not in status  # nothing was played
+    # The command shown reproduces both variations.
+    args = shlex.split(run.cli)
+    assert args[:3] == ["chainrule", "generate", "audio"] and "--count" in args
+    out = tmp_path / "cli.wav"
+    args[args.index("--out") + 1] = str(out)
+    assert cli_main(args[1:]) == 0
+    for v in range(2):
+        path = tmp_path / f"cli_{v + 1}.wav"
+        pcm, rate = sf.read(str(path), dtype="int16")
+        assert rate == RATE
+        np.testing.assert_array_equal(pcm, to_int16(run.samples[v]))
+
+
+def test_the_variation_selector_shows_each_variation(tab, qtbot):
+    settings(tab, seed=3, batch=3)
+    run = run_and_wait(qtbot, tab)
+    assert tab.show_combo.count() == 3
+    for v in range(3):
+        assert tab.show_variation(v)
+        np.testing.assert_allclose(curve_y(tab.plots.wave_curve), run.samples[v], atol=1e-7)
+        assert tab.shown_sound().tolist() == run.samples[v].tolist()
+    assert not np.array_equal(run.samples[0], run.samples[1])  # variations differ
+
+
+def test_earlier_runs_stay_in_the_show_list(tab, qtbot, tmp_path):
+    settings(tab, seed=31, digit=2)
+    first = run_and_wait(qtbot, tab)
+    settings(tab, seed=32, batch=2)
+    second = run_and_wait(qtbot, tab)
+    items = [tab.show_combo.itemText(i) for i in range(tab.show_combo.count())]
+    assert items == ["variation 1 of 2 · seed 32", "variation 2 of 2 · seed 32",
+                     "earlier: digit 2, any speaker · generated · seed 31"]
+    assert tab.show_variation(0, first)
+    assert tab.shown_run() is first and tab.shown_sound().tolist() == first.samples[0].tolist()
+    assert "seed 31" in tab.status_text() and "digit 2" in tab.status_text()
+    assert tab.export_audio(str(tmp_path / "old.wav"))
+    assert json.loads((tmp_path / "old.json").read_text())["seed"] == 31
+    assert tab.run is second
+
+
+def test_a_fixed_seed_repeats_and_new_each_run_draws_and_shows_a_fresh_one(tab, qtbot):
+    settings(tab, seed=42)
+    a = run_and_wait(qtbot, tab)
+    b = run_and_wait(qtbot, tab)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    tab.new_seed_check.setChecked(True)
+    c = run_and_wait(qtbot, tab)
+    assert c.seed == tab.seed_spin.value() and f"seed {c.seed}" in tab.status_text()
+
+
+def test_the_surprise_of_a_generated_sound_is_its_score(tab, qtbot, engine_model):
+    settings(tab, seed=8, seconds=0.05, digit=7, speaker="george")
+    run = run_and_wait(qtbot, tab)
+    score = score_audio(engine_model, run.generated(0), digit=7, speaker="george")
+    np.testing.assert_allclose(run.logprobs[0], score.logprobs, atol=1e-4)
+    np.testing.assert_allclose(curve_y(tab.plots.surprise_curve), score.surprise_bits, atol=1e-3)
+    assert f"{-score.total_logprob / math.log(2) / len(score.logprobs):.3f} bits/sample" in tab.totals.text()
+
+
+def test_stop_ends_a_long_run_at_once_and_keeps_what_was_generated(tab, qtbot, tmp_path):
+    settings(tab, seed=1, seconds=30.0)
+    run = tab.generate()
+    qtbot.waitUntil(lambda: run.n_done >= 800, timeout=RUN_TIMEOUT_MS)
+    t0 = time.perf_counter()
+    tab.stop_button.click()
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=3000)
+    assert time.perf_counter() - t0 < 2.0
+    n = run.n_done
+    qtbot.wait(200)
+    assert run.n_done == n < run.n_samples and run.state == "stopped"
+    assert "stopped" in tab.status_text() and "kept" in tab.status_text()
+    assert len(tab.shown_sound()) == n
+    assert tab.export_audio(str(tmp_path / "partial.wav"))  # nothing generated is lost
+    assert sf.info(str(tmp_path / "partial.wav")).frames == n
+
+
+# --- playback ---------------------------------------------------------------------------------------------
+def test_play_while_generating_feeds_the_player_and_the_cursor_follows(tab, qtbot):
+    settings(tab, seed=4, seconds=0.1, live=True)
+    run = run_and_wait(qtbot, tab)
+    (stream,) = FakeStream.made
+    assert stream.started and tab.player.state in ("buffering", "playing")
+    played = stream.pull(3)  # 768 samples; the whole run is 800 and ended: no pre-roll wait
+    np.testing.assert_array_equal(played, run.sound(0)[:768])
+    tab._tick_cursor()
+    assert tab.cursor_seconds() == pytest.approx(768 / RATE)
+    assert "0 underruns" in tab.status_text()
+    stream.pull(2)
+    assert stream.finished and not tab.player.is_playing
+    tab._tick_cursor()
+    assert tab.cursor_seconds() is None  # the cursor goes when the sound ends
+
+
+def test_play_loop_and_stop_buttons_drive_the_player(tab, qtbot):
+    settings(tab, seed=6, seconds=0.05)
+    run = run_and_wait(qtbot, tab)
+    assert FakeStream.made == [] and tab.play_button.isEnabled()
+    tab.loop_check.setChecked(True)
+    tab.play_button.click()
+    (stream,) = FakeStream.made
+    out = stream.pull(4)  # 1024 samples of a 400-sample sound, looped
+    np.testing.assert_array_equal(out, np.tile(run.sound(0), 3)[:1024])
+    assert tab.stop_play_button.isEnabled()
+    tab.stop_play_button.click()
+    assert stream.aborted and stream.closed and not tab.player.is_playing
+    assert tab.cursor_seconds() is None
+
+
+def test_stop_also_stops_the_sound_fed_by_the_run(tab, qtbot):
+    settings(tab, seed=2, seconds=30.0, live=True)
+    run = tab.generate()
+    qtbot.waitUntil(lambda: run.n_done >= 400, timeout=RUN_TIMEOUT_MS)
+    tab.stop()
+    (stream,) = FakeStream.made
+    assert stream.aborted and not tab.player.is_playing
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=3000)
+
+
+def test_without_a_device_playback_is_off_but_generation_and_export_work(tab, qtbot, monkeypatch, tmp_path):
+    def no_portaudio():
+        raise OSError("PortAudio library not found")
+
+    monkeypatch.setattr(playback, "_import_sounddevice", no_portaudio)
+    tab.set_player(Player(RATE))
+    assert not tab.playback_available()
+    assert "Playback is off" in tab.status_text() and "PortAudio" in tab.status_text()
+    assert "Playback off" in tab.playback_label.text()
+    settings(tab, seed=9, live=True)
+    run = run_and_wait(qtbot, tab)
+    assert run.state == "done" and run.n_done == 400 and run.streamed is None
+    for w in (tab.play_button, tab.stop_play_button, tab.loop_check, tab.live_check):
+        assert not w.isEnabled()
+    assert "Playback is off" in tab.status_text()  # still said, after the run too
+    assert not tab.play()
+    assert "Cannot play" in tab.status_text() and not FakeStream.made
+    assert tab.export_audio(str(tmp_path / "x.flac"))
+
+
+# --- recordings --------------------------------------------------------------------------------------------
+def test_a_loaded_recording_is_converted_scored_and_rescored(tab, qtbot, tmp_path, engine_model):
+    path = write_tone(tmp_path / "voice.wav")
+    assert tab.load_recording(str(path))
+    status = tab.status_text()
+    assert "resampled from 44100 Hz to 8000 Hz" in status and "mixed 2 channels to mono" in status
+    assert "converted from 24-bit" in status
+    assert tab.shown() == ("recording", 0)
+    qtbot.waitUntil(lambda: tab.recording.score is not None and tab.is_idle(), timeout=RUN_TIMEOUT_MS)
+    loaded = read_audio(path)
+    expected = score_audio(engine_model, loaded.samples)
+    assert tab.recording.score.total_logprob == pytest.approx(expected.total_logprob, abs=1e-3)
+    np.testing.assert_allclose(curve_y(tab.plots.surprise_curve), expected.surprise_bits, atol=1e-3)
+    assert f"{expected.bits_per_sample:.3f} bits/sample" in tab.totals.text()
+    # New conditioning: the recording is scored again under it.
+    assert tab.set_digit(5) and tab.set_speaker("george")
+    qtbot.waitUntil(lambda: tab.recording.score.digit == 5 and tab.is_idle(), timeout=RUN_TIMEOUT_MS)
+    again = score_audio(engine_model, loaded.samples, digit=5, speaker="george")
+    assert tab.recording.score.total_logprob == pytest.approx(again.total_logprob, abs=1e-3)
+    assert "digit 5, speaker george" in tab.totals.text()
+
+
+def test_continue_this_recording_primes_generation(tab, qtbot, tmp_path, engine_model):
+    path = write_tone(tmp_path / "start.flac", rate=8000, seconds=0.05, channels=1, subtype="PCM_16")
+    assert tab.load_recording(str(path))
+    tab.continue_check.setChecked(True)
+    settings(tab, seed=12, seconds=0.05, digit=1)
+    run = run_and_wait(qtbot, tab)
+    prompt = read_audio(path).samples
+    np.testing.assert_array_equal(run.prompt, prompt)
+    expected = generate_audio(engine_model, seconds=0.05, seed=12, digit=1, prompt=prompt)
+    np.testing.assert_array_equal(run.samples, expected.samples)
+    np.testing.assert_array_equal(tab.shown_sound(), np.concatenate([prompt, expected.samples[0]]))
+    assert "--prompt" in run.cli and str(path) in run.cli
+    assert tab.plots.boundaries[0].isVisible()
+    assert tab.plots.boundaries[0].value() == pytest.approx(len(prompt) / RATE)
+    assert "continuing start.flac" in tab.status_text()
+    # The recording's own surprise (scored under the run's digit) stands in front of the continuation's.
+    qtbot.waitUntil(lambda: run.prompt_surprise is not None, timeout=RUN_TIMEOUT_MS)
+    own = score_audio(engine_model, prompt, digit=1).surprise_bits
+    np.testing.assert_allclose(curve_y(tab.plots.surprise_curve)[: len(prompt)], own, atol=1e-6)
+    assert len(curve_y(tab.plots.surprise_curve)) == len(prompt) + run.n_done
+
+
+def test_bad_recordings_and_settings_give_messages_and_lose_nothing(tab, qtbot, tmp_path):
+    settings(tab, seed=3)
+    run = run_and_wait(qtbot, tab)
+    before = tab.shown_sound().copy()
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 3)
+    assert not tab.load_recording(str(bad))
+    assert "broken.wav" in tab.status_text() and "not a readable audio file" in tab.status_text()
+    assert not tab.load_recording(str(tmp_path / "missing.wav"))
+    assert "not found" in tab.status_text()
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    assert not tab.load_recording(str(empty))
+    assert "empty" in tab.status_text()
+    assert tab.recording is None and tab.run is run
+    np.testing.assert_array_equal(tab.shown_sound(), before)
+    # Continue ticked with nothing loaded: refused, nothing runs.
+    tab.continue_check.setChecked(True)
+    assert tab.generate() is None and "no recording is loaded" in tab.status_text()
+    assert tab.run is run
+    assert not tab.set_digit(12) and "digit 12 is out of range" in tab.status_text()
+
+
+# --- export ---------------------------------------------------------------------------------------------------
+def test_export_wav_and_flac_with_their_settings(tab, qtbot, tmp_path):
+    settings(tab, seed=21, seconds=0.05, temperature=0.8, batch=2, digit=4, speaker="jackson")
+    run = run_and_wait(qtbot, tab)
+    assert tab.show_variation(1)
+    wav = tmp_path / "take.wav"
+    assert tab.export_audio(str(wav))
+    pcm, rate = sf.read(str(wav), dtype="int16")
+    assert rate == RATE and sf.info(str(wav)).subtype == "PCM_16"
+    np.testing.assert_array_equal(pcm, to_int16(run.samples[1]))
+    meta = json.loads((tmp_path / "take.json").read_text())
+    assert (meta["seed"], meta["variation"], meta["variations"], meta["digit"], meta["speaker"]) == (21, 2, 2, 4,
+                                                                                                    "jackson")
+    assert meta["temperature"] == 0.8 and meta["complete"] and meta["command"] == run.cli
+    assert meta["total_logprob"] == pytest.approx(run.total_logprob(1))
+    flac = tmp_path / "take2"
+    assert tab.export_audio(str(flac), fmt="flac")
+    assert sf.info(str(tmp_path / "take2.flac")).format == "FLAC"
+    np.testing.assert_array_equal(sf.read(str(tmp_path / "take2.flac"), dtype="int16")[0], pcm)
+    assert (tmp_path / "take2.json").exists()
+    assert not tab.export_audio(str(tmp_path / "nope" / "x.wav"))
+    assert "does not exist" in tab.status_text()
+    assert not tab.export_audio(str(tmp_path / "x.mp3"))
+    assert "WAV or FLAC" in tab.status_text()
+
+
+# --- plots ------------------------------------------------------------------------------------------------------
+def test_spectrogram_puts_a_tone_at_its_frequency_in_dbfs():
+    t = np.arange(RATE) / RATE
+    spec = spectrum.spectrogram((0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), RATE)
+    assert spec.db.shape[1] == spectrum.N_FFT // 2 + 1 and spec.max_hz == 4000
+    middle = spec.db[len(spec.db) // 2]
+    assert int(np.argmax(middle)) * RATE / spectrum.N_FFT == 1000
+    assert middle.max() == pytest.approx(20 * math.log10(0.5), abs=0.1)  # a half-scale sine: -6 dBFS
+    assert spec.db.min() >= spectrum.FLOOR_DB
+    assert spectrum.spectrogram(np.zeros(0, np.float32), RATE).db.shape[0] == 1
+
+
+def test_surprise_smoothing_matches_the_engine_and_skips_unknown_values(engine_model):
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal(600)).clip(-1, 1).astype(np.float32)
+    score = score_audio(engine_model, x)
+    np.testing.assert_allclose(spectrum.surprise_bits(score.logprobs), score.surprise_bits, atol=1e-9)
+    lp = np.full(10, -math.log(2))  # one bit each
+    lp[:3] = np.nan
+    out = spectrum.surprise_bits(lp, window=4)
+    assert np.isnan(out[:3]).all() and np.allclose(out[3:], 1.0)
+
+
+def test_the_spectrogram_redraw_is_throttled(qtbot):
+    plots = AudioPlots()
+    qtbot.addWidget(plots)
+    x = np.zeros(0, np.float32)
+    for _ in range(50):  # 50 chunks arriving within a few milliseconds
+        x = np.concatenate([x, np.random.default_rng(len(x)).uniform(-0.5, 0.5, 80).astype(np.float32)])
+        plots.set_sound(x, total_len=4000)
+    assert plots.spectrogram_updates <= 1
+    assert len(curve_y(plots.wave_curve)) == 4000  # the waveform itself is always current
+    plots.flush()
+    assert plots.spectrogram_updates <= 2 and plots.spectrogram_image().shape[0] == len(
+        spectrum.spectrogram(x, RATE).db)
+    plots.set_cursor(0.25)
+    assert plots.cursor_seconds() == 0.25
+    plots.set_cursor(None)
+    assert plots.cursor_seconds() is None
