@@ -55,6 +55,13 @@ class MainWindow(QMainWindow):
             | QDockWidget.DockWidgetFeature.DockWidgetClosable
         )
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.decoding_dock)
+        # Tabs with their own sampling controls (Audio) or none (Models) set
+        # `uses_decoding_panel = False`; the dock hides there and comes back elsewhere
+        # unless the user closed it.
+        self._dock_wanted = True
+        self._placing_dock = False
+        self.decoding_dock.visibilityChanged.connect(self._on_dock_visibility)
+        self.tabs.currentChanged.connect(self._place_decoding_dock)
 
         self._build_status_bar()
         self._build_menus()
@@ -75,6 +82,19 @@ class MainWindow(QMainWindow):
         widget.setObjectName(widget.objectName() or f"{spec.name}Tab")
         self.tabs.addTab(widget, spec.name)
         return widget
+
+    def _on_dock_visibility(self, visible: bool) -> None:
+        if not self._placing_dock and self.isVisible() and not self.isMinimized():
+            self._dock_wanted = visible
+
+    def _place_decoding_dock(self, index: int) -> None:
+        widget = self.tabs.widget(index)
+        uses = bool(getattr(widget, "uses_decoding_panel", True))
+        self._placing_dock = True
+        try:
+            self.decoding_dock.setVisible(uses and self._dock_wanted)
+        finally:
+            self._placing_dock = False
 
     def tab_names(self) -> list[str]:
         return [self.tabs.tabText(i) for i in range(self.tabs.count())]

@@ -292,3 +292,19 @@ def test_an_unknown_tab_is_an_error_listing_the_tabs(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unknown tab 'nope'" in err and "Models" in err
+
+
+def test_the_decoding_dock_hides_on_tabs_that_do_not_use_it_and_returns(qtbot):
+    from studio.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.select_tab("Text") and w.decoding_dock.isVisible()
+    assert w.select_tab("Models") and not w.decoding_dock.isVisible()
+    assert w.select_tab("Image") and w.decoding_dock.isVisible()
+    w.decoding_dock.close()  # the user closes it: it stays closed on every tab
+    assert w.select_tab("Models") and w.select_tab("Text")
+    assert not w.decoding_dock.isVisible()
+    w.close()

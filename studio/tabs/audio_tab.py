@@ -184,6 +184,7 @@ class Recording:
 
 class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "audio"
+    uses_decoding_panel = False  # temperature and seed are the tab's own (the step graph samples)
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None, *, player=None) -> None:
         super().__init__(parent)

@@ -74,6 +74,7 @@ class _SortItem(QTableWidgetItem):
 
 
 class ModelsView(QWidget):
+    uses_decoding_panel = False
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
