@@ -3,6 +3,7 @@ driven by hand, plus the device checks that must work on machines with and witho
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -207,46 +208,185 @@ def test_loop_on_a_stream_starts_over_once_generation_has_ended():
     assert player.underruns == 0
 
 
-def simulate(speed: float, seconds: float = 3.0, chunk: int = 800, preroll: float = 0.25):
+class FakeClock:
+    """The player's clock, set by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def simulate(speed: float, seconds: float = 3.0, chunk: int = 800, preroll: float = 0.25, *,
+             length_known: bool = False, prompt: int = 0, speed_after: tuple[int, float] | None = None):
     """Generation at `speed` x real time feeding a stream the device drains in real time.
 
-    Events on one virtual clock: a chunk is fed every chunk / (RATE * speed) s, a block is
-    pulled every BLOCK / RATE s. Returns the player, the fed audio and the played audio.
+    Events on one virtual clock (the player's clock too): a chunk is fed every
+    chunk / (RATE * speed) s, a block is pulled every BLOCK / RATE s. `length_known`: the
+    stream is told its length (adaptive pre-roll); `prompt` samples are fed at once first
+    (not generated); `speed_after` = (n, s): the generator runs at s x real time once n
+    samples are generated. Returns the player, the fed audio and the played audio.
     """
-    player, streams = make_player(preroll_seconds=preroll)
-    player.start_stream()
-    s = streams[0]
+    clock = FakeClock()
+    player, streams = make_player(preroll_seconds=preroll, clock=clock)
     total = int(seconds * RATE)
-    fed = signal(total, seed=7)
-    n_fed, t_feed, t_pull, played = 0, chunk / (RATE * speed), 0.0, []
+    player.start_stream(total_samples=prompt + total if length_known else None)
+    s = streams[0]
+    fed = signal(prompt + total, seed=7)
+    if prompt:
+        player.feed(fed[:prompt], generated=False)
+    n_fed, t_feed, t_pull, played = prompt, chunk / (RATE * speed), 0.0, []
     while not s.finished:
-        if n_fed < total and t_feed <= t_pull:
+        if n_fed < len(fed) and t_feed <= t_pull:
+            clock.t = t_feed
             player.feed(fed[n_fed: n_fed + chunk])
             n_fed += chunk
-            if n_fed >= total:
+            if n_fed >= len(fed):
                 player.end_stream()
+            if speed_after is not None and n_fed - prompt >= speed_after[0]:
+                speed = speed_after[1]
             t_feed += chunk / (RATE * speed)
         else:
+            clock.t = t_pull
             played.append(s.pull(1))
             t_pull += BLOCK / RATE
         assert t_pull < 10 * seconds / min(speed, 1), "the stream never ended"
     return player, fed, np.concatenate(played)
 
 
+def plays_through(fed: np.ndarray, played: np.ndarray) -> int:
+    """Where the sound starts in `played`, asserting it then plays `fed` without a gap."""
+    start = int(np.flatnonzero(played)[0])
+    np.testing.assert_array_equal(played[start: start + len(fed)], fed)
+    assert not played[start + len(fed):].any()
+    return start
+
+
 @pytest.mark.parametrize("speed", [1.05, 2.0, 20.0])
 def test_fed_faster_than_real_time_there_are_no_underruns(speed):
     player, fed, played = simulate(speed)
     assert player.underruns == 0
-    start = int(np.flatnonzero(played)[0])
+    start = plays_through(fed, played)
     assert start <= int(0.25 * RATE / speed) + 2 * 800 + BLOCK  # the pre-roll, then no gap
-    np.testing.assert_array_equal(played[start: start + len(fed)], fed)
-    assert not played[start + len(fed):].any()
 
 
 def test_fed_slower_than_real_time_it_rebuffers_but_loses_nothing():
-    player, fed, played = simulate(0.7)
+    player, fed, played = simulate(0.7)  # the length not known: the fixed pre-roll
     assert player.underruns >= 1
     np.testing.assert_array_equal(played[played != 0], fed)  # every sample, in order
+
+
+# --- the adaptive pre-roll ----------------------------------------------------------------------
+@pytest.mark.parametrize("speed, chunk", [(0.5, 400), (0.5, 800), (0.2, 400), (0.9, 100), (0.85, 800)])
+def test_knowing_the_length_a_slow_generator_waits_once_then_plays_through(speed, chunk):
+    seconds = 3.0
+    player, fed, played = simulate(speed, seconds, chunk, length_known=True)
+    assert player.underruns == 0  # one wait at the start, none after
+    start = plays_through(fed, played) / RATE
+    ideal = seconds / speed - seconds  # generation ends exactly as playback does
+    assert ideal <= start <= ideal + (2 * chunk + 2 * BLOCK) / (RATE * speed)
+    assert player.generation_rate == pytest.approx(speed * RATE)
+    # The same generator with the fixed pre-roll stutters: the adaptive one is what helps.
+    assert simulate(speed, seconds, chunk, length_known=False)[0].underruns >= 1
+
+
+@pytest.mark.parametrize("speed", [1.05, 2.0, 20.0])
+def test_knowing_the_length_a_fast_generator_starts_after_the_minimum_preroll(speed):
+    player, fed, played = simulate(speed, chunk=400, length_known=True)
+    assert player.underruns == 0
+    start = plays_through(fed, played)
+    minimum = int(0.25 * RATE)
+    assert minimum / speed <= start <= minimum / speed + 400 / speed + BLOCK  # 0.25 s buffered, not more
+
+
+def test_a_prompt_is_played_but_not_counted_as_generated():
+    seconds, prompt = 3.0, 4000
+    player, fed, played = simulate(0.5, seconds, 400, length_known=True, prompt=prompt)
+    assert player.underruns == 0 and player.generation_rate == pytest.approx(0.5 * RATE)
+    start = plays_through(fed, played) / RATE
+    ideal = seconds / 0.5 - (prompt / RATE + seconds)  # the prompt is a head start
+    assert ideal <= start <= ideal + 0.25
+
+
+def test_after_a_slowdown_the_one_underrun_is_followed_by_a_wait_sized_to_what_is_left():
+    # Twice real time for the first second, then half: the start was sized for a fast
+    # generator, so it runs dry once; the second wait is sized to the new rate.
+    player, fed, played = simulate(2.0, 4.0, 400, length_known=True, speed_after=(8000, 0.5))
+    assert player.underruns == 1
+    np.testing.assert_array_equal(played[played != 0], fed)  # nothing lost
+    sound = np.flatnonzero(played)
+    gaps = np.flatnonzero(np.diff(sound) > 1)
+    assert len(gaps) == 1  # one gap: it played through after resuming
+
+
+def test_the_preroll_follows_the_measured_rate():
+    clock = FakeClock()
+    player, streams = make_player(clock=clock)  # minimum pre-roll 0.25 s = 2000 samples
+    player.start_stream(total_samples=16000)
+    s = streams[0]
+    assert player.generation_rate is None and player.preroll_target == 16000  # not measured: wait
+    player.feed(signal(400))  # start-up time before the first chunk is not generation time
+    clock.t = 0.1
+    player.feed(signal(400))
+    assert player.generation_rate == pytest.approx(4000)  # 400 samples in 0.1 s: half real time
+    target = 16000 // 2 + 400 + BLOCK  # R (1 - r / sr), one chunk and one block
+    assert player.preroll_target == target and player.is_buffering
+    assert player.starts_in == pytest.approx((target - 800) / 4000)
+    assert not s.pull(2).any() and player.is_buffering  # 800 < target: silence
+    while player.buffered < target:  # at half real time it is reached 2.1 s later
+        clock.t += 0.1
+        player.feed(signal(400))
+    assert clock.t == pytest.approx(0.1 + (target - 800) / 400 * 0.1, abs=0.11)
+    assert s.pull(1).any() and player.state == "playing" and player.starts_in is None
+    # Faster than real time it only waits for the minimum pre-roll; slower, never more than R.
+    player.start_stream(total_samples=16000)
+    clock.t = 10.0
+    player.feed(signal(400))
+    clock.t = 10.01
+    player.feed(signal(400))  # 40,000 samples/s
+    assert player.preroll_target == 2000
+    player.start_stream(total_samples=1000)
+    player.feed(signal(400))
+    clock.t = 20.0
+    player.feed(signal(400))  # very slow: everything (1000) before it starts
+    assert player.preroll_target == 1000
+
+
+def test_the_preroll_after_an_underrun_counts_what_is_left_and_the_length_can_be_corrected():
+    clock = FakeClock()
+    player, streams = make_player(clock=clock, preroll_seconds=0.0)
+    player.start_stream(total_samples=10000)
+    s = streams[0]
+    for k in range(10):  # exactly real time: 800 samples every 0.1 s
+        clock.t = 0.1 * k
+        player.feed(signal(800, seed=k))
+    assert player.generation_rate == pytest.approx(RATE) and player.preroll_target == 0  # no wait
+    s.pull(40)  # 10240 samples asked for, 8000 there: one underrun
+    assert player.underruns == 1 and player.is_buffering and player.position == 8000
+    clock.t = 1.6  # the next chunk 0.7 s later: the generator slowed down
+    player.feed(signal(800, seed=11))
+    r = player.generation_rate
+    assert r == pytest.approx((8800 - 800) / 1.6)  # since the first chunk (all within the 2 s window)
+    left = 10000 - 8000
+    assert player.preroll_target == min(left, int(math.ceil(left * (1 - r / RATE))) + 800 + BLOCK)
+    player.set_stream_length(20000)  # the engine makes more than first asked
+    left = 20000 - 8000
+    assert player.preroll_target == int(math.ceil(left * (1 - r / RATE))) + 800 + BLOCK
+    player.set_stream_length(None)  # not known: the fixed pre-roll (0 here)
+    with pytest.raises(ValueError, match="total_samples"):
+        player.set_stream_length(-1)
+
+
+def test_without_a_length_the_fixed_preroll_is_kept_and_the_rate_is_still_measured():
+    clock = FakeClock()
+    player, streams = make_player(clock=clock, preroll_seconds=0.1)
+    player.start_stream()
+    player.feed(signal(400))
+    clock.t = 1.0
+    player.feed(signal(400))
+    assert player.generation_rate == pytest.approx(400) and player.preroll_target == 800
+    assert streams[0].pull(1).any()  # 800 buffered: starts, however slow the generator
 
 
 # --- devices --------------------------------------------------------------------------------------

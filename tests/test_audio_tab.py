@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import time
 
@@ -24,6 +25,7 @@ from engines.audio.wav import read_audio, to_int16  # noqa: E402
 from engines.cli import main as cli_main  # noqa: E402
 from engines.registry import read_card  # noqa: E402
 from studio.audio import spectrum  # noqa: E402
+from studio.audio.work import CHUNK_SAMPLES as CHUNK  # noqa: E402
 from studio.audio.plots import AudioPlots  # noqa: E402
 from studio.main_window import MainWindow  # noqa: E402
 from tests.audio_models import SPEAKERS, export_model_dir, make_wavenet  # noqa: E402
@@ -231,6 +233,31 @@ def test_play_while_generating_feeds_the_player_and_the_cursor_follows(tab, qtbo
     assert stream.finished and not tab.player.is_playing
     tab._tick_cursor()
     assert tab.cursor_seconds() is None  # the cursor goes when the sound ends
+
+
+def test_a_slow_model_buffers_and_the_status_says_when_the_sound_starts(tab, qtbot):
+    # The player's clock runs so that the model generates at exactly 0.6x real time.
+    tab.set_player(Player(RATE, stream_factory=FakeStream,
+                          clock=lambda: (tab.run.n_done if tab.run else 0) / (0.6 * RATE)))
+    settings(tab, seed=3, seconds=30.0, live=True)
+    run = tab.generate()
+    p = tab.player
+    qtbot.waitUntil(lambda: run.n_done >= 2400 and p.generation_rate is not None, timeout=RUN_TIMEOUT_MS)
+    (stream,) = FakeStream.made
+    assert not stream.pull(4).any() and p.is_buffering
+    assert p.generation_rate == pytest.approx(0.6 * RATE)
+    total = run.prompt_len + run.n_samples  # the tab told the player the run's length
+    slack = p.preroll_target - math.ceil(total * 0.4) - 256  # R (1 - r / sr), a block and the largest feed
+    assert slack >= CHUNK and slack % CHUNK == 0  # (the tab feeds the chunks that arrived together at once)
+    status = tab.status_text()
+    eta = float(re.search(r"buffering: generation runs at 0\.60× real time, playback starts in ~([\d.]+) s",
+                          status).group(1))
+    assert eta == pytest.approx(p.starts_in, abs=0.051) and eta > 10  # 30 s at 0.6x: waits for 40 %
+    tab._tick_cursor()
+    assert tab.playback_label.text() == f"buffering… ~{p.starts_in:.1f} s"
+    tab.stop()
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=3000)
+    assert "buffering" not in tab.status_text()
 
 
 def test_play_loop_and_stop_buttons_drive_the_player(tab, qtbot):

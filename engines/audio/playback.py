@@ -5,13 +5,31 @@ for the next block of samples every `blocksize` samples, and the callback copies
 buffer that the UI thread appends to. That one design covers every way the Audio tab plays:
 
 * `play(samples, loop=False)` - the whole sound is in the buffer at once (Play, Loop);
-* `start_stream()`, then `feed(chunk)` as chunks arrive, then `end_stream()` - playing
-  while generating. Output waits until `preroll_seconds` of audio are buffered (the
-  pre-roll), so a generator that is slower than real time starts late rather than
-  stuttering. If the buffer runs dry mid-way, the callback outputs silence, counts one
-  underrun and waits for a fresh pre-roll before going on (a clean gap, not a crackle of
-  tiny fragments); nothing fed is ever skipped. Fed faster than real time it never runs dry.
+* `start_stream(total_samples=n)`, then `feed(chunk)` as chunks arrive, then `end_stream()`
+  - playing while generating. Output waits until a pre-roll is buffered, so a generator
+  that is slower than real time starts late rather than stuttering. If the buffer runs dry
+  mid-way, the callback outputs silence, counts one underrun and waits for a fresh pre-roll
+  before going on (a clean gap, not a crackle of tiny fragments); nothing fed is ever
+  skipped. Fed faster than real time it never runs dry.
 * `stop()` - at once: the stream is aborted (queued blocks dropped) and closed.
+
+The pre-roll adapts to the generator. `feed` measures the generation rate r: samples fed
+per wall second over the last RATE_WINDOW seconds of generated chunks (the start-up time
+before the first chunk does not count, nor does a prompt fed with `generated=False`).
+Playing the R samples still to play takes R / sr seconds; generating the part of them not
+buffered yet, R - B, takes (R - B) / r. Playback never catches up with generation when
+(R - B) / r <= R / sr, i.e. when
+
+    B >= R * (1 - r / sr)
+
+so that is the pre-roll (plus one chunk and one block: generation arrives in chunks and
+playback reads in blocks, not as smooth flows), clamped to [preroll_seconds, R]. A
+generator at half real time waits for half the sound, then plays it through without a
+gap; one faster than real time starts after the minimum pre-roll, `preroll_seconds`.
+The pre-roll is worked out again at every feed, so after an underrun (the generator
+slowed down) the wait before resuming is sized to what is left at the rate of late.
+Without `total_samples` R is unknown and the pre-roll is the fixed `preroll_seconds`;
+with it, until the rate is measured (at the second generated chunk) it is all of R.
 
 The buffer (`_Track`) is a growing float32 array with a read position, behind a lock held
 only for copying a block: the audio thread never waits on model work. The callback never
@@ -35,6 +53,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
+from collections import deque
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +64,7 @@ from engines.errors import ChainruleError
 log = logging.getLogger(__name__)
 
 IDLE, BUFFERING, PLAYING, DONE = "idle", "buffering", "playing", "done"
+RATE_WINDOW = 2.0  # seconds of feeds the generation rate is measured over
 
 
 class StreamFinished(Exception):
@@ -120,10 +141,14 @@ class Player:
     """Plays mono float32 audio in [-1, 1] through a callback stream; see the module doc.
 
     Call every method from one thread (the UI thread); the callback runs on the audio thread.
+    `preroll_seconds` is the minimum pre-roll of a stream (the whole pre-roll when its
+    length is not known); `clock` (seconds, monotonic) times the chunks fed, to measure
+    the generation rate: tests pass a fake one.
     """
 
     def __init__(self, sample_rate: int = 8000, *, blocksize: int = 256, preroll_seconds: float = 0.25,
-                 stream_factory: Callable[..., Any] | None = None, output_rate: int | None = None) -> None:
+                 stream_factory: Callable[..., Any] | None = None, output_rate: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate = {sample_rate} is invalid: must be > 0")
         if blocksize <= 0:
@@ -147,7 +172,15 @@ class Player:
         self._loops = 0
         self._stream: Any = None
         self._resampler: Any = None  # soxr.ResampleStream while streaming to a device at another rate
-        self._preroll = 0
+        self._preroll = 0  # output-rate samples to buffer before output starts or resumes
+        self._clock = clock
+        # The stream's generation, in samples of the sound (at sample_rate):
+        self._total: int | None = None  # samples the stream will have in all (None: not known)
+        self._fed = 0  # samples fed so far
+        self._max_chunk = 0  # the largest generated feed
+        self._gen_n = 0  # generated samples fed so far
+        self._gen_log: deque[tuple[float, int]] = deque()  # (clock, _gen_n) at the feeds of the last RATE_WINDOW s
+        self._rate: float | None = None  # generated samples per wall second (None: not measured yet)
 
     # --- device ---------------------------------------------------------------------------
     def availability(self) -> tuple[bool, str]:
@@ -195,6 +228,25 @@ class Player:
         return int(round(ahead * self.sample_rate / self._out_rate))
 
     @property
+    def generation_rate(self) -> float | None:
+        """Samples the stream's generator makes per wall second (None until two chunks came)."""
+        return self._rate
+
+    @property
+    def preroll_target(self) -> int:
+        """Samples (at `sample_rate`) that must be buffered before output starts or resumes."""
+        return int(math.ceil(self._preroll * self.sample_rate / self._out_rate))
+
+    @property
+    def starts_in(self) -> float | None:
+        """While buffering: about how many seconds until output starts, at the measured rate
+        (None when not buffering or the rate is not measured yet)."""
+        rate = self._rate
+        if self._state != BUFFERING or not rate:
+            return None
+        return max(0.0, (self.preroll_target - self.buffered) / rate)
+
+    @property
     def underruns(self) -> int:
         """How many times the buffer ran dry while playing a stream (silence was played)."""
         return self._underruns
@@ -226,29 +278,60 @@ class Player:
             x = soxr.resample(x, self.sample_rate, self._out_rate, quality="HQ").astype(np.float32)
         self._open(factory, callback, x, ended=True, loop=loop)
 
-    def start_stream(self, loop: bool = False) -> None:
-        """Start an empty stream for `feed`; output begins once the pre-roll is buffered."""
+    def start_stream(self, loop: bool = False, *, total_samples: int | None = None) -> None:
+        """Start an empty stream for `feed`; output begins once the pre-roll is buffered.
+
+        `total_samples`: how many samples will be fed in all (a prompt included), which sizes
+        the pre-roll to the generation rate; None: the fixed `preroll_seconds` pre-roll.
+        """
+        self._check_total(total_samples)
         self.stop()
         factory, callback = self._stream_setup()
-        self._open(factory, callback, np.zeros(0, np.float32), ended=False, loop=loop)
+        self._open(factory, callback, np.zeros(0, np.float32), ended=False, loop=loop,
+                   total=total_samples)
         if self._out_rate != self.sample_rate:
             import soxr
 
             self._resampler = soxr.ResampleStream(self.sample_rate, self._out_rate, 1, dtype="float32",
                                                   quality="HQ")
 
-    def feed(self, samples: np.ndarray) -> bool:
-        """Append samples to the stream; False (ignored) when no stream is taking them."""
+    def set_stream_length(self, total_samples: int | None) -> None:
+        """Correct the streamed sound's expected length (None: not known; see `start_stream`)."""
+        self._check_total(total_samples)
+        with self._lock:
+            self._total = None if total_samples is None else int(total_samples)
+            self._preroll = self._stream_preroll()
+
+    def feed(self, samples: np.ndarray, *, generated: bool = True) -> bool:
+        """Append samples to the stream; False (ignored) when no stream is taking them.
+
+        `generated=False` for samples that were not just generated (a prompt): they are
+        buffered and played like the others but not counted in the generation rate.
+        """
         with self._lock:
             if self._ended or self._state in (IDLE, DONE):
                 return False
         x = self._mono(samples)
+        n = len(x)  # samples of the sound (before any resampling)
+        now = self._clock()
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x).astype(np.float32)
         with self._lock:
             if self._ended or self._state in (IDLE, DONE):  # stopped meanwhile
                 return False
             self._track.append(x)
+            self._fed += n
+            if generated and n:
+                self._max_chunk = max(self._max_chunk, n)
+                self._gen_n += n
+                log_ = self._gen_log
+                log_.append((now, self._gen_n))
+                while len(log_) > 2 and now - log_[1][0] >= RATE_WINDOW:
+                    log_.popleft()  # the rate of the last RATE_WINDOW seconds: it follows a slowdown
+                t0, n0 = log_[0]  # samples up to the oldest feed were made before t0: not counted
+                if now > t0:
+                    self._rate = (self._gen_n - n0) / (now - t0)
+            self._preroll = self._stream_preroll()
         return True
 
     def end_stream(self) -> None:
@@ -275,6 +358,35 @@ class Player:
     close = stop
 
     # --- internals ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_total(total_samples: int | None) -> None:
+        if total_samples is not None and not (isinstance(total_samples, (int, np.integer)) and total_samples >= 0):
+            raise ValueError(f"total_samples = {total_samples!r} is invalid: must be an int >= 0 or None")
+
+    def _stream_preroll(self) -> int:
+        """The pre-roll in output-rate samples, from the measured rate (see the module doc).
+
+        Called with the lock held, after each feed: while buffering the play position does
+        not move, so only a feed can change whether output may start.
+        """
+        sr, to_out = self.sample_rate, self._out_rate / self.sample_rate
+        minimum = int(math.ceil(self.preroll_seconds * sr))
+        if self._total is None:
+            need = minimum
+        else:
+            played = int(self._pos / to_out)  # samples of the sound already handed to the device
+            remaining = max(self._total, self._fed) - played
+            rate = self._rate
+            if rate is None:
+                need = remaining  # not measured yet: wait for the next chunk (or the end)
+            elif rate >= sr:
+                need = minimum
+            else:
+                slack = self._max_chunk + int(math.ceil(self.blocksize / to_out))
+                need = int(math.ceil(remaining * (1.0 - rate / sr))) + slack
+            need = min(max(need, minimum), remaining)
+        return int(math.ceil(need * to_out))
+
     @staticmethod
     def _mono(samples: np.ndarray) -> np.ndarray:
         x = np.asarray(samples, dtype=np.float32)
@@ -306,7 +418,7 @@ class Player:
         return sd.OutputStream, self._sounddevice_callback(sd)
 
     def _open(self, factory: Callable[..., Any], callback: Callable, x: np.ndarray, *, ended: bool,
-              loop: bool) -> None:
+              loop: bool, total: int | None = None) -> None:
         with self._lock:
             self._track = _Track(max(8192, len(x)))
             self._track.append(x)
@@ -316,7 +428,10 @@ class Player:
             self._underruns = 0
             self._device_underflows = 0
             self._loops = 0
-            self._preroll = int(math.ceil(self.preroll_seconds * self._out_rate))
+            self._total = None if total is None else int(total)
+            self._fed, self._max_chunk, self._gen_n, self._rate = 0, 0, 0, None
+            self._gen_log.clear()
+            self._preroll = self._stream_preroll()
             self._state = BUFFERING
         try:
             stream = factory(samplerate=self._out_rate, blocksize=self.blocksize, channels=1, dtype="float32",
@@ -366,7 +481,8 @@ class Player:
                 return True
             track = self._track
             if self._state == BUFFERING:
-                if self._ended or track.n - self._pos >= self._preroll:
+                ahead = track.n - self._pos
+                if self._ended or (ahead > 0 and ahead >= self._preroll):
                     self._state = PLAYING
                 else:
                     outdata.fill(0)  # pre-roll: silence until enough is buffered

@@ -17,9 +17,13 @@ Generation
 
 Playback
     Play / stop / loop through `engines.audio.playback.Player`. With "play while generating"
-    the player is fed each chunk of the chosen variation as it arrives (after a short
-    pre-roll); the status reports underruns. Without PortAudio or an output device the tab
-    says so in its status and disables the playback controls; everything else works.
+    the player is fed each chunk of the chosen variation as it arrives. The player is told
+    the run's length and measures how fast the model generates, so it waits just long
+    enough (the pre-roll) for a slower-than-real-time model to play through without a gap,
+    and a fast one starts at once; while it waits the status says how fast the model runs
+    and when the sound starts. The status reports underruns. Without PortAudio or an output
+    device the tab says so in its status and disables the playback controls; everything
+    else works.
 
 Recordings
     Load WAV/FLAC/OGG (any rate, channels or depth: converted, and the tab says how): the
@@ -203,6 +207,7 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self._play_available = False
         self._play_reason = ""
         self._playing_what: tuple | None = None  # what the player holds: ("run", run, v) / ("recording", rec)
+        self._was_buffering = False  # the player was waiting for its pre-roll at the last cursor tick
         self._rescore_timer = QTimer(self)
         self._rescore_timer.setSingleShot(True)
         self._rescore_timer.setInterval(RESCORE_DELAY_MS)
@@ -458,7 +463,9 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.playback_label.setStyleSheet("")
         p = self.player
         if p is not None and p.is_playing:
-            what = "buffering…" if p.is_buffering else f"playing {p.position / p.sample_rate:.2f} s"
+            eta = p.starts_in if p.is_buffering else None
+            what = (f"playing {p.position / p.sample_rate:.2f} s" if not p.is_buffering
+                    else "buffering…" if eta is None else f"buffering… ~{eta:.1f} s")
             self.playback_label.setText(what)
         else:
             self.playback_label.setText("")
@@ -648,14 +655,15 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
         from engines.audio.playback import PlaybackError
 
         try:
-            self.player.start_stream(loop=self.loop_check.isChecked())
+            # The length sizes the pre-roll to the model's speed (see engines.audio.playback).
+            self.player.start_stream(loop=self.loop_check.isChecked(), total_samples=run.prompt_len + run.n_samples)
         except PlaybackError as exc:  # the run goes on without sound
             self._say_error(f"{exc} (generating without sound)")
             return
         run.streamed = 0
         self._playing_what = ("live", run, 0)
         if run.prompt is not None:
-            self.player.feed(run.prompt)
+            self.player.feed(run.prompt, generated=False)  # buffered, but not part of the generation rate
         self._cursor_timer.start()
 
     def _on_events(self, run: Run, batch: list) -> None:
@@ -671,6 +679,8 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
                 run.t0 = ev.t
                 if ev.n_samples != run.n_samples:  # the engine's count wins
                     run.n_samples = ev.n_samples
+                    if self._live(run):
+                        self.player.set_stream_length(run.prompt_len + ev.n_samples)
                     run.samples = np.zeros((run.batch, ev.n_samples), np.float32)
                     run.logprobs = np.full((run.batch, ev.n_samples), np.nan)
         if fed and self._live(run):
@@ -1004,6 +1014,7 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
         if self.player is not None:
             self.player.stop()
         self._playing_what = None
+        self._was_buffering = False
         self._cursor_timer.stop()
         self.plots.set_cursor(None)
         self._update_playback_label()
@@ -1020,6 +1031,10 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
         run = self.run
         if run is not None and self._live(run) and run.streamed is not None:
             run.underruns = p.underruns
+        buffering = p.is_buffering
+        if buffering != self._was_buffering:  # the status's "buffering" line comes or goes
+            self._was_buffering = buffering
+            self._update_status()
         if p.is_playing:
             if self._playing_matches_shown():
                 self.plots.set_cursor(p.position / p.sample_rate)
@@ -1185,6 +1200,9 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
                      "stopped": f"stopped at {done_s:.2f} of {want_s:.2f} s (what was generated is kept)",
                      "error": f"failed at {done_s:.2f} s"}[run.state]
             lines.append(" · ".join(parts) + " · " + state + speed)
+            buffering = self._buffering_text(run)
+            if buffering:
+                lines.append(buffering)
             if run.streamed is not None:
                 lines.append(f"played while generating: {run.underruns} underrun{'s' if run.underruns != 1 else ''}"
                              + (" (the model was slower than real time; the player waited for it)"
@@ -1195,6 +1213,19 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
             lines.append(f"<span style='color:#92400e'>Playback is off: {html.escape(self._play_reason)}. "
                          "Generation, plots and export still work.</span>")
         self._say("<br>".join(lines))
+
+    def _buffering_text(self, run: Run) -> str | None:
+        """While `run` feeds the player and it waits for its pre-roll: how fast the model runs and
+        about when the sound starts (or resumes, after an underrun); else None."""
+        p = self.player
+        if run is not self.run or not self._live(run) or not p.is_buffering:
+            return None
+        rate = p.generation_rate
+        if not rate:
+            return "buffering: measuring how fast the model generates…"
+        eta = p.starts_in
+        when = "" if eta is None else f", playback {'resumes' if p.position else 'starts'} in ~{eta:.1f} s"
+        return f"buffering: generation runs at {rate / p.sample_rate:.2f}× real time{when}"
 
     # --- buttons ---------------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
