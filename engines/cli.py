@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digit", type=int)
     p.add_argument("--speaker")
     p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
+    p.add_argument("--ordering", help="MADE: report the per-pixel conditionals under this ordering "
+                                      "(raster, reverse, column, random or random:SEED)")
 
     p = sub.add_parser("eval", help="average negative log-likelihood on a data set")
     _add_model_arguments(p)
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("modality", choices=("text", "image", "audio", "density"))
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--write-card", action="store_true",
+                   help="record the result (and this command) in the benchmarked models' card.json metrics")
 
     p = sub.add_parser("train", help="train a model (needs torch: pip install 'chainrule-studio[train]')")
     p.add_argument("family", choices=tuple(TRAINERS))
@@ -239,6 +243,47 @@ def _modality_module(kind: str):
         raise
 
 
+# Options of `score` and `eval` that only some kinds of model use, with what they are for: given
+# to another kind they are refused (one line), never silently ignored.
+_KIND_FLAGS = {
+    "prompt": (("text",), "it is the text a scored text follows"),
+    "label": (("image",), "it is the digit a PixelCNN image model is conditioned on"),
+    "digit": (("audio",), "it is the digit a WaveNet audio model is conditioned on"),
+    "speaker": (("audio",), "it is the voice a WaveNet audio model is conditioned on"),
+    "ensemble": (("density",), "it sets how many MADE mask sets are mixed"),
+    "ordering": (("density",), "it picks the pixel ordering of a MADE density model"),
+}
+_KIND_WORDS = {"text": "a text model", "image": "a PixelCNN image model", "audio": "a WaveNet audio model",
+               "density": "an unconditional density model (NADE/MADE)"}
+
+
+def refuse_unused_flags(args: argparse.Namespace, model) -> None:
+    """ChainruleError for the first option of `_KIND_FLAGS` given for a kind of model that does not use it."""
+    for name, (kinds, use) in _KIND_FLAGS.items():
+        if getattr(args, name, None) is not None and model.kind not in kinds:
+            flag = "--" + name.replace("_", "-")
+            raise ChainruleError(f"{flag} does not apply to {model.id}, {_KIND_WORDS.get(model.kind, model.kind + ' model')}: "
+                                 f"{use}; leave {flag} out")
+
+
+def check_out_path(out: str | None) -> None:
+    """Refuse an --out whose folder is missing or not writable, or that is a folder, before any generation."""
+    if out is None:
+        return
+    from pathlib import Path
+
+    from engines.errors import InputError
+
+    target = Path(out).expanduser()
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name (e.g. {target / 'sample'}<suffix>)")
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: folder {folder} does not exist (create it first); nothing was generated")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: folder {folder} is not writable; nothing was generated")
+
+
 def cmd_modality(args: argparse.Namespace) -> int:
     from engines.registry import get_model
 
@@ -248,6 +293,8 @@ def cmd_modality(args: argparse.Namespace) -> int:
     model = get_model(args.model, args.models_dir)
     if kind is not None and model.kind != kind and not (kind == "image" and model.kind == "density"):
         raise ChainruleError(f"model {model.id!r} is a {model.kind} model; use `chainrule generate {model.kind if model.kind != 'density' else 'image'}`")
+    if kind is None:
+        refuse_unused_flags(args, model)
     module = _modality_module(model.kind)
     action = {"generate": "generate", "score": "score", "eval": "evaluate"}[args.command]
     result = getattr(module, action)(args, model)
@@ -260,28 +307,80 @@ def cmd_modality(args: argparse.Namespace) -> int:
     return 0
 
 
-def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """Write an eval result into the model's card, keyed by data file and split, with its command."""
-    from pathlib import Path
+def _command_line(args: argparse.Namespace) -> str:
+    """The `chainrule` command that produced a result, without --write-card (for the card)."""
+    return "chainrule " + " ".join(shlex.quote(a) for a in args.argv if a != "--write-card")
 
+
+def write_card_metric(model, key: str, values: dict[str, Any], command: str) -> None:
+    """Store `values` (numbers and strings only) and the command under metrics[key] of the model's
+    card.json, atomically; a missing or unreadable card is one ChainruleError naming it."""
     from engines import atomic
 
     card_path = model.path / "card.json"
     if not card_path.is_file():
         raise ChainruleError(f"{model.id} has no card.json to write metrics into ({model.path})")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ChainruleError(f"cannot record metrics: {card_path} is not readable JSON ({exc}); "
+                             "fix or restore the card first") from exc
+    if not isinstance(card, dict) or not isinstance(card.get("metrics", {}), dict):
+        raise ChainruleError(f"cannot record metrics: {card_path} is not a JSON object with a 'metrics' object")
+    card.setdefault("metrics", {})[key] = {
+        **{k: v for k, v in values.items() if isinstance(v, (int, float, str))},
+        "command": command,
+    }
+    try:
+        atomic.write_text(card_path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise ChainruleError(f"cannot record metrics in {card_path}: {exc}") from exc
+
+
+def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write an eval result into the model's card, keyed by data file and split, with its command."""
+    from pathlib import Path
+
     key = f"{Path(args.data).stem}/{args.split}" + (f"/first{args.limit}" if args.limit else "")
     key += f"/k{args.ensemble}" if getattr(args, "ensemble", None) else ""  # MADE: one entry per ensemble size
-    card.setdefault("metrics", {})[key] = {
-        **{k: v for k, v in result.items() if isinstance(v, (int, float, str))},
-        "command": "chainrule " + " ".join(shlex.quote(a) for a in args.argv if a != "--write-card"),
-    }
-    atomic.write_text(card_path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_card_metric(model, key, result, _command_line(args))
+
+
+def bench_card_parts(module, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """model id -> the part of a bench result that measured it. A modality whose result holds several
+    models says how to split it (`bench_card_parts` in its commands module); otherwise the result
+    names its one model under "model"."""
+    split = getattr(module, "bench_card_parts", None)
+    if split is not None:
+        return split(result)
+    model_id = result.get("model")
+    if not isinstance(model_id, str):
+        raise ChainruleError("the bench result does not say which model it measured; nothing written to a card")
+    return {model_id: result}
+
+
+def record_bench(module, args: argparse.Namespace, result: dict[str, Any]) -> list[str]:
+    """Write each benchmarked model's part under metrics["bench/<modality>"] of its card; the cards written."""
+    from engines.registry import get_model
+
+    parts = bench_card_parts(module, result)
+    if not parts:
+        raise ChainruleError("the bench result does not say which model it measured; nothing written to a card")
+    command = _command_line(args)
+    written = []
+    for model_id, part in parts.items():
+        info = get_model(model_id, args.models_dir)  # the folder the bench found it in (same search)
+        write_card_metric(info, f"bench/{args.modality}", part, command)
+        written.append(str(info.path / "card.json"))
+    return written
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     module = _modality_module(args.modality)
     result = module.bench(args)
+    if getattr(args, "write_card", False):
+        for card in record_bench(module, args, result):
+            print(f"chainrule: recorded the result in {card}", file=sys.stderr)
     if args.json:
         _print_json({"results": result})
     else:

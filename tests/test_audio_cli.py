@@ -23,6 +23,7 @@ MODEL = "tiny-wavenet"
 
 @pytest.fixture(scope="module")
 def torch_model():
+    pytest.importorskip("torch")  # the tiny model is built in torch: skip without the train extra
     return make_wavenet(seed=3)
 
 
@@ -113,6 +114,9 @@ def test_score_reports_per_sample_logprobs(capsys, models_dir, tmp_path):
     expected = score_audio(engine(models_dir), read_audio(path).samples, digit=7, speaker="george")
     assert res["n"] == 800 and len(res["per_element"]) == 800
     np.testing.assert_allclose(res["per_element"], expected.logprobs)
+    np.testing.assert_allclose(res["logprobs"], expected.logprobs)
+    np.testing.assert_allclose(res["surprise_bits"], expected.surprise_bits)  # the engine's smoothed track
+    assert not np.allclose(res["surprise_bits"], -expected.logprobs / np.log(2))  # smoothed, not raw
     assert res["total_logprob"] == pytest.approx(expected.total_logprob)
     assert res["bits_per_dim"] == pytest.approx(expected.bits_per_sample)
     none, _ = run(capsys, models_dir, "score", "--model", MODEL, "--audio", str(path))
@@ -173,7 +177,42 @@ def test_bench_reports_the_three_paths(capsys, models_dir, monkeypatch):
         assert r[key] > 0
     assert r["cached_over_naive"] == pytest.approx(r["onnx_cached"] / r["onnx_naive"], rel=0.05)
     assert r["same_samples_naive"] is True and r["same_samples_torch"] is True
-    assert r["samples_timed"] == {"onnx_cached": 600, "onnx_naive": 60, "torch_cached": 300}
+    assert r["samples_timed"] == {"onnx_cached": 600, "onnx_naive": 300, "torch_cached": 300}
+    assert r["repeats"] == 3
+
+
+def test_bench_naive_figure_is_the_median_of_several_runs_of_a_few_hundred_samples(capsys, models_dir, monkeypatch):
+    import engines.audio.bench as bench
+
+    runs = []
+    real = bench.generate_audio
+
+    def counting(model, **kwargs):
+        runs.append((kwargs["method"], round(kwargs["seconds"] * model.sample_rate)))
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(bench, "generate_audio", counting)
+    monkeypatch.setattr(bench, "N_CACHED", 400)
+    r = bench.bench_model(read_card(Path(models_dir) / "fsdd-wavenet"), n_torch=100)
+    naive = [n for method, n in runs if method == "naive"]
+    assert len(naive) == 3 and all(n >= 200 for n in naive)
+    assert r["same_samples_naive"] is True
+
+
+def test_bench_write_card_records_the_result_in_the_benched_model(capsys, models_dir, monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setattr("engines.audio.bench.N_CACHED", 200)
+    monkeypatch.setattr("engines.audio.bench.N_NAIVE", 100)
+    monkeypatch.setattr("engines.audio.bench.N_TORCH", 100)
+    root = tmp_path / "models"
+    shutil.copytree(Path(models_dir) / "fsdd-wavenet", root / "fsdd-wavenet")
+    assert main(["bench", "audio", "--models-dir", str(root), "--write-card", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["results"]
+    entry = read_card(root / "fsdd-wavenet").card["metrics"]["bench/audio"]
+    assert entry["model"] == "fsdd-wavenet" and entry["onnx_cached"] == r["onnx_cached"]
+    assert entry["same_samples_naive"] is True and "samples_timed" not in entry  # numbers and strings only
+    assert entry["command"] == f"chainrule bench audio --models-dir {root} --json"
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -184,15 +223,97 @@ def test_bench_reports_the_three_paths(capsys, models_dir, monkeypatch):
     (["--temperature", "-1"], "temperature = -1.0 is invalid"),
     (["--top-k", "5"], "--top-k is not used by audio models"),
     (["--strategy", "beam"], "beam search is not available for audio"),
-    (["--count", "0"], "count = 0 is invalid"),
+    (["--count", "0"], "--count 0 is invalid"),
+    (["--count", "65"], "--count 65 is invalid: must be in 1..64"),
+    (["--out", "/no/such/folder/o.wav"], "folder /no/such/folder does not exist"),
 ])
-def test_bad_generate_input_is_one_clear_line(capsys, models_dir, tmp_path, argv, expected):
+def test_bad_generate_input_is_one_clear_line(capsys, models_dir, tmp_path, monkeypatch, argv, expected):
+    if "--count" in argv or "--out" in argv:  # refused before any generation
+        monkeypatch.setattr("engines.audio.commands.generate_audio_chunks", _no_generation)
     line = error_line(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01",
                       "--out", str(tmp_path / "o.wav"), *argv)
     assert expected in line
     if "speaker" in expected:
         assert ", ".join(SPEAKERS) in line
     assert not (tmp_path / "o.wav").exists()
+
+
+def _no_generation(*args, **kwargs):
+    raise AssertionError("generation ran although the command had to be refused first")
+
+
+def test_generate_without_out_warns_that_nothing_is_saved(capsys, models_dir):
+    res, err = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "1")
+    assert res["samples"][0]["path"] is None and res["samples"][0]["n"] == 80
+    assert "warning: no --out given: the audio is not saved" in err
+
+
+def test_ctrl_c_during_generation_writes_what_was_generated(capsys, models_dir, tmp_path, monkeypatch):
+    import engines.audio.commands as commands
+
+    real = commands.generate_audio_chunks
+
+    def interrupted_after_one_chunk(*args, **kwargs):
+        chunks = real(*args, **kwargs)
+        yield next(chunks)
+        raise KeyboardInterrupt  # the user pressed Ctrl-C while the second chunk was being made
+
+    monkeypatch.setattr(commands, "generate_audio_chunks", interrupted_after_one_chunk)
+    out = tmp_path / "partial.wav"
+    code = main(["generate", "audio", "--model", MODEL, "--seconds", "0.25", "--seed", "4", "--count", "2",
+                 "--out", str(out), "--models-dir", models_dir])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and "wrote what was generated so far" in err
+    monkeypatch.setattr(commands, "generate_audio_chunks", real)
+    full, _ = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.25", "--seed", "4",
+                  "--count", "2", "--out", str(tmp_path / "full.wav"))
+    for row in (1, 2):
+        partial = read_audio(tmp_path / f"partial_{row}.wav").samples
+        whole = read_audio(tmp_path / f"full_{row}.wav").samples
+        assert len(partial) == 800 and len(whole) == 2000  # the first chunk (0.1 s) of each row
+        np.testing.assert_array_equal(partial, whole[:800])
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["score", "--label", "3"], "--label"),
+    (["score", "--ensemble", "2"], "--ensemble"),
+    (["score", "--ordering", "raster"], "--ordering"),
+])
+def test_options_for_other_kinds_of_model_are_refused(capsys, models_dir, tmp_path, argv, flag):
+    path = tmp_path / "x.wav"
+    write_audio(path, np.zeros(100, np.float32), 8000)
+    line = error_line(capsys, models_dir, argv[0], "--model", MODEL, "--audio", str(path), *argv[1:])
+    assert f"{flag} does not apply to {MODEL}, a WaveNet audio model" in line
+    data = tmp_path / "fsdd.npz"
+    write_fake_fsdd(data)
+    line = error_line(capsys, models_dir, "eval", "--model", MODEL, "--data", str(data), "--ensemble", "2")
+    assert "--ensemble does not apply" in line
+
+
+def test_a_corrupt_fsdd_file_is_one_clear_line_and_the_archive_is_closed(capsys, models_dir, tmp_path, monkeypatch):
+    from engines.errors import InputError
+
+    good = tmp_path / "fsdd.npz"
+    write_fake_fsdd(good)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])  # a zip whose directory is gone
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip" * 20)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    for path in (truncated, garbage, single):
+        line = error_line(capsys, models_dir, "eval", "--model", MODEL, "--data", str(path))
+        assert str(path) in line, line
+        with pytest.raises(InputError):
+            load_fsdd(path, "test")
+    opened = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: opened.append(real_load(*a, **k)) or opened[-1])
+    assert len(load_fsdd(good, "test")) == 18
+    assert opened and opened[0].fid is None  # closed
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(InputError, match="no such file"):
+        load_fsdd(missing, "test")
 
 
 def test_bad_files_are_one_clear_line(capsys, models_dir, tmp_path):

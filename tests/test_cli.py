@@ -75,3 +75,48 @@ def test_module_entry_point_and_help():
     assert out.returncode == 0
     for word in ("models", "generate", "score", "eval", "bench", "train"):
         assert word in out.stdout
+
+
+def _eval_args(model_dir, data="binarized_mnist.npz"):
+    args = build_parser().parse_args(["eval", "--model", "tiny", "--data", data, "--write-card",
+                                      "--models-dir", str(model_dir)])
+    args.argv = ["eval", "--model", "tiny", "--data", data, "--write-card", "--models-dir", str(model_dir)]
+    return args
+
+
+def test_record_metrics_writes_the_result_and_its_command(tmp_path):
+    from engines.cli import record_metrics
+    from engines.registry import read_card
+
+    folder = make_model_dir(tmp_path / "m", "tiny")
+    record_metrics(read_card(folder), _eval_args(tmp_path / "m"), {"bits_per_dim": 0.5, "n": 3, "notes": ["x"]})
+    entry = json.loads((folder / "card.json").read_text())["metrics"]["binarized_mnist/test"]
+    assert entry["bits_per_dim"] == 0.5 and entry["n"] == 3 and "notes" not in entry  # numbers and strings only
+    assert entry["command"] == f"chainrule eval --model tiny --data binarized_mnist.npz --models-dir {tmp_path / 'm'}"
+
+
+@pytest.mark.parametrize("text", ['{"id": "tiny", "metrics": ', "[1, 2]", '{"metrics": [1]}', "\udcff"])
+def test_record_metrics_into_a_corrupt_card_is_one_line_naming_it(tmp_path, text):
+    from engines.cli import record_metrics
+    from engines.errors import ChainruleError
+    from engines.registry import read_card
+
+    folder = make_model_dir(tmp_path / "m", "tiny")
+    info = read_card(folder)  # read while it was fine; the card breaks before the result is written
+    card = folder / "card.json"
+    card.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ChainruleError) as exc:
+        record_metrics(info, _eval_args(tmp_path / "m"), {"bits_per_dim": 0.5})
+    assert str(card) in str(exc.value) and "\n" not in str(exc.value)
+    assert card.read_bytes() == text.encode("utf-8", "surrogateescape")  # left as it was
+
+
+def test_a_bench_result_that_names_no_model_is_not_written(tmp_path):
+    import types
+
+    from engines.cli import bench_card_parts
+    from engines.errors import ChainruleError
+
+    with pytest.raises(ChainruleError, match="which model"):
+        bench_card_parts(types.SimpleNamespace(), {"tokens_per_second": 3.0})
+    assert bench_card_parts(types.SimpleNamespace(), {"model": "m", "x": 1}) == {"m": {"model": "m", "x": 1}}

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from engines.cli import main
-from engines.density.orderings import made_masks, make_ordering_from_spec
-from tests.density_models import export_made_dir, export_nade_dir, make_made, make_nade
+torch = pytest.importorskip("torch")  # the tiny models are built in torch: skip without the train extra
+from PIL import Image  # noqa: E402
+
+from engines.cli import main  # noqa: E402
+from engines.density.orderings import made_masks, make_ordering_from_spec  # noqa: E402
+from tests.density_models import export_made_dir, export_nade_dir, make_made, make_nade  # noqa: E402
 
 S = 3  # 3 x 3 images, D = 9
 D = S * S
@@ -107,15 +108,62 @@ def test_generate_writes_pngs_reproducibly_and_score_agrees(capsys, models, tmp_
 def test_made_generates_in_any_ordering(capsys, models):
     seen = {}
     for ordering in ("raster", "reverse", "column", "random:7"):
-        r, _ = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", ordering,
-                   "--seed", "0", "--count", "6")
+        r, err = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", ordering,
+                     "--seed", "0", "--count", "6")
         assert r["settings"]["ordering"] == ordering and r["samples"][0]["ordering"] == ordering
         for s in r["samples"]:
             assert s["total_logprob"] == pytest.approx(s["sampled_logprob"], abs=1e-4)
         seen[ordering] = [s["pixels"] for s in r["samples"]]
+        # the card trained raster, random:1 and column: the others are exact but get a note
+        untrained = ordering not in ORDERS
+        assert ("exact, but this ordering was not trained; samples may be poorer" in err) == untrained, (ordering, err)
+        assert any("not trained" in n for n in r["notes"]) == untrained
     assert seen["raster"] != seen["reverse"]
-    r, _ = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random", "--seed", "0")
-    assert r["settings"]["ordering"] == "random:0"
+    # `random` without a seed is the card's first trained random ordering, not an untrained random:0
+    r, err = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random", "--seed", "0")
+    assert r["settings"]["ordering"] == "random:1" and "not trained" not in err
+    explicit, _ = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random:1",
+                      "--seed", "0")
+    assert explicit["samples"][0]["pixels"] == r["samples"][0]["pixels"]
+
+
+def _torch_conditionals(models, spec: str, mask_seed: int, x: np.ndarray) -> np.ndarray:
+    """(D,) log p(x_d | pixels before d) from the torch MADE under the masks of (spec, seed)."""
+    from engines.density.model import log_bernoulli
+
+    masks = [torch.from_numpy(m) for m in made_masks(make_ordering_from_spec(spec, D, S, S), (12, 10), mask_seed)]
+    with torch.no_grad():
+        logits = models["made"](torch.from_numpy(x.astype(np.float32)), masks).numpy()
+    return log_bernoulli(logits, x)[0]
+
+
+def test_score_gives_the_conditionals_of_the_asked_ordering(capsys, models, tmp_path):
+    image = np.array([[255, 0, 255], [0, 255, 0], [255, 255, 0]])
+    path = save(tmp_path / "x.png", image)
+    x = (image.reshape(1, D) > 0).astype(np.float32)
+    default, _ = run(capsys, models["dir"], "score", "--model", "tiny-made", "--image", path)
+    assert default["per_element_ordering"] == "raster"
+    per_ordering = {}
+    for asked, spec, seed in [("column", "column", 2), ("random", "random:1", 1), ("random:1", "random:1", 1),
+                              ("reverse", "reverse", 0), ("random:12345", "random:12345", 0)]:
+        r, err = run(capsys, models["dir"], "score", "--model", "tiny-made", "--image", path, "--ordering", asked)
+        assert r["per_element_ordering"] == spec and r["per_element_mask_seed"] == seed
+        got = np.array([e["logprob"] for e in r["per_element"]])
+        np.testing.assert_allclose(got, _torch_conditionals(models, spec, seed, x), atol=1e-5)
+        assert r["per_element_logprob"] == pytest.approx(got.sum())
+        order = make_ordering_from_spec(spec, D, S, S)
+        assert [e["position"] for e in r["per_element"]] == np.argsort(order).tolist()
+        assert r["total_logprob"] == pytest.approx(default["total_logprob"])  # the score stays the mixture
+        untrained = spec not in ORDERS
+        assert r["per_element_ordering_trained"] is not untrained
+        assert ("this ordering was not trained" in err) == untrained, (asked, err)
+        per_ordering[spec] = got
+    assert not np.allclose(per_ordering["column"], per_ordering["reverse"])  # the ordering really changes them
+    # NADE has raster only; a PixelCNN has no orderings to choose
+    nade, _ = run(capsys, models["dir"], "score", "--model", "tiny-nade", "--image", path, "--ordering", "raster")
+    assert nade["per_element_ordering"] == "raster"
+    assert "raster order only" in error_line(capsys, models["dir"], "score", "--model", "tiny-nade", "--image", path,
+                                             "--ordering", "column")
 
 
 def test_made_inpaints_a_scattered_mask_exactly(capsys, models, tmp_path):
@@ -210,6 +258,13 @@ def test_bad_input_is_one_clear_line(capsys, models, tmp_path):
         (["score", "--model", "tiny-made", "--image", good, "--ensemble", "0"], "1..3"),
         (["score", "--model", "tiny-nade", "--image", good, "--ensemble", "2"], "K must be 1"),
         (["score", "--model", "tiny-nade", "--image", good, "--label", "3"], "unconditional"),
+        (["score", "--model", "tiny-made", "--image", good, "--digit", "3"], "--digit does not apply"),
+        (["score", "--model", "tiny-made", "--image", good, "--speaker", "lucas"], "--speaker does not apply"),
+        (["score", "--model", "tiny-made", "--image", good, "--prompt", "hi"], "--prompt does not apply"),
+        (["score", "--model", "tiny-made", "--image", good, "--ordering", "diagonal"], "unknown ordering"),
+        (["generate", "image", "--model", "tiny-made", "--out", str(tmp_path / "no-such-dir" / "s.png")],
+         "does not exist"),
+        (["generate", "image", "--model", "tiny-made", "--out", str(tmp_path)], "is a folder"),
         (["eval", "--model", "tiny-made", "--data", data, "--ensemble", "9"], "1..3"),
         (["eval", "--model", "tiny-made", "--data", str(mnist)], "binarized_mnist.npz"),
         (["eval", "--model", "tiny-nade", "--data", str(wrong_size)], "1x4x4 images"),
@@ -241,9 +296,20 @@ def test_bench_density_reports_both_models_and_says_when_one_is_missing(capsys, 
     monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "no-shipped-models")
     both = tmp_path / "both"
     _export(both, nade_id="bmnist-nade", made_id="bmnist-made")
-    assert main(["bench", "density", "--models-dir", str(both), "--json"]) == 0
+    argv = ["bench", "density", "--models-dir", str(both), "--json", "--write-card"]
+    assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)["results"]
     assert r["nade_model"] == "bmnist-nade" and r["made_model"] == "bmnist-made" and "missing" not in r
+    # --write-card: each model's part of the result goes to its own card, with the command (less --write-card)
+    nade_card = json.loads((both / "bmnist-nade" / "card.json").read_text())["metrics"]["bench/density"]
+    made_card = json.loads((both / "bmnist-made" / "card.json").read_text())["metrics"]["bench/density"]
+    assert nade_card["nade_model"] == "bmnist-nade" and nade_card["nade_speedup"] == r["nade_speedup"]
+    assert made_card["made_model"] == "bmnist-made" and made_card["made_n_masks"] == 3
+    assert not any(k.startswith("made_") for k in nade_card) and not any(k.startswith("nade_") for k in made_card)
+    assert "made_hidden" not in made_card  # numbers and strings only
+    for card in (nade_card, made_card):
+        assert card["command"] == f"chainrule bench density --models-dir {both} --json"
+        assert card["provider"] == r["provider"]
     assert r["nade_same_samples"] is True and r["nade_naive_forward_passes"] == D
     for key in ("nade_incremental_seconds_per_image", "nade_naive_seconds_per_image", "nade_speedup",
                 "nade_eval_images_per_second", "made_eval_images_per_second_k1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,125 @@ def test_bad_inputs_give_one_line_errors_and_lose_nothing(capsys, models_dir, tm
     assert "overwrite" in error_line(capsys, models_dir, *gen, "--init", drawing, "--mask",
                                      save(tmp_path / "m.png", np.eye(5)[::-1] * 255), "--out", drawing)
     assert Path(drawing).read_bytes() == before
+
+
+def test_a_model_without_step_graphs_generates_with_the_naive_sampler(capsys, models_dir, tmp_path):
+    """A card without row_step/pixel_step is a model too: every pixel runs the full network, same samples."""
+    slow = tmp_path / "slow-models"
+    slow.mkdir()
+    folder = shutil.copytree(Path(models_dir) / "tiny-mnist", slow / "tiny-slow")
+    card = json.loads((folder / "card.json").read_text())
+    card["id"] = "tiny-slow"
+    for role in ("row_step", "pixel_step"):
+        (folder / card["files"].pop(role)).unlink()
+        (card.get("io") or {}).pop(role, None)
+    (folder / "card.json").write_text(json.dumps(card))
+    args = ["generate", "image", "--label", "2", "--seed", "7", "--count", "2"]
+    fast, _ = run(capsys, models_dir, *args, "--model", "tiny-mnist")
+    naive, _ = run(capsys, str(slow), *args, "--model", "tiny-slow")
+    assert fast["settings"]["method"] == "fast" and naive["settings"]["method"] == "naive"
+    assert [s["pixels"] for s in naive["samples"]] == [s["pixels"] for s in fast["samples"]]
+    for a, b in zip(naive["samples"], fast["samples"]):
+        assert a["total_logprob"] == pytest.approx(b["total_logprob"], abs=1e-4)
+
+
+def _no_generation(*args, **kwargs):
+    raise AssertionError("generation ran although the command had to be refused first")
+
+
+def test_a_bad_out_folder_is_refused_before_any_generation(capsys, models_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("engines.image.commands.PixelSampler", _no_generation)
+    gen = ["generate", "image", "--model", "tiny-bmnist", "--seed", "1"]
+    line = error_line(capsys, models_dir, *gen, "--out", str(tmp_path / "missing" / "s.png"))
+    assert "missing" in line and "does not exist" in line and "nothing was generated" in line
+    assert "is a folder" in error_line(capsys, models_dir, *gen, "--out", str(tmp_path))
+
+
+@pytest.mark.parametrize("flags, named", [(["--temperature", "0.8"], "temperature 0.8"),
+                                          (["--top-k", "1"], "greedy"),
+                                          (["--strategy", "greedy"], "greedy"),
+                                          (["--top-p", "0.9"], "--top-p 0.9"),
+                                          (["--min-p", "0.1"], "--min-p 0.1")])
+def test_posterior_candidates_need_plain_sampling(capsys, models_dir, tmp_path, monkeypatch, flags, named):
+    """SIR weights p(known after | candidate) are right only for candidates drawn from the model itself."""
+    monkeypatch.setattr("engines.image.commands.PixelSampler", _no_generation)
+    init = save(tmp_path / "init.png", np.eye(5) * 255)
+    mask = np.zeros((5, 5))
+    mask[1:3] = 255
+    line = error_line(capsys, models_dir, "generate", "image", "--model", "tiny-bmnist", "--init", init,
+                      "--mask", save(tmp_path / "mask.png", mask), "--candidates", "4", *flags)
+    assert "--candidates needs plain sampling" in line and named in line
+
+
+def test_a_mask_at_the_models_size_goes_with_an_init_of_another_size(capsys, models_dir, tmp_path):
+    init = np.zeros((10, 10))  # twice the model's 5x5
+    init[:4] = 255
+    mask = np.zeros((5, 5))
+    mask[3:, 1:4] = 255  # at the model's size, as the studio saves it
+    init_path, mask_path = save(tmp_path / "init.png", init), save(tmp_path / "mask.png", mask)
+    r, err = run(capsys, models_dir, "generate", "image", "--model", "tiny-bmnist", "--init", init_path,
+                 "--mask", mask_path, "--seed", "3")
+    assert "resized from 10x10 to 5x5" in err
+    pixels = np.array(r["samples"][0]["pixels"])
+    assert np.array_equal(pixels[mask == 0], (init[::2, ::2] > 0)[mask == 0])  # known pixels kept
+    assert r["samples"][0]["n_sampled"] == 6
+    line = error_line(capsys, models_dir, "generate", "image", "--model", "tiny-bmnist", "--init", init_path,
+                      "--mask", save(tmp_path / "odd.png", np.full((7, 7), 255)))
+    assert "7x7" in line and "10x10" in line and "5x5, the model's size" in line and "odd.png" in line
+
+
+def test_an_image_mode_that_cannot_be_converted_names_the_file(tmp_path, monkeypatch):
+    from engines.errors import InputError
+    from engines.image.png import read_image, read_mask
+
+    path = save(tmp_path / "odd-mode.png", np.zeros((5, 5)))
+    # Pillow has modes it cannot convert to RGB/RGBA ("La": premultiplied grey + alpha raises ValueError)
+    monkeypatch.setattr("engines.image.png._open", lambda p, what: Image.new("La", (5, 5)))
+    with pytest.raises(InputError, match="odd-mode.png.*'La'"):
+        read_image(path, channels=1, height=5, width=5, levels=2)
+    with pytest.raises(InputError, match="odd-mode.png.*'La'"):
+        read_mask(path, height=5, width=5)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["score", "--model", "tiny-mnist", "--ensemble", "2"], "--ensemble"),
+    (["score", "--model", "tiny-mnist", "--digit", "3"], "--digit"),
+    (["score", "--model", "tiny-mnist", "--speaker", "lucas"], "--speaker"),
+    (["score", "--model", "tiny-mnist", "--ordering", "column"], "--ordering"),
+    (["score", "--model", "tiny-mnist", "--prompt", "hello"], "--prompt"),
+])
+def test_options_for_other_kinds_of_model_are_refused(capsys, models_dir, tmp_path, argv, flag):
+    good = save(tmp_path / "good.png", np.zeros((H, W)))
+    line = error_line(capsys, models_dir, *argv, "--image", good)
+    assert f"{flag} does not apply to tiny-mnist" in line and "PixelCNN" in line
+    rng = np.random.default_rng(0)
+    mnist = tmp_path / "mnist.npz"
+    np.savez(mnist, x_train=rng.integers(0, 256, (2, H, W), dtype=np.uint8), y_train=np.arange(2),
+             x_test=rng.integers(0, 256, (2, H, W), dtype=np.uint8), y_test=np.arange(2))
+    line = error_line(capsys, models_dir, "eval", "--model", "tiny-mnist", "--data", str(mnist), "--ensemble", "2")
+    assert "--ensemble does not apply" in line
+
+
+def test_bench_image_times_both_samplers_and_writes_each_models_card(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "no-shipped-models")
+    root = tmp_path / "bench-models"
+    export_model_dir(make_pixelcnn(height=4, width=5, levels=256, n_classes=10), root, "mnist-pixelcnn")
+    export_model_dir(make_pixelcnn(height=4, width=4, output="bernoulli", levels=2, n_classes=0), root,
+                     "bmnist-pixelcnn")
+    assert main(["bench", "image", "--models-dir", str(root), "--json", "--write-card"]) == 0
+    out, err = capsys.readouterr()
+    r = json.loads(out)["results"]
+    assert r["model"] == "mnist-pixelcnn" and r["image"] == "5x4x1" and r["batch"] == 1
+    for res in (r, r["others"]["bmnist-pixelcnn"]):
+        assert res["naive_seconds_per_image"] > 0 and res["fast_seconds_per_image"] > 0
+        assert res["same_samples"] is True  # the cached path draws exactly what the full network draws
+        assert res["speedup"] == pytest.approx(res["naive_seconds_per_image"] / res["fast_seconds_per_image"], rel=0.2)
+    assert r["naive_forward_passes"] == 20 and r["others"]["bmnist-pixelcnn"]["naive_forward_passes"] == 16
+    # --write-card: each model's own figures in its own card, with the command that measured them
+    for model_id, res in (("mnist-pixelcnn", r), ("bmnist-pixelcnn", r["others"]["bmnist-pixelcnn"])):
+        card = json.loads((root / model_id / "card.json").read_text())["metrics"]["bench/image"]
+        assert card["model"] == model_id and card["same_samples"] is True
+        assert card["fast_seconds_per_image"] == res["fast_seconds_per_image"]
+        assert card["command"] == f"chainrule bench image --models-dir {root} --json"
+        assert "others" not in card
+        assert str(root / model_id / "card.json") in err

@@ -20,14 +20,12 @@ from tests.image_models import make_pixelcnn  # noqa: E402
 H, W = 6, 7
 
 
-@functools.lru_cache(maxsize=None)
-def dependency_table(channels: int) -> np.ndarray:
+def dependency_table_of(model) -> np.ndarray:
     """dep[r, c, ch, r2, c2, ch2]: does output (r, c, ch) change when input (r2, c2, ch2) changes?
 
     Every single-value perturbation of one random image runs in one batch.
     """
-    model = make_pixelcnn(channels=channels, levels=4)
-    C, levels = channels, model.config.levels
+    C, levels = model.config.channels, model.config.levels
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, levels, (1, C, H, W), generator=g).float()
     positions = list(itertools.product(range(H), range(W), range(C)))
@@ -40,14 +38,53 @@ def dependency_table(channels: int) -> np.ndarray:
     return diff.numpy().reshape(H, W, C, H, W, C).transpose(3, 4, 5, 0, 1, 2).copy()
 
 
+@functools.lru_cache(maxsize=None)
+def dependency_table(channels: int) -> np.ndarray:
+    return dependency_table_of(make_pixelcnn(channels=channels, levels=4))
+
+
+def causality_violations(dep: np.ndarray) -> list[tuple[tuple, tuple]]:
+    """Every (output, input) pair, as (row, col, channel) triples, where an output depends on its own
+    or a later value in raster/colour order."""
+    return [((r, c, ch), (r2, c2, ch2)) for r, c, ch, r2, c2, ch2 in zip(*np.nonzero(dep))
+            if (r2, c2, ch2) >= (r, c, ch)]
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_no_output_depends_on_a_later_pixel_or_channel(channels):
     dep = dependency_table(channels)
-    for r, c, ch, r2, c2, ch2 in zip(*np.nonzero(dep)):
-        assert (r2, c2, ch2) < (r, c, ch), f"output {(r, c, ch)} depends on later input {(r2, c2, ch2)}"
+    bad = causality_violations(dep)
+    assert not bad, f"output {bad[0][0]} depends on later input {bad[0][1]} ({len(bad)} such pairs)"
     # the current pixel's own value (and, for colour, later channels) never leaks
     for r, c, ch in itertools.product(range(H), range(W), range(channels)):
         assert not dep[r, c, ch, r, c, ch:].any()
+
+
+def _leaky(channels: int, leak: str):
+    """A PixelCNN with one mask deliberately opened (and weights put on the opened taps)."""
+    model = make_pixelcnn(channels=channels, levels=4)
+    layer = model.layers[0]
+    conv = layer.v_conv if leak == "vertical_current_row" else layer.h_conv
+    with torch.no_grad():
+        if leak == "vertical_current_row":  # type A vertical mask dropped: row r sees all of row r
+            conv.mask[:, :, -1, :] = 1
+            conv.conv.weight[:, :, -1, :] = torch.randn_like(conv.conv.weight[:, :, -1, :])
+        else:  # type A centre tap opened: a pixel sees its own value (every channel)
+            conv.mask[:, :, 0, -1] = 1
+            conv.conv.weight[:, :, 0, -1] = torch.randn_like(conv.conv.weight[:, :, 0, -1])
+    return model
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("leak", ["vertical_current_row", "own_value"])
+def test_the_perturbation_check_catches_a_leaky_layer(channels, leak):
+    """Negative control: the same check must fail on a model that really leaks."""
+    violations = causality_violations(dependency_table_of(_leaky(channels, leak)))
+    assert violations
+    if leak == "own_value":  # exactly the subtle leak: an output reading its own input value
+        assert any(out == inp for out, inp in violations)
+    else:  # and the gross one: outputs reading pixels to their right on the same row
+        assert any(inp[0] == out[0] and inp[1] > out[1] for out, inp in violations)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -11,16 +11,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
-import torch.nn.functional as F
 
-from engines.audio import mulaw
-from engines.audio.generate import CachedStepper, generate_audio
-from engines.audio.model import load_audio_model
-from engines.registry import read_card
-from engines.training.bench_wavenet_torch import TorchCachedStepper, torch_generate, wavenet_from_onnx
-from engines.training.export_wavenet import FILES, IO, export_wavenet, main as export_main
-from tests.audio_models import SPEAKERS, export_model_dir, make_wavenet
+torch = pytest.importorskip("torch")  # export needs the train extra: skip without it
+import torch.nn.functional as F  # noqa: E402
+
+from engines.audio import mulaw  # noqa: E402
+from engines.audio.generate import CachedStepper, generate_audio  # noqa: E402
+from engines.audio.model import load_audio_model  # noqa: E402
+from engines.registry import read_card  # noqa: E402
+from engines.training.bench_wavenet_torch import TorchCachedStepper, torch_generate, wavenet_from_onnx  # noqa: E402
+from engines.training.export_wavenet import FILES, IO, export_wavenet, main as export_main  # noqa: E402
+from tests.audio_models import SPEAKERS, export_model_dir, make_wavenet  # noqa: E402
 
 TOL = 1e-4
 

@@ -5,8 +5,10 @@ timed side by side in one run:
 - `onnx_cached`: `step.onnx` with per-layer ring buffers (Fast WaveNet, O(layers) per sample);
 - `onnx_naive`: `model.onnx` over the last receptive field of samples for every new sample;
 - `torch_cached`: the same cached step in torch eager (only where torch is installed).
-Each figure is the median over `repeats` runs (naive: one run of fewer samples, it is slow);
+Each figure is the median over `repeats` runs (naive: fewer samples, a few hundred, as it is
+slow; still the median of `repeats` runs, so one hiccup does not make the figure);
 `same_samples_*` check that the other paths drew the same samples as the cached one.
+`model` names the model measured.
 `realtime_factor` is cached samples per second over the sample rate (> 1: faster than
 real time, so the player never starves).
 """
@@ -26,7 +28,7 @@ from engines.registry import ModelInfo, get_model
 BENCH_MODEL = "fsdd-wavenet"
 SEED = 0
 DIGIT = 7
-N_CACHED, N_NAIVE, N_TORCH, REPEATS = 4000, 60, 2000, 3  # samples timed per path (read at call time)
+N_CACHED, N_NAIVE, N_TORCH, REPEATS = 4000, 300, 2000, 3  # samples timed per path (read at call time)
 
 
 def _timed(model: AudioModel, n: int, method: str, repeats: int) -> tuple[float, np.ndarray]:
@@ -45,7 +47,7 @@ def bench_model(info: ModelInfo, *, n_cached: int | None = None, n_naive: int | 
     n_torch, repeats = n_torch or N_TORCH, repeats or REPEATS
     model = load_audio_model(info, threads=1)
     cached, cached_classes = _timed(model, n_cached, "cached", repeats)
-    naive, naive_classes = _timed(model, n_naive, "naive", 1)
+    naive, naive_classes = _timed(model, n_naive, "naive", repeats)
     result: dict[str, Any] = {
         "model": info.id, "batch": 1, "provider": model.step_session.provider, "threads": 1,
         "receptive_field": model.receptive_field, "layers": model.n_layers,
@@ -54,6 +56,7 @@ def bench_model(info: ModelInfo, *, n_cached: int | None = None, n_naive: int | 
         "realtime_factor": round(cached / model.sample_rate, 2),
         "same_samples_naive": bool(np.array_equal(naive_classes, cached_classes[:, :n_naive])),
         "samples_timed": {"onnx_cached": n_cached, "onnx_naive": n_naive, "torch_cached": n_torch},
+        "repeats": repeats,
     }
     try:
         from engines.training.bench_wavenet_torch import torch_cached_samples_per_second

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from engines.audio.data import load_fsdd
-from engines.audio.generate import generate_audio_chunks
+from engines.audio.generate import MAX_BATCH, generate_audio_chunks
 from engines.audio.model import AudioModel, load_audio_model
-from engines.audio.scoring import score_audio, score_clips
-from engines.cli import config_from_args
+from engines.audio.scoring import SURPRISE_WINDOW, score_audio, score_clips
+from engines.cli import check_out_path, config_from_args
 from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.generation import resolve_seed
@@ -54,19 +54,35 @@ def _read_prompt(path: str, model: AudioModel) -> tuple[np.ndarray, list[str]]:
     return loaded.samples, list(loaded.notes)
 
 
+def _write_partial(paths: list[str | None], parts: list[np.ndarray], sample_rate: int) -> list[str]:
+    """On Ctrl-C: write the chunks generated so far (each row to its --out path); the paths written."""
+    from engines.audio.wav import write_audio
+
+    if not parts or paths[0] is None:
+        return []
+    samples = np.concatenate(parts, axis=1)
+    written = []
+    for i, path in enumerate(paths):
+        write_audio(path, samples[i], sample_rate)
+        written.append(path)
+    return written
+
+
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     from engines.audio.wav import WRITE_FORMATS, write_audio
 
+    count = args.count
+    if count < 1 or count > MAX_BATCH:
+        raise InputError(f"--count {count} is invalid: must be in 1..{MAX_BATCH} (the samples are generated "
+                         "together, as one batch)")
+    if args.out is not None and Path(args.out).suffix.lower() not in WRITE_FORMATS:
+        raise InputError(f"--out {args.out}: audio is written as {' or '.join(WRITE_FORMATS)} (choose one of those suffixes)")
+    check_out_path(args.out)  # before any work: nothing generated is lost to a bad --out
     model = load_audio_model(info)
     config = config_from_args(args, model.decoding_defaults)
     temperature = audio_temperature(config)
-    count = args.count
-    if count < 1:
-        raise InputError(f"count = {count} is invalid: must be >= 1")
     digit, speaker = getattr(args, "digit", None), getattr(args, "speaker", None)
     paths = _sample_paths(args.out, count)
-    if args.out is not None and Path(args.out).suffix.lower() not in WRITE_FORMATS:
-        raise InputError(f"--out {args.out}: audio is written as {' or '.join(WRITE_FORMATS)} (choose one of those suffixes)")
     prompt_path = getattr(args, "prompt", None)
     prompt, notes = (None, [])
     if prompt_path:
@@ -78,13 +94,27 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     seed = resolve_seed(config)
     chunks = generate_audio_chunks(model, seconds=args.seconds, temperature=temperature, seed=seed, digit=digit,
                                    speaker=speaker, batch=count, prompt=prompt)
+    if args.out is None:
+        print("chainrule: warning: no --out given: the audio is not saved (only its numbers are printed); "
+              "pass --out FILE.wav to keep it", file=sys.stderr)
     n_total = int(round(args.seconds * model.sample_rate))
     progress = Progress(n_total, "generate")
     parts, lps = [], []
-    for chunk in chunks:
-        parts.append(chunk.samples)
-        lps.append(chunk.logprobs)
-        progress.advance(chunk.samples.shape[1])
+    try:
+        for chunk in chunks:
+            parts.append(chunk.samples)
+            lps.append(chunk.logprobs)
+            progress.advance(chunk.samples.shape[1])
+    except KeyboardInterrupt:  # Ctrl-C: keep what was generated, then stop as interrupted
+        progress.close()
+        written = _write_partial(paths, parts, model.sample_rate)
+        done = sum(p.shape[1] for p in parts)
+        if written:
+            print(f"chainrule: interrupted after {done / model.sample_rate:.2f} s of {args.seconds:g} s: "
+                  f"wrote what was generated so far to {', '.join(written)}", file=sys.stderr)
+        elif args.out is not None:
+            print("chainrule: interrupted before the first chunk was generated: nothing written", file=sys.stderr)
+        raise
     progress.close()
     samples, logprobs = np.concatenate(parts, axis=1), np.concatenate(lps, axis=1).astype(np.float64)
     settings = {"temperature": temperature, "strategy": config.strategy, "seed": seed, "digit": digit,
@@ -117,12 +147,17 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     for note in loaded.notes:
         print(f"chainrule: note: {note}", file=sys.stderr)
     s = score_audio(model, loaded.samples, digit=digit, speaker=speaker)
+    logprobs = [float(v) for v in s.logprobs]
     return {
         "model": info.id, "audio": args.audio, "digit": digit, "speaker": speaker,
         "total_logprob": s.total_logprob, "n": s.n, "bits_per_dim": s.bits_per_sample,
         "bits_per_sample": s.bits_per_sample, "nats_per_dim": -s.total_logprob / s.n,
         "seconds": s.n / model.sample_rate, "notes": list(loaded.notes),
-        "per_element": [float(v) for v in s.logprobs],
+        "per_element": logprobs,
+        "logprobs": logprobs,  # ln p(sample i | samples before it), nats
+        # -log2 p per sample, smoothed (the engine's surprise track, as the studio draws it)
+        "surprise_bits": [float(v) for v in s.surprise_bits],
+        "surprise_window": SURPRISE_WINDOW,
     }
 
 

@@ -8,6 +8,7 @@ speaker are the test set; we hold out takes 5-9 for validation and train on take
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,20 +39,28 @@ class AudioSplit:
 
 
 def load_fsdd(path: str | Path, split: str) -> AudioSplit:
+    """One split of fsdd.npz; a missing, corrupt or foreign file is one InputError naming it."""
     path = Path(path)
     if split not in SPLIT_TAKES:
         raise InputError(f"unknown split {split!r}: choose train, val or test")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
     try:
-        d = np.load(path)
-        audio, offsets = d["audio"], d["offsets"]
-        labels, speakers, takes = d["labels"], d["speakers"], d["index"]
-        rate = int(d["sample_rate"])
-        filenames = d["filenames"] if "filenames" in d.files else np.array([""] * len(labels))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: not an fsdd.npz file (needs audio, offsets, labels, speakers, index, "
-                         f"sample_rate): {exc}") from None
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path} is not a readable .npz file (corrupt or truncated?): {exc}") from None
+    if not isinstance(d, np.lib.npyio.NpzFile):
+        raise InputError(f"{path} holds a single array (.npy), not an fsdd.npz archive of audio, offsets, "
+                         "labels, speakers, index and sample_rate")
+    with d:  # closes the archive (and its file) whatever happens
+        try:
+            audio, offsets = d["audio"], d["offsets"]
+            labels, speakers, takes = d["labels"], d["speakers"], d["index"]
+            rate = int(d["sample_rate"])
+            filenames = d["filenames"] if "filenames" in d.files else np.array([""] * len(labels))
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path}: not an fsdd.npz file (needs audio, offsets, labels, speakers, index, "
+                             f"sample_rate): {exc}") from None
     names = sorted(set(str(s) for s in speakers))
     sid = {n: i for i, n in enumerate(names)}
     keep = np.flatnonzero(np.isin(takes, list(SPLIT_TAKES[split])))

@@ -11,8 +11,13 @@ Which log-likelihood is which, for MADE:
   (so total = sampled + known, exactly); `ensemble_logprob` is the mixture of the card's
   default K masks, the number `score` and `eval` report.
 * `score` / `eval`: the mixture of K masks (`--ensemble K`, default: the card's). `score`'s
-  `per_element` are the conditionals under the first training mask (`per_element_ordering`);
-  they sum to `per_element_logprob` (= `total_logprob` when K = 1).
+  `per_element` are the conditionals under the first training mask, or under `--ordering NAME`
+  (`per_element_ordering`); they sum to `per_element_logprob` (= `total_logprob` when K = 1 and
+  no other ordering is asked for).
+
+Orderings on the command line: `--ordering random` without a seed is the card's first trained
+random ordering (a MADE is only good in orderings like those it was trained on); any ordering
+the card did not train is still exact, and a note on stderr says it was not trained.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from engines.cli import config_from_args
+from engines.cli import check_out_path, config_from_args
 from engines.decoding.config import DecodingConfig
-from engines.density.model import DensityModel, MadeModel, load_density_model
+from engines.density.model import DensityModel, MadeModel, NadeModel, load_density_model
+from engines.density.orderings import positions
 from engines.density.sampling import DensityDone, sample_events
 from engines.errors import DecodingError, InputError
 from engines.generation import resolve_seed
@@ -71,8 +77,12 @@ def check_config(config: DecodingConfig) -> float:
     return 0.0 if config.is_greedy else float(config.temperature)
 
 
-def _ordering_spec(model: DensityModel, name: str | None) -> tuple[str, int]:
-    """(ordering name for the engine, random seed) from --ordering NAME | random:SEED; InputError when unknown."""
+def _ordering_spec(model: DensityModel, name: str | None, what: str = "samples"
+                   ) -> tuple[str, int, list[str]]:
+    """(ordering name for the engine, random seed, notes) from --ordering NAME | random | random:SEED.
+
+    `random` without a seed is the card's first trained random ordering; an ordering the card did not
+    train gets a note (exact, but `what` may be poorer). InputError when unknown."""
     name = (name or "raster").strip()
     base, sep, seed_text = name.partition(":")
     random_seed = 0
@@ -87,11 +97,24 @@ def _ordering_spec(model: DensityModel, name: str | None) -> tuple[str, int]:
             raise InputError(f"ordering {name!r}: the seed must be >= 0")
     if base not in model.orderings():
         if model.family == "nade" and base in ("reverse", "column", "random"):
-            raise InputError(f"NADE model {model.id!r} samples in raster order only (it is trained in that order), "
-                             f"not {base!r}; use a MADE model for reverse, column or random orderings")
+            raise InputError(f"NADE model {model.id!r} is trained in raster order only, not {base!r}; "
+                             "use a MADE model for reverse, column or random orderings")
         raise InputError(f"unknown ordering {name!r}; {model.id} offers: {', '.join(model.orderings())}"
                          + (" (random takes a seed: random:SEED)" if "random" in model.orderings() else ""))
-    return base, random_seed
+    if base == "random" and not sep:
+        trained = model.trained_random_seed()
+        random_seed = trained if trained is not None else 0
+    notes = []
+    if not model.is_trained_ordering(model.ordering(base, random_seed)):
+        trained_specs = list(dict.fromkeys(getattr(model, "trained_orderings", ("raster",))))
+        shown = ", ".join(trained_specs[:6]) + (", ..." if len(trained_specs) > 6 else "")
+        notes.append(f"ordering {_ordering_label(base, random_seed)}: exact, but this ordering was not trained; "
+                     f"{what} may be poorer ({model.id} was trained on {shown})")
+    return base, random_seed, notes
+
+
+def _ordering_label(base: str, random_seed: int) -> str:
+    return f"random:{random_seed}" if base == "random" else base
 
 
 def _read_inputs(model: DensityModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
@@ -114,6 +137,7 @@ def _rows(flat: np.ndarray, model: DensityModel) -> list:
 
 
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    check_out_path(args.out)  # before any work: nothing computed is lost to a bad --out
     model = load_density_model(info)
     config = config_from_args(args, model.decoding_defaults)
     temperature = check_config(config)
@@ -124,13 +148,14 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if getattr(args, "candidates", None) is not None:
         raise InputError("--candidates is for PixelCNN models; density models inpaint exactly without it "
                          "(MADE conditions on every known pixel)")
-    order_name, random_seed = _ordering_spec(model, getattr(args, "ordering", None))
+    order_name, random_seed, order_notes = _ordering_spec(model, getattr(args, "ordering", None))
     if args.out is not None:
         for flag in ("init", "mask"):
             given = getattr(args, flag, None)
             if given and any(_same_file(p, given) for p in _sample_paths(args.out, args.count)):
                 raise InputError(f"--out would overwrite the --{flag} file {given}; choose another output name")
     init, regenerate, notes = _read_inputs(model, args)
+    notes = notes + order_notes
     known_mask = None if regenerate is None else ~regenerate
     seed = resolve_seed(config)
     events = sample_events(model, order_name=order_name, seed=seed, count=args.count, known=init,
@@ -139,7 +164,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     for note in notes:
         print(f"chainrule: note: {note}", file=sys.stderr)
     done = next(e for e in events if isinstance(e, DensityDone))
-    ordering = order_name if order_name != "random" else f"random:{random_seed}"
+    ordering = _ordering_label(order_name, random_seed)
     settings = {**config.to_dict(), "seed": seed, "ordering": ordering, "init": getattr(args, "init", None),
                 "mask": getattr(args, "mask", None), "count": args.count}
     images = done.images.astype(np.float32)  # (count, D)
@@ -178,31 +203,46 @@ def _ensemble_arg(model: DensityModel, args: argparse.Namespace) -> int:
 def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if getattr(args, "image", None) is None:
         raise InputError(f"{info.id} is a density (binary image) model: score it with --image PNG")
-    for flag in ("label", "digit"):
+    for flag in ("label", "digit", "speaker"):
         if getattr(args, flag, None) is not None:
             raise InputError(f"{info.id} is an unconditional density model: leave --{flag} out")
     model = load_density_model(info, threads=None)
     k = _ensemble_arg(model, args)
+    ordering_arg = getattr(args, "ordering", None)
+    order_notes: list[str] = []
+    if ordering_arg is not None:
+        base, random_seed, order_notes = _ordering_spec(model, ordering_arg, what="its conditionals")
+        order = model.ordering(base, random_seed)
+        spec = _ordering_label(base, random_seed)
+    elif isinstance(model, MadeModel):
+        order, spec = model.training_order(0), model.trained_orderings[0]
+    else:
+        order, spec = np.arange(model.dims), "raster"
     img = read_image(args.image, channels=1, height=model.height, width=model.width, levels=2)
-    for note in img.notes:
+    notes = img.notes + order_notes
+    for note in notes:
         print(f"chainrule: note: {note}", file=sys.stderr)
     x = img.pixels.reshape(1, -1).astype(np.float32)
     per_mask = model.log_prob_per_mask(x, k)[:, 0]  # (K,)
     total = float(np.logaddexp.reduce(per_mask) - np.log(k)) if k > 1 else float(per_mask[0])
-    lp = model.conditionals(x)[0]  # (D,) under the first training mask (NADE: raster)
+    if isinstance(model, NadeModel):
+        lp = model.conditionals(x)[0]  # (D,) raster: the only ordering NADE has
+    else:
+        lp = model.conditionals(x, order)[0]  # (D,) under that ordering (its trained mask seed when it has one)
+    pos = positions(order)  # (D,) place of each pixel in the ordering
     per_element = [{"row": d // model.width, "col": d % model.width, "channel": 0, "value": int(x[0, d]),
-                    "logprob": float(lp[d])} for d in range(model.dims)]
+                    "logprob": float(lp[d]), "position": int(pos[d])} for d in range(model.dims)]
     result = {
         "model": info.id, "image": args.image, "label": None, "total_logprob": total, "n": model.dims,
         "bits_per_dim": -total / LN2 / model.dims, "nats_per_dim": -total / model.dims,
-        "per_element": per_element, "logprob_map": _rows(lp, model), "notes": img.notes,
+        "per_element": per_element, "logprob_map": _rows(lp, model), "notes": notes,
         "pixels": _rows(img.pixels.reshape(-1), model), "family": model.family,
-        "per_element_ordering": "raster" if model.family == "nade" else model.trained_orderings[0],
-        "per_element_logprob": float(lp.sum()),
+        "per_element_ordering": spec, "per_element_logprob": float(lp.sum()),
     }
     if isinstance(model, MadeModel):
         result.update({"ensemble_k": k, "n_masks": model.n_masks, "single_mask_logprob": float(per_mask[0]),
-                       "per_mask_logprob": per_mask.tolist()})
+                       "per_mask_logprob": per_mask.tolist(), "per_element_mask_seed": model.resolve(order)[1],
+                       "per_element_ordering_trained": model.is_trained_ordering(order)})
     return result
 
 
@@ -286,3 +326,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from engines.density.bench import run_density_bench
 
     return run_density_bench(args.models_dir)
+
+
+def bench_card_parts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """model id -> its part of a `bench density` result: the nade_* figures go to the NADE model's
+    card, the made_* ones to the MADE model's; the provider to both."""
+    parts = {}
+    for family in ("nade", "made"):
+        model_id = result.get(f"{family}_model")
+        if isinstance(model_id, str):
+            parts[model_id] = {k: v for k, v in result.items()
+                               if k.startswith(f"{family}_") or k == "provider"}
+    return parts

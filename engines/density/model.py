@@ -95,6 +95,14 @@ class DensityModel:
             return make_ordering_from_spec(name, self.dims, self.height, self.width)
         return make_ordering(name, self.dims, self.height, self.width, seed=int(random_seed))
 
+    def is_trained_ordering(self, order: np.ndarray) -> bool:
+        """Whether the model was trained in this ordering (D,): NADE in raster order only."""
+        return bool(np.array_equal(np.asarray(order), np.arange(self.dims)))
+
+    def trained_random_seed(self) -> int | None:
+        """The seed of the first random ordering the model was trained in (None: none was)."""
+        return None
+
     def check_k(self, k: int | None) -> int:
         """The ensemble size to use (the card's default when None); InputError outside 1..n_masks."""
         if k is None:
@@ -196,6 +204,22 @@ class MadeModel(DensityModel):
     def training_order(self, i: int) -> np.ndarray:
         """The ordering of training mask i (0-based)."""
         return self._orders[i]
+
+    def is_trained_ordering(self, order: np.ndarray) -> bool:
+        """Whether one of the card's training mask sets used this ordering (D,)."""
+        order = np.asarray(order)
+        return any(np.array_equal(o, order) for o in self._orders)
+
+    def trained_random_seed(self) -> int | None:
+        """The seed of the first ``random:<seed>`` ordering of the card (what `--ordering random` means)."""
+        for spec in self.trained_orderings:
+            name, sep, seed = str(spec).partition(":")
+            if name == "random":
+                try:
+                    return int(seed) if sep else 0
+                except ValueError:
+                    continue
+        return None
 
     def mask_seed_for(self, order: np.ndarray) -> int:
         """The connectivity seed to pair with `order`: the one it was trained with when it is one of

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.cli import config_from_args
+from engines.cli import check_out_path, config_from_args
+from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.generation import resolve_seed
 from engines.image.data import load_split
@@ -61,7 +62,27 @@ def _read_inputs(model: ImageModel, args: argparse.Namespace) -> tuple[np.ndarra
     return img.pixels, mask, img.notes + notes
 
 
+def check_candidates_config(config: DecodingConfig) -> None:
+    """Posterior-aware completion weights candidates by p(known after | candidate), which is only the
+    right importance weight when candidates come from the model's own conditionals: refuse otherwise."""
+    changed = []
+    if config.is_greedy:
+        changed.append("greedy decoding")
+    elif config.temperature != 1:
+        changed.append(f"temperature {config.temperature:g}")
+    for name, flag, off in (("top_k", "--top-k", 0), ("top_p", "--top-p", 1.0), ("min_p", "--min-p", 0.0),
+                            ("typical_p", "--typical-p", 1.0)):
+        value = getattr(config, name)
+        if value != off and not (name == "top_k" and config.is_greedy):
+            changed.append(f"{flag} {value:g}")
+    if changed:
+        raise InputError(f"--candidates needs plain sampling (temperature 1, no top-k/top-p/min-p/typical-p); "
+                         f"got {', '.join(changed)}: its weights are only right for samples from the model's own "
+                         "conditionals (pass --temperature 1 and leave the filters off)")
+
+
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    check_out_path(args.out)  # before any work: nothing computed is lost to a bad --out
     model = load_image_model(info)
     config = config_from_args(args, model.decoding_defaults)
     check_config(config)
@@ -72,6 +93,10 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     label = getattr(args, "label", None)
     model.label_value(label)  # refuse a bad label before any work
     candidates = getattr(args, "candidates", None)
+    if candidates is not None:
+        check_candidates_config(config)
+    # the step graphs are optional in a card: without them every pixel runs the full network (same samples)
+    method = "fast" if model.has_fast_path else "naive"
     if args.out is not None:
         for flag in ("init", "mask"):
             given = getattr(args, flag, None)
@@ -89,13 +114,13 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     seed = resolve_seed(config)
     s = model.shape
     settings = {**config.to_dict(), "seed": seed, "label": label, "init": getattr(args, "init", None),
-                "mask": getattr(args, "mask", None), "candidates": candidates, "count": args.count}
+                "mask": getattr(args, "mask", None), "candidates": candidates, "count": args.count, "method": method}
     samples: list[dict[str, Any]] = []
     for i in range(args.count):
         sample_seed = seed + i  # each sample is reproducible on its own
         K = candidates or 1
         sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K,
-                               distributions=False).run()
+                               method=method, distributions=False).run()
         posterior = None
         if candidates is not None:
             post = posterior_resample(model, sampler.images, mask, sample_seed, label, sampler.sampled_logprobs)
@@ -230,3 +255,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return run_image_bench(args.models_dir)
 
 
+def bench_card_parts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """model id -> its part of a `bench image` result: the first model's figures, and each of `others`."""
+    parts = {result["model"]: {k: v for k, v in result.items() if k != "others"}}
+    for model_id, other in (result.get("others") or {}).items():
+        parts[model_id] = other
+    return parts

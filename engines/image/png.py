@@ -10,7 +10,8 @@ its levels), with a note for each change so nothing happens silently:
 
 A file that is missing, empty, truncated or not an image raises one `InputError` naming it.
 Masks: white (>= 128 after the same conversion to grey) = regenerate, black = keep. A mask
-must have the same size as the image it goes with.
+must have the size of the image it goes with, or the model's size (as the studio's canvas).
+A mode Pillow cannot convert (e.g. "La") is an `InputError` naming the file too.
 """
 
 from __future__ import annotations
@@ -59,8 +60,19 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
         raise InputError(f"cannot read {what} {p}: not a readable image (corrupt or truncated?): {detail}") from exc
 
 
-def _rgb_float(im: Image.Image, notes: list[str], what: str) -> np.ndarray:
-    """(H, W, 3) float64 in 0..255, transparency composited onto black."""
+def _rgb_float(im: Image.Image, notes: list[str], what: str, path: str | os.PathLike | None = None) -> np.ndarray:
+    """(H, W, 3) float64 in 0..255, transparency composited onto black; InputError (naming `path`)
+    for a mode Pillow cannot convert."""
+    try:
+        return _rgb_float_unchecked(im, notes, what)
+    except (ValueError, TypeError, OSError) as exc:
+        where = f" {path}" if path is not None else ""
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot use {what}{where}: its pixel mode {im.mode!r} cannot be converted ({detail}); "
+                         "save it as an ordinary grey or RGB PNG") from exc
+
+
+def _rgb_float_unchecked(im: Image.Image, notes: list[str], what: str) -> np.ndarray:
     mode = im.mode
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         a = np.asarray(im, dtype=np.float64)
@@ -107,7 +119,7 @@ def read_image(path: str | os.PathLike, *, channels: int, height: int, width: in
     im = _open(path, what)
     notes: list[str] = []
     size = im.size
-    rgb = _rgb_float(im, notes, what)  # (h, w, 3)
+    rgb = _rgb_float(im, notes, what, path)  # (h, w, 3)
     if channels == 1:
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
             notes.append(f"{what}: colour converted to grey")
@@ -132,13 +144,17 @@ def read_image(path: str | os.PathLike, *, channels: int, height: int, width: in
 
 def read_mask(path: str | os.PathLike, *, height: int, width: int,
               image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str]]:
-    """A mask file as (H, W) bool, True (white) = regenerate; InputError when its size differs from the image's."""
+    """A mask file as (H, W) bool, True (white) = regenerate.
+
+    With `image_size` (the init file's size) the mask must be that size or the model's
+    (width x height, what the studio's canvas and a saved sample have); InputError otherwise."""
     im = _open(path, "mask")
     notes: list[str] = []
-    if image_size is not None and im.size != tuple(image_size):
-        raise InputError(f"the mask is {im.size[0]}x{im.size[1]} but the image is {image_size[0]}x{image_size[1]}: "
-                         "they must be the same size")
-    a = _grey(_rgb_float(im, notes, "mask"))
+    if image_size is not None and im.size not in (tuple(image_size), (width, height)):
+        also = f" (or {width}x{height}, the model's size)" if tuple(image_size) != (width, height) else ""
+        raise InputError(f"the mask {path} is {im.size[0]}x{im.size[1]} but the image is "
+                         f"{image_size[0]}x{image_size[1]}{also}: they must be the same size")
+    a = _grey(_rgb_float(im, notes, "mask", path))
     if im.size != (width, height):
         notes.append(f"mask: resized from {im.size[0]}x{im.size[1]} to {width}x{height} (a pixel is regenerated "
                      "when at least half of its area is white)")
