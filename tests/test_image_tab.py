@@ -417,3 +417,16 @@ def test_write_gif_needs_frames(tmp_path):
 
     with pytest.raises(InputError):
         work.write_gif(tmp_path / "x.gif", [], 4)
+
+
+def test_posterior_aware_inpainting_refuses_a_tempered_or_filtered_config(window, tab):
+    set_config(window, seed=8, temperature=0.7, top_k=3)
+    mask = np.zeros((6, 7), bool)
+    mask[1:3, 2:5] = True
+    tab.canvas.set_state(pixels=drawing(rows=6, seed=2), mask=mask)
+    tab.posterior_check.setChecked(True)
+    assert tab.inpaint() is None
+    assert "needs plain sampling" in tab.status_text() and "temperature 0.7" in tab.status_text()
+    assert not tab.is_running()
+    tab.posterior_check.setChecked(False)  # plain inpainting at any temperature is fine
+    assert tab.inpaint() is not None

@@ -82,6 +82,7 @@ def test_eval_on_a_small_text_file(capsys, tmp_path):
         (["eval", "--model", "tiny-gpt2-optimum", "--data", "/nonexistent/x.txt"], "cannot read /nonexistent/x.txt"),
         (["score", "--model", "tiny-gpt2-optimum", "--text", ""], "nothing to score"),
         (["score", "--model", "tiny-gpt2-optimum", "--image", "x.png"], "score it with --text"),
+        (["generate", "text", "--model", "tiny-gpt2-optimum", "--out", "/nonexistent/dir/a.txt"], "does not exist"),
     ],
 )
 def test_text_errors_are_one_line(capsys, argv, words):

@@ -62,19 +62,26 @@ def _read_inputs(model: ImageModel, args: argparse.Namespace) -> tuple[np.ndarra
     return img.pixels, mask, img.notes + notes
 
 
-def check_candidates_config(config: DecodingConfig) -> None:
-    """Posterior-aware completion weights candidates by p(known after | candidate), which is only the
-    right importance weight when candidates come from the model's own conditionals: refuse otherwise."""
+def candidates_config_problems(config: DecodingConfig) -> list[str]:
+    """Settings that make posterior-aware completion wrong (empty when it is fine).
+
+    It weights candidates by p(known after | candidate), which is only the right importance
+    weight when candidates come from the model's own conditionals: temperature 1, no filters."""
     changed = []
     if config.is_greedy:
         changed.append("greedy decoding")
     elif config.temperature != 1:
         changed.append(f"temperature {config.temperature:g}")
-    for name, flag, off in (("top_k", "--top-k", 0), ("top_p", "--top-p", 1.0), ("min_p", "--min-p", 0.0),
-                            ("typical_p", "--typical-p", 1.0)):
+    for name, label, off in (("top_k", "top-k", 0), ("top_p", "top-p", 1.0), ("min_p", "min-p", 0.0),
+                             ("typical_p", "typical-p", 1.0)):
         value = getattr(config, name)
         if value != off and not (name == "top_k" and config.is_greedy):
-            changed.append(f"{flag} {value:g}")
+            changed.append(f"{label} {value:g}")
+    return changed
+
+
+def check_candidates_config(config: DecodingConfig) -> None:
+    changed = candidates_config_problems(config)
     if changed:
         raise InputError(f"--candidates needs plain sampling (temperature 1, no top-k/top-p/min-p/typical-p); "
                          f"got {', '.join(changed)}: its weights are only right for samples from the model's own "

@@ -11,7 +11,7 @@ from typing import Any
 
 
 from engines import atomic
-from engines.cli import config_from_args
+from engines.cli import check_out_path, config_from_args
 from engines.errors import InputError
 from engines.generation import resolve_seed
 from engines.progress import Progress
@@ -39,6 +39,7 @@ def _write_sample(path: str | None, sample: dict[str, Any], record: dict[str, An
 
 
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    check_out_path(getattr(args, "out", None))  # before any work: nothing generated is lost
     model = load_text_model(info)
     config = config_from_args(args, model.decoding_defaults)
     if args.count < 1:

@@ -766,6 +766,14 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
             self._say_error(str(exc))
             return None
         candidates = self.candidates_spin.value() if kind == "inpaint" and self.posterior_check.isChecked() else None
+        if candidates is not None:
+            from engines.image.commands import candidates_config_problems
+
+            problems = candidates_config_problems(config)
+            if problems:
+                self._say_error("Posterior-aware inpainting needs plain sampling: set temperature 1 and turn off "
+                                f"the filters in the Decoding panel (now: {', '.join(problems)}), or untick it.")
+                return None
         count = self.samples_spin.value()
         seed = resolve_seed(config)
         cli = None  # Complete and Inpaint start from the canvas, which the CLI reads from files
