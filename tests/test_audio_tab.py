@@ -248,7 +248,10 @@ def test_a_slow_model_buffers_and_the_status_says_when_the_sound_starts(tab, qtb
     assert p.generation_rate == pytest.approx(0.6 * RATE)
     total = run.prompt_len + run.n_samples  # the tab told the player the run's length
     slack = p.preroll_target - math.ceil(total * 0.4) - 256  # R (1 - r / sr), a block and the largest feed
-    assert slack >= CHUNK and slack % CHUNK == 0  # (the tab feeds the chunks that arrived together at once)
+    # The largest feed is a whole number of chunks (the tab feeds chunks that arrived together
+    # at once; how many depends on the machine's load), give or take one sample of rounding.
+    chunks = round(slack / CHUNK)
+    assert chunks >= 1 and abs(slack - chunks * CHUNK) <= 1
     status = tab.status_text()
     eta = float(re.search(r"buffering: generation runs at 0\.60× real time, playback starts in ~([\d.]+) s",
                           status).group(1))
