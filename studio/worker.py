@@ -33,6 +33,7 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from engines.errors import ChainruleError
@@ -211,7 +212,9 @@ class _Relay(QObject):
 
     def _forward(self, name: str, *args: Any) -> None:
         runner = self._runner()
-        if runner is not None:
+        # The runner's tab may have been destroyed (window closed) while the Python wrapper
+        # lives on: its timers are gone, so a late signal must not reach it.
+        if runner is not None and shiboken6.isValid(runner):
             getattr(runner, name)(self.task_id, *args)
 
     @Slot()

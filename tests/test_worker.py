@@ -225,3 +225,17 @@ def test_thousands_of_emits_keep_the_interpreter_alive(qtbot):
         start(worker)
     assert worker.wait(2)
     assert sys.getrefcount(True) > before - 100
+
+
+def test_a_signal_arriving_after_the_runner_was_destroyed_is_dropped(qtbot):
+    """A tab closed while its task still runs: the late signals must not touch dead Qt objects."""
+    import shiboken6
+
+    from studio.worker import TaskRunner, _Relay
+
+    runner = TaskRunner(name="gone")
+    relay = _Relay(runner, task_id=1)
+    runner._current_id = 1
+    shiboken6.delete(runner)  # the C++ side goes (as when its parent tab is destroyed); the wrapper lives
+    relay.on_yielded("late event")  # would raise "Internal C++ object already deleted"
+    relay.on_finished()

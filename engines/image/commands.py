@@ -83,8 +83,9 @@ def candidates_config_problems(config: DecodingConfig) -> list[str]:
 def check_candidates_config(config: DecodingConfig) -> None:
     changed = candidates_config_problems(config)
     if changed:
+        flags = [c if c.startswith(("greedy", "temperature")) else f"--{c}" for c in changed]
         raise InputError(f"--candidates needs plain sampling (temperature 1, no top-k/top-p/min-p/typical-p); "
-                         f"got {', '.join(changed)}: its weights are only right for samples from the model's own "
+                         f"got {', '.join(flags)}: its weights are only right for samples from the model's own "
                          "conditionals (pass --temperature 1 and leave the filters off)")
 
 
