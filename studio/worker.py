@@ -276,6 +276,7 @@ class TaskRunner(QObject):
         self.name = name
         self._pool = pool or QThreadPool.globalInstance()
         self._throttle = EventThrottle(self._deliver_batch, throttle_ms, self)
+        self._muted_id: int | None = None  # the task the user stopped: its late events are dropped
         self._current_id: int | None = None
         self._current: GeneratorWorker | None = None
         self._callbacks: dict[str, Callable | None] = {}
@@ -344,9 +345,15 @@ class TaskRunner(QObject):
         return task_id
 
     def stop(self) -> None:
-        """Stop the current task at its next yield; `stopped` follows when it has ended."""
+        """Stop the current task at its next yield; `stopped` follows when it has ended.
+
+        Nothing the task yields after this call reaches the UI, including events already
+        queued or waiting in the throttle: what is on screen at Stop is what stays.
+        """
         if self._current is not None:
             self._current.stop()
+            self._muted_id = self._current_id
+            self._throttle.clear()
 
     def stop_all(self) -> None:
         """Stop the current and every superseded worker (used on shutdown)."""
@@ -392,7 +399,7 @@ class TaskRunner(QObject):
             self.started.emit(tid)
 
     def _on_yielded(self, tid: int, item: Any) -> None:
-        if tid == self._current_id:
+        if tid == self._current_id and tid != self._muted_id:
             self._throttle.push(item)
 
     def _deliver_batch(self, batch: list) -> None:
@@ -404,8 +411,9 @@ class TaskRunner(QObject):
     def _on_end(self, tid: int, outcome: str, message: str | None) -> None:
         if tid != self._current_id:
             return  # a superseded task ending late: nobody is listening any more
-        # Deliver the last events first, so the UI sees results before "finished".
-        self._throttle.flush()
+        # Deliver the last events first, so the UI sees results before "finished" (none after Stop).
+        if tid != self._muted_id:
+            self._throttle.flush()
         if tid != self._current_id:
             return  # the events callback started another task: this one is superseded
         callbacks = self._callbacks
