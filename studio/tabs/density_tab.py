@@ -45,24 +45,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QDir, QEvent, QObject, Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import QDir, Qt
 from PySide6.QtWidgets import (
-    QButtonGroup,
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QSlider,
     QSpinBox,
     QStackedWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -74,7 +68,8 @@ from studio.density import work
 from studio.density.views import ModelComparison, LaneStrip
 from studio.image import work as image_work
 from studio.image.canvas import MAX_ZOOM, ImageCanvas
-from studio.image.drawing import TOOL_LABELS, TOOLS, Geometry, bits, inpaint_mask
+from studio.image.drawing import Geometry, bits, inpaint_mask
+from studio.image.drawing_tab import DrawingTabMixin
 from studio.image.samples_view import SampleGrid
 from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin
@@ -103,7 +98,6 @@ NADE_ORDER_TIP = ("NADE is trained in raster order only: its weights are shared 
                   "has no other. Choose a MADE model for reverse, column or random orderings.")
 NADE_K_TIP = "NADE is one model in one ordering: there is no ensemble. K is for MADE models."
 NADE_COMPARE_TIP = "NADE has a single ordering (raster): choose a MADE model to compare orderings."
-TOOL_KEYS = {"brush": "B", "eraser": "E", "mask": "M", "unmask": "U"}
 TOOL_TIPS = {
     "brush": "Draw ink (right button erases)",
     "eraser": "Erase ink (right button draws)",
@@ -162,8 +156,10 @@ class Run:
                                                             init, mask)])
 
 
-class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
+class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "density"
+    SPEEDS = SPEEDS
+    LOAD_IMAGE_TITLE = "Load a digit"
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -186,16 +182,7 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.score: work.ScoreDone | None = None
         self._score_key: tuple = ()
         self._hover: tuple[int, int] | None = None
-        self._closed = False
-        self._filtering = False
-        self._score_timer = QTimer(self)
-        self._score_timer.setSingleShot(True)
-        self._score_timer.setInterval(SCORE_DELAY_MS)
-        self._score_timer.timeout.connect(self._start_score)
-        window = ctx.parent()
-        if isinstance(window, QWidget):
-            window.installEventFilter(self)
-            self._filtering = True
+        self._init_scoring_lifetime(SCORE_DELAY_MS)
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
         ctx.decodingConfigChanged.connect(lambda _c: self._update_status())
@@ -266,69 +253,13 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         pacing.addStretch(1)
 
         # Tools
-        self.tool_group = QButtonGroup(self)
-        self.tool_group.setExclusive(True)
-        self.tool_buttons: dict[str, QToolButton] = {}
-        tools = QGridLayout()
-        for i, tool in enumerate(TOOLS):
-            b = QToolButton()
-            b.setText(TOOL_LABELS[tool])
-            b.setCheckable(True)
-            b.setToolTip(f"{TOOL_TIPS[tool]} ({TOOL_KEYS[tool]})")
-            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-            b.clicked.connect(lambda _c=False, t=tool: self.set_tool(t))
-            self.tool_group.addButton(b)
-            self.tool_buttons[tool] = b
-            tools.addWidget(b, i // 2, i % 2)
-            self._shortcut(TOOL_KEYS[tool], lambda t=tool: self.set_tool(t))
-        self.tool_buttons["brush"].setChecked(True)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 8)
-        self.size_spin.setValue(2)
-        self.size_spin.setSuffix(" px")
-        self.size_spin.setToolTip("Brush diameter in image pixels")
+        tools = self._build_tool_buttons(TOOL_TIPS)
         size_row = QHBoxLayout()
         size_row.addWidget(QLabel("Size:"))
         size_row.addWidget(self.size_spin, 1)
-        self.show_mask_check = QCheckBox("Show mask")
-        self.show_mask_check.setChecked(True)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Undo the last stroke, load, clear or run (Ctrl+Z)")
-        self.undo_button.clicked.connect(self.undo)
-        self.redo_button = QPushButton("Redo")
-        self.redo_button.setToolTip("Redo (Ctrl+Shift+Z)")
-        self.redo_button.clicked.connect(self.redo)
-        self.clear_button = QPushButton("Clear")
-        self.clear_button.setToolTip("Erase all ink (the mask stays); undoable")
-        self.clear_button.clicked.connect(self.clear)
-        self.clear_mask_button = QPushButton("Clear mask")
-        self.clear_mask_button.clicked.connect(self.clear_mask)
-        self.load_button = QPushButton("Load digit…")
-        self.load_button.setToolTip("Any image file: converted to the model's size in black and white (you are "
-                                    "told how)")
-        self.load_button.clicked.connect(self.load_image)
-        self.load_mask_button = QPushButton("Load mask…")
-        self.load_mask_button.setToolTip("A PNG the size of the canvas or of the loaded image: white = regenerate")
-        self.load_mask_button.clicked.connect(self.load_mask)
-        edits = QGridLayout()
-        edits.addWidget(self.undo_button, 0, 0)
-        edits.addWidget(self.redo_button, 0, 1)
-        edits.addWidget(self.clear_button, 1, 0)
-        edits.addWidget(self.clear_mask_button, 1, 1)
-        edits.addWidget(self.load_button, 2, 0, 1, 2)
-        edits.addWidget(self.load_mask_button, 3, 0, 1, 2)
-        tools_box = QWidget()
-        tools_box.setObjectName("DensityTools")
-        tv = QVBoxLayout(tools_box)
-        tv.setContentsMargins(0, 0, 0, 0)
-        tv.addWidget(self._title("Draw"))
-        tv.addLayout(tools)
-        tv.addLayout(size_row)
-        tv.addWidget(self.show_mask_check)
-        tv.addSpacing(6)
-        tv.addLayout(edits)
-        tv.addStretch(1)
-        tools_box.setFixedWidth(160)
+        edits = self._build_edit_buttons(
+            "Load digit…", "Any image file: converted to the model's size in black and white (you are told how)")
+        tools_box = self._build_tools_box("DensityTools", tools, size_row, edits, 160)
 
         # Canvas
         self.canvas = ImageCanvas(blank, zoom=CANVAS_PIXELS // 28)
@@ -439,58 +370,13 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         mv.addWidget(self.results)
         mv.addWidget(self.status)
 
-        self.empty_label = QLabel(EMPTY_TEXT)
-        self.empty_label.setObjectName("DensityEmptyState")
-        self.empty_label.setWordWrap(True)
-        self.empty_label.setTextFormat(Qt.TextFormat.RichText)
-        self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.empty_label.setFixedWidth(600)
-        rescan = QPushButton("Look again")
-        rescan.setToolTip("Search the models folders again")
-        rescan.clicked.connect(self.refresh_models)
-        empty = QWidget()
-        ev = QVBoxLayout(empty)
-        ev.addStretch(1)
-        ev.addWidget(self.empty_label, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addWidget(rescan, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addStretch(2)
-
-        self.pages = QStackedWidget()
-        self.pages.addWidget(empty)
-        self.pages.addWidget(main)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 6)
-        layout.addWidget(self.pages)
-
-        self._shortcut(QKeySequence.StandardKey.Undo, self.undo)
-        self._shortcut(QKeySequence.StandardKey.Redo, self.redo)
-        self._shortcut("Ctrl+Y", self.redo)
-
-    def _shortcut(self, key, slot) -> QShortcut:
-        sc = QShortcut(QKeySequence(key), self)
-        sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        sc.activated.connect(slot)
-        return sc
-
-    @staticmethod
-    def _title(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("SectionTitle")
-        return label
+        self._build_pages(main, EMPTY_TEXT, "DensityEmptyState")
 
     # --- models ------------------------------------------------------------------------
     def refresh_models(self) -> None:
         current = self.model_combo.currentData()
         problems: list[str] = []
-        try:
-            models = [m for m in self.ctx.list_models() if m.usable]
-        except ChainruleError as exc:
-            models = []
-            self._say_error(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a broken folder must not take the tab down
-            log.exception("listing models failed")
-            models = []
-            self._say_error(f"Listing models failed: {type(exc).__name__}: {exc}")
+        models = self._usable_models()
         self._infos, self._families, self._geometries = {}, {}, {}
         self._pixelcnns, self._pixelcnn_geoms = {}, {}
         for m in models:
@@ -522,35 +408,18 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
             index = self.model_combo.findData(PREFERRED["made"])
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(False)
-        self.pages.setCurrentIndex(1 if self._infos else 0)
-        text = EMPTY_TEXT
-        if problems:
-            text += "<p style='color:#c62828'>Found but not usable: " + html.escape("; ".join(problems)) + "</p>"
-        self.empty_label.setText(text)
-        self.empty_label.setMinimumHeight(self.empty_label.heightForWidth(self.empty_label.width()) + 24)
+        self._show_models_found(bool(self._infos), EMPTY_TEXT, problems)
         self._model_id = None  # the comparison's models may have changed: rebuild it
         self._model_changed()
-
-    def model_ids(self) -> list[str]:
-        return [self.model_combo.itemData(i) for i in range(self.model_combo.count())
-                if self.model_combo.itemData(i) is not None]
 
     def family(self) -> str | None:
         return self._families.get(self._model_id) if self._model_id else None
 
     def _model_changed(self) -> None:
-        model_id = self.model_combo.currentData()
-        if model_id == self._model_id and self.geom is not None:
+        taken = self._take_chosen_model()
+        if taken is None:
             return
-        if self.runner.is_busy():
-            self.stop()
-        geometry = self._geometries.get(model_id) if model_id else None
-        old, self._model_id = self.geom, model_id
-        if geometry is None:
-            self._update_buttons()
-            self._update_status()
-            return
-        self.geom = geometry
+        model_id, old, geometry = taken
         notes = ""
         if old is None or (old.height, old.width) != (geometry.height, geometry.width):
             if old is not None and (self.canvas.pixels.any() or self.canvas.mask_layer.any()):
@@ -640,7 +509,7 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         """family -> model id of the models scored side by side."""
         return {f: m.id for f, m in self._comparison_models()}
 
-    # --- ordering, K, speed ----------------------------------------------------------------
+    # --- ordering, K ----------------------------------------------------------------------
     def ordering_spec(self) -> str:
         return work.ordering_spec(self.ordering_combo.currentData() or "raster", self.order_seed_spin.value())
 
@@ -686,105 +555,6 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
             self._ks[self._model_id] = k
         self._invalidate_score()
 
-    def _speed_changed(self, index: int) -> None:
-        name, rate = SPEEDS[index]
-        self.speed_label.setText(name)
-        self.pace.values_per_second = rate
-
-    def set_speed(self, per_second: float) -> None:
-        """The slider position closest to `per_second` ordering positions a second (inf: instant)."""
-        best = min(range(len(SPEEDS)), key=lambda i: abs(math.log10(min(SPEEDS[i][1], 1e9))
-                                                          - math.log10(min(max(per_second, 1e-3), 1e9))))
-        self.speed_slider.setValue(best)
-
-    # --- tools -------------------------------------------------------------------------------
-    def set_tool(self, tool: str) -> None:
-        if tool not in TOOLS:
-            raise ValueError(f"unknown tool {tool!r}")
-        self.canvas.tool = tool
-        self.tool_buttons[tool].setChecked(True)
-        if tool in ("mask", "unmask") and not self.show_mask_check.isChecked():
-            self.show_mask_check.setChecked(True)
-
-    def undo(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.undo()
-
-    def redo(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.redo()
-
-    def clear(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.clear()
-
-    def clear_mask(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.clear_mask()
-
-    def _canvas_edited(self) -> None:
-        self._invalidate_score()
-        self._update_buttons()
-
-    # --- loading ---------------------------------------------------------------------------------
-    def load_image(self, path: str | None = None) -> bool:
-        """Load any image file as a black-and-white digit of the model's size (one undo step)."""
-        if self.geom is None or self.runner.is_busy():
-            return False
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load a digit", QDir.homePath(),
-                                                  "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.pgm "
-                                                  "*.ppm);;All files (*)")
-            if not path:
-                return False
-        try:
-            loaded = image_work.read_image_file(path, self.geom)
-        except ChainruleError as exc:  # the drawing stays as it was
-            self._say_error(str(exc))
-            return False
-        except Exception as exc:  # noqa: BLE001 - any unreadable file: a message, never a crash
-            log.exception("loading %s failed", path)
-            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
-            return False
-        self.canvas.set_state(pixels=loaded.pixels)
-        self._source_size = tuple(loaded.original_size)
-        name = html.escape(Path(path).name)
-        if loaded.notes:
-            self._say(f"Loaded {name}. <span style='color:#92400e'>Converted: "
-                      + html.escape("; ".join(n.removeprefix("image: ") for n in loaded.notes)) + ".</span>")
-        else:
-            self._say(f"Loaded {name}.")
-        self.ctx.show_message(f"Loaded {Path(path).name}")
-        return True
-
-    def load_mask(self, path: str | None = None) -> bool:
-        if self.geom is None or self.runner.is_busy():
-            return False
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load a mask (white = regenerate)", QDir.homePath(),
-                                                  "Images (*.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
-            if not path:
-                return False
-        try:
-            mask, notes = image_work.read_mask_file(path, self.geom, self._source_size)
-        except ChainruleError as exc:
-            self._say_error(str(exc))
-            return False
-        except Exception as exc:  # noqa: BLE001
-            log.exception("loading mask %s failed", path)
-            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
-            return False
-        self.canvas.set_state(mask=mask)
-        self.show_mask_check.setChecked(True)
-        extra = list(notes)
-        if not mask.any():
-            extra.append("it marks nothing: Inpaint needs some white (regenerate) pixels")
-        elif mask.all():
-            extra.append("it marks every pixel: Inpaint needs some pixels kept")
-        self._say(f"Loaded mask {html.escape(Path(path).name)} ({int(mask.sum())} pixels to regenerate)."
-                  + (" <span style='color:#92400e'>" + html.escape("; ".join(extra)) + ".</span>" if extra else ""))
-        return True
-
     # --- runs ------------------------------------------------------------------------------------
     def sample(self) -> Run | None:
         return self._start_run("sample")
@@ -795,24 +565,9 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
     def compare_orderings(self) -> Run | None:
         return self._start_run("compare")
 
-    def is_running(self) -> bool:
-        return self.runner.is_busy()
-
-    def is_idle(self) -> bool:
-        """No run, no scoring and no scoring waiting to start."""
-        return not (self.runner.is_busy() or self.score_runner.is_busy() or self._score_timer.isActive())
-
-    def stop(self) -> None:
-        self.runner.stop()  # first: not one more event is delivered after this
-        self._cancel.set()  # then wake the worker from its pacing wait
-
     def _start_run(self, kind: str) -> Run | None:
-        info = self.chosen_model()
-        g = self.geom
-        if info is None or g is None:
-            return None
-        if self.runner.is_busy():
-            self._say_error("A run is in progress: stop it first.")
+        info, g = self._model_for_run(), self.geom
+        if info is None:
             return None
         family = self.family()
         pixels, layer = self.canvas.state()
@@ -1057,13 +812,6 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.comparison.set_stale(True)
         self._schedule_score()
 
-    def _schedule_score(self) -> None:
-        if self._closed or self.geom is None or self._model_id not in self._infos:
-            return
-        self._watch_window()
-        if not self.runner.is_busy():
-            self._score_timer.start()
-
     def _start_score(self) -> None:
         if self._closed or self.runner.is_busy() or self.geom is None:
             return
@@ -1074,11 +822,6 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         pixels = self.canvas.pixels[0].copy()
         self.score_runner.start(lambda: work.score_events(requests, pixels, key),
                                 on_events=self._on_score, on_errored=self._score_failed)
-
-    def rescore(self) -> None:
-        """Score the canvas now (no waiting)."""
-        self._score_timer.stop()
-        self._start_score()
 
     def _score_current(self, score: work.ScoreDone | None) -> bool:
         return (score is not None and score.pixels.shape == self.canvas.pixels[0].shape
@@ -1329,24 +1072,6 @@ class DensityTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.model_combo.setEnabled(not busy)
         self.export_button.setEnabled(has_model and not busy)
         self._ordering_controls()
-
-    # --- lifetime ---------------------------------------------------------------------------------------
-    def _watch_window(self) -> None:
-        win = self.window()
-        if win is not self and not self._filtering:
-            win.installEventFilter(self)
-            self._filtering = True
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Type.Close:
-            self._closed = True
-            self._score_timer.stop()
-            self._cancel.set()
-        return False
-
-    def showEvent(self, event) -> None:  # noqa: N802
-        self._closed = False
-        super().showEvent(event)
 
 
 @register_tab("Density", order=40)

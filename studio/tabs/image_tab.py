@@ -41,10 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QDir, QEvent, QObject, Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import QDir, Qt
 from PySide6.QtWidgets import (
-    QButtonGroup,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -55,10 +53,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSlider,
-    QSizePolicy,
     QSpinBox,
-    QStackedWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -73,8 +68,6 @@ from studio.image import work
 from studio.image.canvas import MAX_ZOOM, ImageCanvas
 from studio.image.colours import nice_vmax
 from studio.image.drawing import (
-    TOOL_LABELS,
-    TOOLS,
     Geometry,
     bits,
     completion_mask,
@@ -82,6 +75,7 @@ from studio.image.drawing import (
     ink_value,
     inpaint_mask,
 )
+from studio.image.drawing_tab import DrawingTabMixin
 from studio.image.likelihood_view import DistributionChart, HeatLegend, HeatmapView
 from studio.image.samples_view import SampleGrid
 from studio.tabs import register_tab
@@ -96,7 +90,6 @@ SPEEDS: tuple[tuple[str, float], ...] = (
 DEFAULT_SPEED = 3
 CANVAS_PIXELS = 336  # the canvas's default size on screen: 28x28 at zoom 12
 SCORE_DELAY_MS = 120  # rescoring waits this long after the last change
-TOOL_KEYS = {"brush": "B", "eraser": "E", "mask": "M", "unmask": "U"}
 TOOL_TIPS = {
     "brush": "Draw ink (right button erases)",
     "eraser": "Erase ink back to black (right button draws)",
@@ -149,8 +142,9 @@ class Run:
         return f"seed {self.seed}" if self.count == 1 else f"seeds {self.seed}–{self.seed + self.count - 1}"
 
 
-class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
+class ImageTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "image"
+    SPEEDS = SPEEDS
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -171,16 +165,7 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.score: work.ScoreDone | None = None
         self._live_probs: tuple[int, int, np.ndarray] | None = None  # (row, col, (C, V)) of the value being sampled
         self._hover: tuple[int, int] | None = None  # the pixel under the cursor (canvas or heatmap)
-        self._closed = False
-        self._filtering = False
-        self._score_timer = QTimer(self)
-        self._score_timer.setSingleShot(True)
-        self._score_timer.setInterval(SCORE_DELAY_MS)
-        self._score_timer.timeout.connect(self._start_score)
-        window = ctx.parent()  # the main window: once it closes, no scoring may start
-        if isinstance(window, QWidget):
-            window.installEventFilter(self)
-            self._filtering = True
+        self._init_scoring_lifetime(SCORE_DELAY_MS)
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
         ctx.decodingConfigChanged.connect(lambda _c: self._update_status())
@@ -231,28 +216,7 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         bar.addStretch(1)
 
         # Tools
-        self.tool_group = QButtonGroup(self)
-        self.tool_group.setExclusive(True)
-        self.tool_buttons: dict[str, QToolButton] = {}
-        tools = QGridLayout()
-        for i, tool in enumerate(TOOLS):
-            b = QToolButton()
-            b.setText(TOOL_LABELS[tool])
-            b.setCheckable(True)
-            b.setToolTip(f"{TOOL_TIPS[tool]} ({TOOL_KEYS[tool]})")
-            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-            b.clicked.connect(lambda _c=False, t=tool: self.set_tool(t))
-            self.tool_group.addButton(b)
-            self.tool_buttons[tool] = b
-            tools.addWidget(b, i // 2, i % 2)
-            self._shortcut(TOOL_KEYS[tool], lambda t=tool: self.set_tool(t))
-        self.tool_buttons["brush"].setChecked(True)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 8)
-        self.size_spin.setValue(2)
-        self.size_spin.setSuffix(" px")
-        self.size_spin.setToolTip("Brush diameter in image pixels")
+        tools = self._build_tool_buttons(TOOL_TIPS, text_only=True)
         self.ink_slider = QSlider(Qt.Orientation.Horizontal)
         self.ink_slider.setRange(1, 255)
         self.ink_slider.setValue(255)
@@ -269,44 +233,9 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         form.addWidget(self.ink_slider, 1, 1)
         form.addWidget(QLabel("Zoom:"), 2, 0)
         form.addWidget(self.zoom_spin, 2, 1)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Undo the last stroke, load, clear or run (Ctrl+Z)")
-        self.undo_button.clicked.connect(self.undo)
-        self.redo_button = QPushButton("Redo")
-        self.redo_button.setToolTip("Redo (Ctrl+Shift+Z)")
-        self.redo_button.clicked.connect(self.redo)
-        self.clear_button = QPushButton("Clear")
-        self.clear_button.setToolTip("Erase all ink (the mask stays); undoable")
-        self.clear_button.clicked.connect(self.clear)
-        self.clear_mask_button = QPushButton("Clear mask")
-        self.clear_mask_button.clicked.connect(self.clear_mask)
-        self.load_button = QPushButton("Load image…")
-        self.load_button.setToolTip("Any size or format: converted to the model's size and mode (you are told how)")
-        self.load_button.clicked.connect(self.load_image)
-        self.load_mask_button = QPushButton("Load mask…")
-        self.load_mask_button.setToolTip("A PNG the size of the canvas or of the loaded image: white = regenerate")
-        self.load_mask_button.clicked.connect(self.load_mask)
-        self.show_mask_check = QCheckBox("Show mask")
-        self.show_mask_check.setChecked(True)
-        edits = QGridLayout()
-        edits.addWidget(self.undo_button, 0, 0)
-        edits.addWidget(self.redo_button, 0, 1)
-        edits.addWidget(self.clear_button, 1, 0)
-        edits.addWidget(self.clear_mask_button, 1, 1)
-        edits.addWidget(self.load_button, 2, 0, 1, 2)
-        edits.addWidget(self.load_mask_button, 3, 0, 1, 2)
-        tools_box = QWidget()
-        tools_box.setObjectName("ImageTools")
-        tv = QVBoxLayout(tools_box)
-        tv.setContentsMargins(0, 0, 0, 0)
-        tv.addWidget(self._title("Draw"))
-        tv.addLayout(tools)
-        tv.addLayout(form)
-        tv.addWidget(self.show_mask_check)
-        tv.addSpacing(6)
-        tv.addLayout(edits)
-        tv.addStretch(1)
-        tools_box.setFixedWidth(176)
+        edits = self._build_edit_buttons(
+            "Load image…", "Any size or format: converted to the model's size and mode (you are told how)")
+        tools_box = self._build_tools_box("ImageTools", tools, form, edits, 176)
 
         # Canvas
         self.canvas = ImageCanvas(blank)
@@ -435,59 +364,13 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         mv.addWidget(self.status)
 
         # No model: how to get one
-        self.empty_label = QLabel(EMPTY_TEXT)
-        self.empty_label.setObjectName("ImageEmptyState")
-        self.empty_label.setWordWrap(True)
-        self.empty_label.setTextFormat(Qt.TextFormat.RichText)
-        self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.empty_label.setFixedWidth(600)  # a fixed width lets the wrapped text get its full height
-        rescan = QPushButton("Look again")
-        rescan.setToolTip("Search the models folders again")
-        rescan.clicked.connect(self.refresh_models)
-        empty = QWidget()
-        ev = QVBoxLayout(empty)
-        ev.addStretch(1)
-        ev.addWidget(self.empty_label, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addWidget(rescan, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addStretch(2)
-
-        self.pages = QStackedWidget()
-        self.pages.addWidget(empty)
-        self.pages.addWidget(main)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 6)
-        layout.addWidget(self.pages)
-
-        self._shortcut(QKeySequence.StandardKey.Undo, self.undo)
-        self._shortcut(QKeySequence.StandardKey.Redo, self.redo)
-        self._shortcut("Ctrl+Y", self.redo)
-
-    def _shortcut(self, key, slot) -> QShortcut:
-        """A shortcut that works while focus is anywhere in this tab (not in the other tabs)."""
-        sc = QShortcut(QKeySequence(key), self)
-        sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        sc.activated.connect(slot)
-        return sc
-
-    @staticmethod
-    def _title(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("SectionTitle")
-        return label
+        self._build_pages(main, EMPTY_TEXT, "ImageEmptyState")
 
     # --- models ------------------------------------------------------------------------
     def refresh_models(self) -> None:
         current = self.model_combo.currentData()
         problems = []
-        try:
-            models = [m for m in self.ctx.list_models() if m.kind == "image" and m.usable]
-        except ChainruleError as exc:
-            models = []
-            self._say_error(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a broken folder must not take the tab down
-            log.exception("listing models failed")
-            models = []
-            self._say_error(f"Listing models failed: {type(exc).__name__}: {exc}")
+        models = [m for m in self._usable_models() if m.kind == "image"]
         usable = []
         for m in models:
             try:
@@ -509,35 +392,17 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         index = self.model_combo.findData(current) if current else -1
         self.model_combo.setCurrentIndex(max(0, index))
         self.model_combo.blockSignals(False)
-        self.pages.setCurrentIndex(1 if usable else 0)
-        text = EMPTY_TEXT
-        if problems:
-            text += "<p style='color:#c62828'>Found but not usable: " + html.escape("; ".join(problems)) + "</p>"
-        self.empty_label.setText(text)
-        # A wrapped rich-text label underestimates its height in a layout: ask it for the real one.
-        self.empty_label.setMinimumHeight(self.empty_label.heightForWidth(self.empty_label.width()) + 24)
+        self._show_models_found(bool(usable), EMPTY_TEXT, problems)
         self._model_changed()
-
-    def model_ids(self) -> list[str]:
-        return [self.model_combo.itemData(i) for i in range(self.model_combo.count())
-                if self.model_combo.itemData(i) is not None]
 
     def has_models(self) -> bool:
         return bool(self.model_ids())
 
     def _model_changed(self) -> None:
-        model_id = self.model_combo.currentData()
-        if model_id == self._model_id and self.geom is not None:
+        taken = self._take_chosen_model()
+        if taken is None:
             return
-        if self.runner.is_busy():
-            self.stop()
-        geometry = self._geometries.get(model_id) if model_id else None
-        old, self._model_id = self.geom, model_id
-        if geometry is None:
-            self._update_buttons()
-            self._update_status()
-            return
-        self.geom = geometry
+        model_id, old, geometry = taken
         notes: list[str] = []
         if old is None or old == geometry:
             if old is None:
@@ -616,107 +481,10 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         if self.zoom_spin.value() != zoom:
             self.zoom_spin.setValue(zoom)
 
-    # --- tools ---------------------------------------------------------------------------
-    def set_tool(self, tool: str) -> None:
-        if tool not in TOOLS:
-            raise ValueError(f"unknown tool {tool!r}")
-        self.canvas.tool = tool
-        self.tool_buttons[tool].setChecked(True)
-        if tool in ("mask", "unmask") and not self.show_mask_check.isChecked():
-            self.show_mask_check.setChecked(True)
-
+    # --- ink -----------------------------------------------------------------------------
     def _ink_changed(self) -> None:
         levels = self.geom.levels if self.geom is not None else 2
         self.canvas.ink = ink_value(self.ink_slider.value(), levels)
-
-    def _speed_changed(self, index: int) -> None:
-        name, rate = SPEEDS[index]
-        self.speed_label.setText(name)
-        self.pace.values_per_second = rate
-
-    def set_speed(self, values_per_second: float) -> None:
-        """The slider position closest to `values_per_second` (inf: instant)."""
-        best = min(range(len(SPEEDS)), key=lambda i: abs(math.log10(min(SPEEDS[i][1], 1e9))
-                                                          - math.log10(min(max(values_per_second, 1e-3), 1e9))))
-        self.speed_slider.setValue(best)
-
-    def undo(self) -> None:
-        if not self.runner.is_busy():  # a run owns the canvas until it ends
-            self.canvas.undo()
-
-    def redo(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.redo()
-
-    def clear(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.clear()
-
-    def clear_mask(self) -> None:
-        if not self.runner.is_busy():
-            self.canvas.clear_mask()
-
-    def _canvas_edited(self) -> None:
-        self._invalidate_score()
-        self._update_buttons()
-
-    # --- loading ---------------------------------------------------------------------------
-    def load_image(self, path: str | None = None) -> bool:
-        if self.geom is None or self.runner.is_busy():
-            return False
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load an image", QDir.homePath(),
-                                                  "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.pgm "
-                                                  "*.ppm);;All files (*)")
-            if not path:
-                return False
-        try:
-            loaded = work.read_image_file(path, self.geom)
-        except ChainruleError as exc:  # the drawing stays as it was
-            self._say_error(str(exc))
-            return False
-        except Exception as exc:  # noqa: BLE001 - any unreadable file: a message, never a crash
-            log.exception("loading %s failed", path)
-            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
-            return False
-        self.canvas.set_state(pixels=loaded.pixels)
-        self._source_size = tuple(loaded.original_size)
-        name = html.escape(Path(path).name)
-        if loaded.notes:
-            self._say(f"Loaded {name}. <span style='color:#92400e'>Converted: "
-                      + html.escape("; ".join(n.removeprefix("image: ") for n in loaded.notes)) + ".</span>")
-        else:
-            self._say(f"Loaded {name}.")
-        self.ctx.show_message(f"Loaded {Path(path).name}")
-        return True
-
-    def load_mask(self, path: str | None = None) -> bool:
-        if self.geom is None or self.runner.is_busy():
-            return False
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load a mask (white = regenerate)", QDir.homePath(),
-                                                  "Images (*.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
-            if not path:
-                return False
-        try:
-            mask, notes = work.read_mask_file(path, self.geom, self._source_size)
-        except ChainruleError as exc:
-            self._say_error(str(exc))
-            return False
-        except Exception as exc:  # noqa: BLE001
-            log.exception("loading mask %s failed", path)
-            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
-            return False
-        self.canvas.set_state(mask=mask)
-        self.show_mask_check.setChecked(True)
-        extra = list(notes)
-        if not mask.any():
-            extra.append("it marks nothing: Inpaint needs some white (regenerate) pixels")
-        elif mask.all():
-            extra.append("it marks every pixel: Inpaint needs some pixels kept")
-        self._say(f"Loaded mask {html.escape(Path(path).name)} ({int(mask.sum())} pixels to regenerate)."
-                  + (" <span style='color:#92400e'>" + html.escape("; ".join(extra)) + ".</span>" if extra else ""))
-        return True
 
     # --- runs ----------------------------------------------------------------------------
     def generate(self) -> Run | None:
@@ -728,24 +496,9 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
     def inpaint(self) -> Run | None:
         return self._start_run("inpaint")
 
-    def is_running(self) -> bool:
-        return self.runner.is_busy()
-
-    def is_idle(self) -> bool:
-        """No run, no scoring and no scoring waiting to start."""
-        return not (self.runner.is_busy() or self.score_runner.is_busy() or self._score_timer.isActive())
-
-    def stop(self) -> None:
-        self.runner.stop()  # first: not one more event is delivered after this
-        self._cancel.set()  # then wake the worker from its pacing wait and end the loop
-
     def _start_run(self, kind: str) -> Run | None:
-        info = self.chosen_model()
-        g = self.geom
-        if info is None or g is None:
-            return None
-        if self.runner.is_busy():
-            self._say_error("A run is in progress: stop it first.")
+        info, g = self._model_for_run(), self.geom
+        if info is None:
             return None
         pixels, layer = self.canvas.state()
         config = self.ctx.decoding_config()
@@ -954,13 +707,6 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.heatmap.set_stale(True)
         self._schedule_score()
 
-    def _schedule_score(self) -> None:
-        if self._closed or self.geom is None or self._model_id not in self._infos:
-            return
-        self._watch_window()
-        if not self.runner.is_busy():
-            self._score_timer.start()
-
     def _start_score(self) -> None:
         if self._closed or self.runner.is_busy():
             return
@@ -971,11 +717,6 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         label = self.label()
         self.score_runner.start(lambda: work.score_events(info, pixels, label),
                                 on_events=self._on_score, on_errored=self._score_failed)
-
-    def rescore(self) -> None:
-        """Score the canvas now (no waiting)."""
-        self._score_timer.stop()
-        self._start_score()
 
     def _score_current(self, score: work.ScoreDone | None) -> bool:
         return (score is not None and score.model_id == self._model_id and score.label == self.label()
@@ -1174,25 +915,6 @@ class ImageTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.label_combo.setEnabled(has_model and not busy and bool(self.geom.n_classes))
         self.export_png_button.setEnabled(has_model and not busy)
         self.export_gif_button.setEnabled(not busy and len(self._gif_frames) > 1)
-
-    # --- lifetime ---------------------------------------------------------------------------------------
-    def _watch_window(self) -> None:
-        """Stop scoring for good once the window closes (a pending timer must not start work after)."""
-        win = self.window()
-        if win is not self and not self._filtering:
-            win.installEventFilter(self)
-            self._filtering = True
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Type.Close:
-            self._closed = True
-            self._score_timer.stop()
-            self._cancel.set()
-        return False
-
-    def showEvent(self, event) -> None:  # noqa: N802
-        self._closed = False
-        super().showEvent(event)
 
 
 @register_tab("Image", order=20)
