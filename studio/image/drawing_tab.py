@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
-    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -145,28 +144,7 @@ class DrawingTabMixin:
 
     def _build_pages(self, main: QWidget, empty_text: str, empty_name: str) -> None:
         """Page 0 says how to get a model (self.empty_label), page 1 is `main`; the undo keys."""
-        self.empty_label = QLabel(empty_text)
-        self.empty_label.setObjectName(empty_name)
-        self.empty_label.setWordWrap(True)
-        self.empty_label.setTextFormat(Qt.TextFormat.RichText)
-        self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.empty_label.setFixedWidth(600)  # a fixed width lets the wrapped text get its full height
-        rescan = QPushButton("Look again")
-        rescan.setToolTip("Search the models folders again")
-        rescan.clicked.connect(self.refresh_models)
-        empty = QWidget()
-        ev = QVBoxLayout(empty)
-        ev.addStretch(1)
-        ev.addWidget(self.empty_label, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addWidget(rescan, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addStretch(2)
-
-        self.pages = QStackedWidget()
-        self.pages.addWidget(empty)
-        self.pages.addWidget(main)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 6)
-        layout.addWidget(self.pages)
+        self._build_model_pages(main, empty_text, empty_name)
 
         self._shortcut(QKeySequence.StandardKey.Undo, self.undo)
         self._shortcut(QKeySequence.StandardKey.Redo, self.redo)

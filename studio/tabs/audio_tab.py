@@ -59,7 +59,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
-    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -393,28 +392,7 @@ class AudioTab(StatusLineMixin, ModelPickerMixin, QWidget):
         mv.addWidget(self.totals)
         mv.addWidget(self.status)
 
-        self.empty_label = QLabel(EMPTY_TEXT)
-        self.empty_label.setObjectName("AudioEmptyState")
-        self.empty_label.setWordWrap(True)
-        self.empty_label.setTextFormat(Qt.TextFormat.RichText)
-        self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.empty_label.setFixedWidth(600)
-        rescan = QPushButton("Look again")
-        rescan.setToolTip("Search the models folders again")
-        rescan.clicked.connect(self.refresh_models)
-        empty = QWidget()
-        ev = QVBoxLayout(empty)
-        ev.addStretch(1)
-        ev.addWidget(self.empty_label, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addWidget(rescan, 0, Qt.AlignmentFlag.AlignHCenter)
-        ev.addStretch(2)
-
-        self.pages = QStackedWidget()
-        self.pages.addWidget(empty)
-        self.pages.addWidget(main)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 6)
-        layout.addWidget(self.pages)
+        self._build_model_pages(main, EMPTY_TEXT, "AudioEmptyState")
 
     @staticmethod
     def _separator() -> QFrame:
