@@ -32,8 +32,8 @@ import torch
 
 from engines.density.orderings import made_masks, make_ordering_from_spec
 from engines.errors import InputError
+from engines.training.loop import load_checkpoint, store_metrics
 from engines.training.made import MADE
-from engines.training.run_files import append_log, save_checkpoint
 from engines.training.train_nade import (add_common_arguments, fit, flat_split, marginal_logits, nll_summary,
                                          prepare_run)
 
@@ -105,18 +105,13 @@ def train(data_path, out_dir, *, resume: bool = False, command: str | None = Non
         pick = int(np.random.default_rng([hp["seed"], it]).integers(len(mask_sets)))
         return -model.log_prob(x, mask_sets[pick]).mean()
 
-    summary = fit(model=model, x_train=x_train, x_val=x_val, out=out, hp=hp, command=command, dataset=dataset,
-                  family="made", extra=extra, loss_fn=loss_fn, eval_fn=lambda x: evaluate(model, x, eval_sets),
-                  resume_ck=ck)
-    if hp.get("final_eval", True) and (out / "ckpt.pt").exists():
-        summary["metrics"] = final_evaluation(out / "ckpt.pt", data_path, out / "log.jsonl")
-    return summary
+    return fit(model=model, x_train=x_train, x_val=x_val, out=out, hp=hp, command=command, dataset=dataset,
+               family="made", extra=extra, loss_fn=loss_fn, eval_fn=lambda x: evaluate(model, x, eval_sets),
+               resume_ck=ck, final_eval=lambda path: final_evaluation(path, data_path, out / "log.jsonl"))
 
 
 def load_made(ckpt_path) -> tuple[MADE, dict]:
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = MADE(**ck["config"])
-    model.load_state_dict(ck["model"])
+    model, ck = load_checkpoint(ckpt_path, lambda config: MADE(**config))
     return model.eval(), ck
 
 
@@ -138,11 +133,7 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
             metrics[key] = {n: (round(v, 5) if isinstance(v, float) else v) for n, v in r.items()}
             print(f"{split} (K={kk}): {r['nats_per_image']:.3f} nats/image, {r['bits_per_dim']:.4f} bits/dim "
                   f"({r['n_images']} images)", flush=True)
-    ck["metrics"] = metrics
-    save_checkpoint(ck, ckpt_path)
-    if log_path is not None:
-        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
-    return metrics
+    return store_metrics(ck, ckpt_path, metrics, log_path, t0)
 
 
 def main(argv: list[str] | None = None) -> int:

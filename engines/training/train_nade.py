@@ -16,8 +16,9 @@ with the optimizer to ``DIR/last.pt`` (both written atomically). At the end the 
 checkpoint is scored on the full validation and test splits and the results are stored in
 ``ckpt.pt`` (``metrics``) for the exporter (``engines.training.export_density``).
 
-The loop itself (`fit`) is shared with the MADE trainer (``train_made``), which differs only in
-the model, the per-minibatch mask choice and the (ensemble) evaluation.
+`fit` (NADE's and MADE's use of the loop of all trainers, ``engines.training.loop``) is shared with
+the MADE trainer (``train_made``), which differs only in the model, the per-minibatch mask choice
+and the (ensemble) evaluation.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import torch
 
 from engines.errors import InputError
 from engines.image.data import load_split
+from engines.training import loop
+from engines.training.loop import load_checkpoint, load_resume, store_metrics
 from engines.training.nade import NADE, nll_blocked
-from engines.training.run_files import append_log, save_checkpoint
-from engines.training.train_pixelcnn import batch_indices, lr_at
+from engines.training.train_pixelcnn import batch_indices
 
 DEFAULTS = dict(
     hidden=500, batch_size=100, lr=1e-3, min_lr=1e-5, warmup_iters=100, max_iters=1_000_000,
@@ -81,88 +83,28 @@ def nll_summary(total_nats: float, n: int, dims: int) -> dict:
 def fit(*, model: torch.nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, out: Path, hp: dict,
         command: str, dataset: dict, family: str, extra: dict,
         loss_fn: Callable[[torch.Tensor, int], torch.Tensor], eval_fn: Callable[[torch.Tensor], dict],
-        resume_ck: dict | None) -> dict:
-    """The training loop shared by NADE and MADE; returns the "end" summary.
+        resume_ck: dict | None, final_eval: Callable[[Path], dict] | None = None) -> dict:
+    """NADE's and MADE's use of the shared loop (`engines.training.loop.fit`); returns the "end" summary.
 
-    loss_fn(x, it) -> mean NLL per image of the batch (a scalar with a graph); eval_fn(x) ->
-    nll_summary dict. `extra` is stored in every checkpoint (the model's own settings).
+    Adam; batch `it` is a seeded permutation slice of x_train. loss_fn(x, it) -> mean NLL per image of
+    the batch (a scalar with a graph); eval_fn(x) -> nll_summary dict. `extra` is stored in every
+    checkpoint (the model's own settings).
     """
-    t_start = time.time()
-    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "ckpt.pt"
-    optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"])
-    start_iter, best_val, trained_s = 0, float("inf"), 0.0
-    if resume_ck is not None:
-        model.load_state_dict(resume_ck["model"])
-        if "optimizer" in resume_ck:
-            optimizer.load_state_dict(resume_ck["optimizer"])
-        start_iter = resume_ck["iter"] + 1
-        best_val, trained_s = resume_ck.get("best_val", float("inf")), resume_ck.get("trained_s", 0.0)
     n_params = sum(p.numel() for p in model.parameters())
-    append_log(log_path, {"event": "start", "command": command, "resume": resume_ck is not None,
-                          "start_iter": start_iter, "hparams": hp, "config": model.config(), "family": family,
-                          "parameters": n_params, "data": dataset, **extra,
-                          "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    print(f"command: {command}", flush=True)
-    print(f"{family}: {model.config()}  parameters: {n_params:,}  data: {dataset}", flush=True)
+    meta = {"config": model.config(), "family": family, "parameters": n_params, "data": dataset, **extra}
 
-    def state(it: int) -> dict:
-        return {"family": family, "model": model.state_dict(), "config": model.config(), "iter": it,
-                "best_val": best_val, "hparams": hp, "command": command, "data": dataset, "parameters": n_params,
-                "trained_s": trained_s, **extra}
+    def report(it: int, train_loss: float, val: dict, best_val: float) -> tuple[dict, str]:
+        rec = {"epoch": round(it * hp["batch_size"] / len(x_train), 3), "train_nats_per_image": round(train_loss, 3),
+               "val_nats_per_image": round(val["nats_per_image"], 3), "val_bits_per_dim": round(val["bits_per_dim"], 5),
+               "best_val_nats_per_image": round(best_val, 3)}
+        return rec, f"train {rec['train_nats_per_image']:.2f}  val {val['nats_per_image']:.2f} nats/image  best {best_val:.2f}"
 
-    model.train()
-    it, losses, stopped = start_iter, [], "max_iters"
-    t_seg, it_seg = time.time(), it
-    limit_s = hp["time_limit_minutes"] * 60
-    while True:
-        progress = max(it / hp["max_iters"], trained_s / limit_s)
-        if progress >= 1.0:
-            stopped = "max_iters" if it >= hp["max_iters"] else "time_limit"
-            break
-        t0 = time.time()
-        lr = lr_at(it, progress, hp["lr"], hp["min_lr"], hp["warmup_iters"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = x_train[batch_indices(len(x_train), hp["batch_size"], it, hp["seed"])]
-        loss = loss_fn(x, it)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if hp["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-        optimizer.step()
-        losses.append(loss.item())
-        trained_s += time.time() - t0
-        it += 1
-        done = max(it / hp["max_iters"], trained_s / limit_s) >= 1.0
-        if it % hp["eval_interval"] == 0 or done:
-            t_eval = time.time()
-            model.eval()
-            val = eval_fn(x_val)
-            model.train()
-            trained_s += time.time() - t_eval
-            improved = val["nats_per_image"] < best_val
-            if improved:
-                best_val = val["nats_per_image"]
-                save_checkpoint(state(it - 1), best_path)
-            ck = state(it - 1)
-            ck["optimizer"] = optimizer.state_dict()
-            save_checkpoint(ck, last_path)
-            s_iter = (time.time() - t_seg) / max(1, it - it_seg)
-            rec = {"event": "eval", "iter": it, "epoch": round(it * hp["batch_size"] / len(x_train), 3),
-                   "train_nats_per_image": round(float(np.mean(losses)), 3),
-                   "val_nats_per_image": round(val["nats_per_image"], 3), "val_bits_per_dim": round(val["bits_per_dim"], 5),
-                   "best_val_nats_per_image": round(best_val, 3), "lr": lr, "elapsed_s": round(time.time() - t_start, 1),
-                   "trained_s": round(trained_s, 1), "s_per_iter": round(s_iter, 4), "saved_best": improved}
-            append_log(log_path, rec)
-            print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_nats_per_image']:.2f}  "
-                  f"val {val['nats_per_image']:.2f} nats/image  best {best_val:.2f}  lr {lr:.2e}  "
-                  f"{s_iter:.3f} s/iter  {trained_s / 60:.1f} min", flush=True)
-            losses, t_seg, it_seg = [], time.time(), it
-    summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_image": best_val,
-               "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
-    append_log(log_path, summary)
-    print(f"done ({stopped}) after {it} iterations: best val {best_val:.3f} nats/image", flush=True)
-    return summary
+    return loop.fit(
+        model=model, optimizer=torch.optim.Adam(model.parameters(), lr=hp["lr"]), out=out, hp=hp, command=command,
+        resume_ck=resume_ck, meta=meta, header=f"{family}: {model.config()}  parameters: {n_params:,}  data: {dataset}",
+        loss_at=lambda it: loss_fn(x_train[batch_indices(len(x_train), hp["batch_size"], it, hp["seed"])], it),
+        evaluate=lambda: eval_fn(x_val), best_by="nats_per_image", report=report,
+        best_text=lambda v: f"{v:.3f} nats/image", final_eval=final_eval)
 
 
 def prepare_run(data_path, out_dir, hp: dict, resume: bool):
@@ -173,12 +115,7 @@ def prepare_run(data_path, out_dir, hp: dict, resume: bool):
     out.mkdir(parents=True, exist_ok=True)
     x_train = flat_split(data_path, "train")
     x_val = flat_split(data_path, "val", hp["eval_images"])
-    ck = None
-    if resume:
-        src = out / "last.pt" if (out / "last.pt").exists() else out / "ckpt.pt"
-        if not src.exists():
-            raise InputError(f"--resume: no checkpoint (last.pt or ckpt.pt) in {out}")
-        ck = torch.load(src, map_location="cpu", weights_only=False)
+    ck = load_resume(out) if resume else None
     return out, x_train, x_val, data_info(data_path, x_train), ck
 
 
@@ -200,19 +137,15 @@ def train(data_path, out_dir, *, resume: bool = False, command: str | None = Non
     with torch.no_grad():
         model.b.copy_(marginal_logits(x_train))
     block = hp["block"]
-    summary = fit(model=model, x_train=x_train, x_val=x_val, out=out, hp=hp, command=command, dataset=dataset,
-                  family="nade", extra={"ordering": "raster"},
-                  loss_fn=lambda x, it: nll_blocked(model, x, block).mean(),
-                  eval_fn=lambda x: evaluate(model, x, block=block), resume_ck=ck)
-    if hp.get("final_eval", True) and (out / "ckpt.pt").exists():
-        summary["metrics"] = final_evaluation(out / "ckpt.pt", data_path, out / "log.jsonl")
-    return summary
+    return fit(model=model, x_train=x_train, x_val=x_val, out=out, hp=hp, command=command, dataset=dataset,
+               family="nade", extra={"ordering": "raster"},
+               loss_fn=lambda x, it: nll_blocked(model, x, block).mean(),
+               eval_fn=lambda x: evaluate(model, x, block=block), resume_ck=ck,
+               final_eval=lambda path: final_evaluation(path, data_path, out / "log.jsonl"))
 
 
 def load_nade(ckpt_path) -> tuple[NADE, dict]:
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = NADE(**ck["config"])
-    model.load_state_dict(ck["model"])
+    model, ck = load_checkpoint(ckpt_path, lambda config: NADE(**config))
     return model.eval(), ck
 
 
@@ -225,11 +158,7 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
         metrics[split] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
         print(f"{split}: {r['nats_per_image']:.3f} nats/image, {r['bits_per_dim']:.4f} bits/dim "
               f"({r['n_images']} images)", flush=True)
-    ck["metrics"] = metrics
-    save_checkpoint(ck, ckpt_path)
-    if log_path is not None:
-        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
-    return metrics
+    return store_metrics(ck, ckpt_path, metrics, log_path, t0)
 
 
 def add_common_arguments(p: argparse.ArgumentParser, d: dict) -> argparse.ArgumentParser:

@@ -41,8 +41,8 @@ import torch
 
 from engines.errors import InputError
 from engines.image.data import load_split
+from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.pixelcnn import PixelCNN, PixelCNNConfig
-from engines.training.run_files import append_log, save_checkpoint
 
 DEFAULTS = dict(
     n_filters=32, n_layers=12, kernel_size=3, first_kernel_size=7, head_filters=64,
@@ -51,14 +51,6 @@ DEFAULTS = dict(
     seed=1337, time_limit_minutes=55.0, threads=2,
 )
 LN2 = math.log(2)
-
-
-def lr_at(it: int, progress: float, lr: float, min_lr: float, warmup_iters: int) -> float:
-    """Linear warmup over ``warmup_iters``, then cosine from ``lr`` to ``min_lr`` as progress goes 0 -> 1."""
-    if it < warmup_iters:
-        return lr * (it + 1) / (warmup_iters + 1)
-    p = min(1.0, max(0.0, progress))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (lr - min_lr)
 
 
 def batch_indices(n: int, batch_size: int, it: int, seed: int) -> torch.Tensor:
@@ -99,11 +91,9 @@ def _tensors(split, n_classes: int, limit: int | None = None):
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
     hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    t_start = time.time()
     torch.set_num_threads(hp["threads"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "ckpt.pt"
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
 
     train_split = load_split(data_path, "train")
@@ -120,60 +110,24 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
         first_kernel_size=hp["first_kernel_size"], head_filters=hp["head_filters"],
         n_classes=int(train_split.labels.max()) + 1 if conditional else 0,
     )
+    ck = load_resume(out) if resume else None
+    if ck is not None:
+        config = PixelCNNConfig(**ck["config"])
     torch.manual_seed(hp["seed"])
     model = PixelCNN(config)
-    start_iter, best_val, trained_s = 0, float("inf"), 0.0
-    ck = None
-    if resume:
-        src = last_path if last_path.exists() else best_path
-        if not src.exists():
-            raise SystemExit(f"--resume: no checkpoint in {out}")
-        ck = torch.load(src, map_location="cpu", weights_only=False)
-        config = PixelCNNConfig(**ck["config"])
-        model = PixelCNN(config)
-        model.load_state_dict(ck["model"])
-        start_iter, best_val, trained_s = ck["iter"] + 1, ck.get("best_val", float("inf")), ck.get("trained_s", 0.0)
     channels_last = bool(hp.get("bf16"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    if ck is not None and "optimizer" in ck:
-        optimizer.load_state_dict(ck["optimizer"])
 
     x_train, y_train = _tensors(train_split, config.n_classes)
     x_val, y_val = _tensors(val_split, config.n_classes, hp["eval_images"])
     n_params = model.num_parameters()
     dataset = {"path": str(data_path), "kind": train_split.kind, "levels": train_split.levels,
                "train_images": len(x_train), "val_images": len(val_split), "conditional": conditional}
-    append_log(log_path, {"event": "start", "command": command, "resume": resume, "start_iter": start_iter,
-                           "hparams": hp, "config": config.to_dict(), "parameters": n_params, "data": dataset,
-                           "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    print(f"command: {command}", flush=True)
-    print(f"data: {dataset}", flush=True)
-    print(f"config: {config.to_dict()}  parameters: {n_params:,}", flush=True)
+    dims = C * H * W
 
-    def state(it: int) -> dict:
-        return {"model": model.state_dict(), "config": config.to_dict(), "iter": it, "best_val": best_val,
-                "hparams": hp, "command": command, "data": dataset, "parameters": n_params,
-                "trained_s": trained_s}
-
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if hp.get("bf16") else contextlib.nullcontext()
-    model.train()
-    it = start_iter
-    stopped = "max_iters"
-    losses: list[float] = []
-    t_seg, it_seg = time.time(), it
-    limit_s = hp["time_limit_minutes"] * 60
-    while True:
-        progress = max(it / hp["max_iters"], trained_s / limit_s)
-        if progress >= 1.0:
-            stopped = "max_iters" if it >= hp["max_iters"] else "time_limit"
-            break
-        t0 = time.time()
-        lr = lr_at(it, progress, hp["lr"], hp["min_lr"], hp["warmup_iters"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    def loss_at(it: int) -> torch.Tensor:
         idx = batch_indices(len(x_train), hp["batch_size"], it, hp["seed"])
         x, y = x_train[idx].float(), y_train[idx].clone()
         if config.n_classes > 0 and hp["label_dropout"] > 0:
@@ -181,59 +135,28 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
             y[torch.rand(len(y), generator=g) < hp["label_dropout"]] = config.none_label
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if hp.get("bf16") else contextlib.nullcontext():
             logits = model(x, y)
-        loss = model.loss(logits.float(), x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if hp["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-        optimizer.step()
-        losses.append(loss.item())
-        trained_s += time.time() - t0
-        it += 1
-        done = max(it / hp["max_iters"], trained_s / limit_s) >= 1.0
-        if it % hp["eval_interval"] == 0 or done:
-            t_eval = time.time()
-            val = evaluate(model, x_val, y_val, channels_last=channels_last)
-            trained_s += time.time() - t_eval
-            improved = val["nats_per_dim"] < best_val
-            if improved:
-                best_val = val["nats_per_dim"]
-                save_checkpoint(state(it - 1), best_path)
-            ck = state(it - 1)
-            ck["optimizer"] = optimizer.state_dict()
-            save_checkpoint(ck, last_path)
-            s_iter = (time.time() - t_seg) / max(1, it - it_seg)
-            dims = C * H * W
-            rec = {"event": "eval", "iter": it, "epoch": round(it * hp["batch_size"] / len(x_train), 3),
-                   "train_nats_per_dim": round(float(np.mean(losses)), 5),
-                   "val_nats_per_dim": round(val["nats_per_dim"], 5), "val_nats_per_image": round(val["nats_per_image"], 3),
-                   "val_bits_per_dim": round(val["bits_per_dim"], 5), "best_val_nats_per_image": round(best_val * dims, 3),
-                   "lr": lr, "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1),
-                   "s_per_iter": round(s_iter, 4), "saved_best": improved}
-            append_log(log_path, rec)
-            print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_nats_per_dim'] * dims:.2f}  "
-                  f"val {val['nats_per_image']:.2f} nats/image ({val['bits_per_dim']:.4f} bits/dim)  "
-                  f"best {best_val * dims:.2f}  lr {lr:.2e}  {s_iter:.3f} s/iter  {trained_s / 60:.1f} min",
-                  flush=True)
-            losses = []
-            t_seg, it_seg = time.time(), it
+        return model.loss(logits.float(), x)
 
-    summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_dim": best_val,
-               "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
-    append_log(log_path, summary)
-    print(f"done ({stopped}) after {it} iterations: best val {best_val * C * H * W:.3f} nats/image", flush=True)
-    if hp.get("final_eval", True) and best_path.exists():
-        summary["metrics"] = final_evaluation(best_path, data_path, log_path)
-    return summary
+    def report(it: int, train_loss: float, val: dict, best_val: float) -> tuple[dict, str]:
+        rec = {"epoch": round(it * hp["batch_size"] / len(x_train), 3), "train_nats_per_dim": round(train_loss, 5),
+               "val_nats_per_dim": round(val["nats_per_dim"], 5), "val_nats_per_image": round(val["nats_per_image"], 3),
+               "val_bits_per_dim": round(val["bits_per_dim"], 5), "best_val_nats_per_image": round(best_val * dims, 3)}
+        return rec, (f"train {rec['train_nats_per_dim'] * dims:.2f}  val {val['nats_per_image']:.2f} nats/image "
+                     f"({val['bits_per_dim']:.4f} bits/dim)  best {best_val * dims:.2f}")
+
+    return fit(model=model, optimizer=optimizer, out=out, hp=hp, command=command, resume_ck=ck,
+               meta={"config": config.to_dict(), "parameters": n_params, "data": dataset},
+               header=f"data: {dataset}\nconfig: {config.to_dict()}  parameters: {n_params:,}",
+               loss_at=loss_at, evaluate=lambda: evaluate(model, x_val, y_val, channels_last=channels_last),
+               best_by="nats_per_dim", report=report, best_text=lambda v: f"{v * dims:.3f} nats/image",
+               final_eval=lambda path: final_evaluation(path, data_path, out / "log.jsonl"))
 
 
 def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -> dict:
     """Full validation and test NLL of a checkpoint; stored in the checkpoint as `metrics`."""
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = PixelCNN(PixelCNNConfig(**ck["config"]))
-    model.load_state_dict(ck["model"])
+    model, ck = load_checkpoint(ckpt_path, lambda config: PixelCNN(PixelCNNConfig(**config)))
     metrics = {}
     t0 = time.time()
     for split in ("val", "test"):
@@ -243,11 +166,7 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
         print(f"{split}: {r['nats_per_image']:.3f} nats/image, {r['bits_per_dim']:.4f} bits/dim "
               f"({r['n_images']} images)", flush=True)
     metrics["conditioning"] = "true digit labels" if model.config.n_classes else "none"
-    ck["metrics"] = metrics
-    save_checkpoint(ck, ckpt_path)
-    if log_path is not None:
-        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
-    return metrics
+    return store_metrics(ck, ckpt_path, metrics, log_path, t0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

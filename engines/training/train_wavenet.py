@@ -11,7 +11,7 @@ scoring and generation time). Shorter clips are padded and the padding is not sc
 The digit and the speaker condition every window; each is replaced by "none" with
 probability ``--cond-dropout``, so the model also generates with either left unset.
 
-Schedule and files as in ``train_pixelcnn``: warmup then cosine by the larger of
+Schedule and files as in ``train_pixelcnn`` (the loop is ``engines.training.loop``): warmup then cosine by the larger of
 iteration and time progress; every ``--eval-interval`` iterations the NLL of the first
 ``--eval-clips`` validation clips (bits per sample) picks the best ``ckpt.pt``; ``last.pt``
 holds the optimizer for ``--resume``; ``log.jsonl`` starts with the exact command. At the
@@ -34,8 +34,7 @@ import torch
 from engines.audio import mulaw
 from engines.audio.data import AudioSplit, load_fsdd
 from engines.errors import InputError
-from engines.training.run_files import append_log, save_checkpoint
-from engines.training.train_pixelcnn import lr_at
+from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.wavenet import WaveNet, WaveNetConfig
 
 DEFAULTS = dict(
@@ -103,11 +102,9 @@ def evaluate(model: WaveNet, split: AudioSplit, limit: int | None = None) -> dic
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
     hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    t_start = time.time()
     torch.set_num_threads(hp["threads"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log_path, last_path, best_path = out / "log.jsonl", out / "last.pt", out / "ckpt.pt"
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
 
     train_split, val_split = load_fsdd(data_path, "train"), load_fsdd(data_path, "val")
@@ -120,111 +117,44 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
         n_digits=int(max(train_split.digits.max(), val_split.digits.max())) + 1,
         speakers=list(train_split.speakers), sample_rate=train_split.sample_rate,
     )
+    ck = load_resume(out) if resume else None
+    if ck is not None:
+        config = WaveNetConfig(**ck["config"])
     torch.manual_seed(hp["seed"])
     model = WaveNet(config)
-    start_iter, best_val, trained_s = 0, float("inf"), 0.0
-    ck = None
-    if resume:
-        src = last_path if last_path.exists() else best_path
-        if not src.exists():
-            raise SystemExit(f"--resume: no checkpoint in {out}")
-        ck = torch.load(src, map_location="cpu", weights_only=False)
-        config = WaveNetConfig(**ck["config"])
-        model = WaveNet(config)
-        model.load_state_dict(ck["model"])
-        start_iter, best_val, trained_s = ck["iter"] + 1, ck.get("best_val", float("inf")), ck.get("trained_s", 0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"])
-    if ck is not None and "optimizer" in ck:
-        optimizer.load_state_dict(ck["optimizer"])
     rf = config.receptive_field
     n_params = model.num_parameters()
     dataset = {"path": str(data_path), "train_clips": len(train_split), "train_samples": train_split.n_samples,
                "val_clips": len(val_split), "sample_rate": train_split.sample_rate, "speakers": train_split.speakers}
-    append_log(log_path, {"event": "start", "command": command, "resume": resume, "start_iter": start_iter,
-                           "hparams": hp, "config": config.to_dict(), "parameters": n_params, "data": dataset,
-                           "receptive_field": rf, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    print(f"command: {command}", flush=True)
-    print(f"data: {dataset}", flush=True)
-    print(f"config: {config.to_dict()}  receptive field {rf}  parameters: {n_params:,}", flush=True)
 
-    def state(it: int) -> dict:
-        return {"model": model.state_dict(), "config": config.to_dict(), "iter": it, "best_val": best_val,
-                "hparams": hp, "command": command, "data": dataset, "parameters": n_params,
-                "trained_s": trained_s}
-
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if hp.get("bf16") else contextlib.nullcontext()
-
-    model.train()
-    it = start_iter
-    stopped = "max_iters"
-    losses: list[float] = []
-    t_seg, it_seg = time.time(), it
-    limit_s = hp["time_limit_minutes"] * 60
-    while True:
-        progress = max(it / hp["max_iters"], trained_s / limit_s)
-        if progress >= 1.0:
-            stopped = "max_iters" if it >= hp["max_iters"] else "time_limit"
-            break
-        t0 = time.time()
-        lr = lr_at(it, progress, hp["lr"], hp["min_lr"], hp["warmup_iters"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    def loss_at(it: int) -> torch.Tensor:
         rng = np.random.default_rng([hp["seed"], it])
         x, y, digit, speaker = make_batch(train_split, rf, hp["window"], hp["batch_size"], rng,
                                           config.none_digit, config.none_speaker, hp["cond_dropout"])
-        with autocast():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if hp.get("bf16") else contextlib.nullcontext():
             logits = model(x, digit, speaker)[:, :, rf - 1:]
-        loss = model.loss(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if hp["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-        optimizer.step()
-        losses.append(loss.item())
-        trained_s += time.time() - t0
-        it += 1
-        done = max(it / hp["max_iters"], trained_s / limit_s) >= 1.0
-        if it % hp["eval_interval"] == 0 or done:
-            t_eval = time.time()
-            val = evaluate(model, val_split, hp["eval_clips"])
-            trained_s += time.time() - t_eval
-            improved = val["nats_per_sample"] < best_val
-            if improved:
-                best_val = val["nats_per_sample"]
-                save_checkpoint(state(it - 1), best_path)
-            ck = state(it - 1)
-            ck["optimizer"] = optimizer.state_dict()
-            save_checkpoint(ck, last_path)
-            s_iter = (time.time() - t_seg) / max(1, it - it_seg)
-            seen = it * hp["batch_size"] * hp["window"]
-            rec = {"event": "eval", "iter": it, "epoch": round(seen / train_split.n_samples, 3),
-                   "train_bits_per_sample": round(float(np.mean(losses)) / LN2, 4),
-                   "val_bits_per_sample": round(val["bits_per_sample"], 4),
-                   "best_val_bits_per_sample": round(best_val / LN2, 4), "lr": lr,
-                   "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1),
-                   "s_per_iter": round(s_iter, 4), "saved_best": improved}
-            append_log(log_path, rec)
-            print(f"iter {it} (epoch {rec['epoch']:.2f}): train {rec['train_bits_per_sample']:.4f}  "
-                  f"val {rec['val_bits_per_sample']:.4f} bits/sample  best {rec['best_val_bits_per_sample']:.4f}  "
-                  f"lr {lr:.2e}  {s_iter:.3f} s/iter  {trained_s / 60:.1f} min", flush=True)
-            losses = []
-            t_seg, it_seg = time.time(), it
+        return model.loss(logits, y)
 
-    summary = {"event": "end", "stopped": stopped, "iters": it, "best_val_nats_per_sample": best_val,
-               "elapsed_s": round(time.time() - t_start, 1), "trained_s": round(trained_s, 1), "ckpt": str(best_path)}
-    append_log(log_path, summary)
-    print(f"done ({stopped}) after {it} iterations: best val {best_val / LN2:.4f} bits/sample", flush=True)
-    if hp.get("final_eval", True) and best_path.exists():
-        summary["metrics"] = final_evaluation(best_path, data_path, log_path)
-    return summary
+    def report(it: int, train_loss: float, val: dict, best_val: float) -> tuple[dict, str]:
+        rec = {"epoch": round(it * hp["batch_size"] * hp["window"] / train_split.n_samples, 3),
+               "train_bits_per_sample": round(train_loss / LN2, 4), "val_bits_per_sample": round(val["bits_per_sample"], 4),
+               "best_val_bits_per_sample": round(best_val / LN2, 4)}
+        return rec, (f"train {rec['train_bits_per_sample']:.4f}  val {rec['val_bits_per_sample']:.4f} bits/sample  "
+                     f"best {rec['best_val_bits_per_sample']:.4f}")
+
+    return fit(model=model, optimizer=optimizer, out=out, hp=hp, command=command, resume_ck=ck,
+               meta={"config": config.to_dict(), "parameters": n_params, "data": dataset},
+               start_extra={"receptive_field": rf},
+               header=f"data: {dataset}\nconfig: {config.to_dict()}  receptive field {rf}  parameters: {n_params:,}",
+               loss_at=loss_at, evaluate=lambda: evaluate(model, val_split, hp["eval_clips"]),
+               best_by="nats_per_sample", report=report, best_text=lambda v: f"{v / LN2:.4f} bits/sample",
+               final_eval=lambda path: final_evaluation(path, data_path, out / "log.jsonl"))
 
 
 def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -> dict:
     """Whole validation and test NLL of a checkpoint; stored in the checkpoint as `metrics`."""
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = WaveNet(WaveNetConfig(**ck["config"]))
-    model.load_state_dict(ck["model"])
+    model, ck = load_checkpoint(ckpt_path, lambda config: WaveNet(WaveNetConfig(**config)))
     metrics = {}
     t0 = time.time()
     for split in ("val", "test"):
@@ -233,11 +163,7 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
         print(f"{split}: {r['bits_per_sample']:.4f} bits/sample over {r['n_samples']} samples "
               f"({r['n_clips']} clips)", flush=True)
     metrics["conditioning"] = "true digit and speaker"
-    ck["metrics"] = metrics
-    save_checkpoint(ck, ckpt_path)
-    if log_path is not None:
-        append_log(log_path, {"event": "final_eval", **metrics, "eval_s": round(time.time() - t0, 1)})
-    return metrics
+    return store_metrics(ck, ckpt_path, metrics, log_path, t0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
