@@ -2,8 +2,9 @@
 
 The command names, options and JSON keys here are a contract the studio, scripts and
 later modalities keep. Each modality implements its commands in a module named in
-`MODALITY_COMMANDS` (functions `generate`, `score`, `evaluate`, `bench`); this file only
-parses, finds the model and reports. Errors are one line on stderr and a non-zero exit.
+`MODALITY_COMMANDS` (functions `generate`, `score`, `evaluate`, `bench`; the steps they take
+alike are in `engines.cli_common`); this file only parses, finds the model and reports.
+Errors are one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -264,24 +265,6 @@ def refuse_unused_flags(args: argparse.Namespace, model) -> None:
             flag = "--" + name.replace("_", "-")
             raise ChainruleError(f"{flag} does not apply to {model.id}, {_KIND_WORDS.get(model.kind, model.kind + ' model')}: "
                                  f"{use}; leave {flag} out")
-
-
-def check_out_path(out: str | None) -> None:
-    """Refuse an --out whose folder is missing or not writable, or that is a folder, before any generation."""
-    if out is None:
-        return
-    from pathlib import Path
-
-    from engines.errors import InputError
-
-    target = Path(out).expanduser()
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name (e.g. {target / 'sample'}<suffix>)")
-    if not folder.is_dir():
-        raise InputError(f"--out {out}: folder {folder} does not exist (create it first); nothing was generated")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: folder {folder} is not writable; nothing was generated")
 
 
 def cmd_modality(args: argparse.Namespace) -> int:

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.torch_models import spread_out
+
 SPEAKERS = ["george", "jackson", "lucas"]
 
 
 def make_wavenet(seed: int = 0, noise: float = 0.3, **config):
     """A small random WaveNet (receptive field 8) whose weights are spread out enough that every
     dependency shows: conditioning biases are non-zero (they start at zero in training)."""
-    import torch
-
     from engines.training.wavenet import WaveNet, WaveNetConfig
 
     defaults = dict(residual_channels=8, gate_channels=6, skip_channels=10, n_stacks=2, layers_per_stack=2,
                     n_digits=10, speakers=list(SPEAKERS), sample_rate=8000)
-    torch.manual_seed(seed)
-    model = WaveNet(WaveNetConfig(**{**defaults, **config})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * torch.randn_like(p))
-    return model
+    return spread_out(lambda: WaveNet(WaveNetConfig(**{**defaults, **config})), seed, noise)
 
 
 def export_model_dir(model, root: Path, model_id: str) -> Path:

@@ -3,6 +3,9 @@
 * Qt renders offscreen: set before anything imports Qt (without a display Qt would abort
   looking for xcb).
 * The studio's settings go to a fresh file per test, never the user's config.
+* `isolated_user_models` (opt-in: `pytestmark = pytest.mark.usefixtures("isolated_user_models")`)
+  hides the user's models folder and CHAINRULE_MODELS_DIR, so a test sees only the models it
+  points the registry at.
 * No test may leave a worker thread running (napari style): a thread still busy after the
   test would keep working into the next test and make failures appear in the wrong place.
 """
@@ -24,6 +27,13 @@ def _studio_settings_file(tmp_path_factory, monkeypatch):
     path = tmp_path_factory.mktemp("studio-settings") / "studio.ini"
     monkeypatch.setenv("CHAINRULE_STUDIO_SETTINGS", str(path))
     yield
+
+
+@pytest.fixture
+def isolated_user_models(tmp_path, monkeypatch):
+    # An empty per-test folder stands for ~/.../models; the env var would add the user's own.
+    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
+    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
 
 
 def _busy_runners() -> list:

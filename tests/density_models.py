@@ -10,31 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.torch_models import spread_out
+
 
 def make_nade(dims: int = 8, hidden: int = 6, seed: int = 0, noise: float = 0.5):
-    import torch
-
     from engines.training.nade import NADE
 
-    torch.manual_seed(seed)
-    model = NADE(dims=dims, hidden=hidden).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * torch.randn_like(p))
-    return model
+    return spread_out(lambda: NADE(dims=dims, hidden=hidden), seed, noise)
 
 
 def make_made(dims: int = 9, hidden=(12, 10), seed: int = 0, noise: float = 0.5):
-    import torch
-
     from engines.training.made import MADE
 
-    torch.manual_seed(seed)
-    model = MADE(dims=dims, hidden=hidden).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * torch.randn_like(p))
-    return model
+    return spread_out(lambda: MADE(dims=dims, hidden=hidden), seed, noise)
 
 
 def mask_set(model, spec: str = "raster", seed: int = 0, height: int = 3, width: int = 3):

@@ -5,21 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.torch_models import spread_out
+
 
 def make_pixelcnn(seed: int = 0, noise: float = 0.3, **config):
     """A small random PixelCNN whose weights are spread out enough that every dependency shows."""
-    import torch
-
     from engines.training.pixelcnn import PixelCNN, PixelCNNConfig
 
     defaults = dict(height=6, width=7, channels=1, levels=4, output="categorical", n_filters=12, n_layers=3,
                     kernel_size=3, first_kernel_size=5, head_filters=24, n_classes=3)
-    torch.manual_seed(seed)
-    model = PixelCNN(PixelCNNConfig(**{**defaults, **config})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * torch.randn_like(p))
-    return model
+    return spread_out(lambda: PixelCNN(PixelCNNConfig(**{**defaults, **config})), seed, noise)
 
 
 def export_model_dir(model, root: Path, model_id: str) -> Path:

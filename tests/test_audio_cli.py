@@ -17,7 +17,9 @@ from engines.audio.wav import read_audio, write_audio
 from engines.cli import main
 from engines.registry import read_card
 from tests.audio_models import SPEAKERS, export_model_dir, make_wavenet
+from tests.cli_helpers import error_line, must_not_generate, run_cli
 
+pytestmark = pytest.mark.usefixtures("isolated_user_models")
 MODEL = "tiny-wavenet"
 
 
@@ -35,26 +37,6 @@ def models_dir(torch_model, tmp_path_factory):
     return str(root)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
-
-
-def run(capsys, models_dir, *argv, code=0):
-    got = main([*argv, "--models-dir", models_dir, "--json"])
-    out, err = capsys.readouterr()
-    assert got == code, err
-    return (json.loads(out) if code == 0 else None), err
-
-
-def error_line(capsys, models_dir, *argv) -> str:
-    _, err = run(capsys, models_dir, *argv, code=1)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chainrule: error: "), err
-    return lines[0]
-
-
 def engine(models_dir):
     return load_audio_model(read_card(Path(models_dir) / MODEL))
 
@@ -62,11 +44,11 @@ def engine(models_dir):
 def test_generate_writes_wavs_reproducibly(capsys, models_dir, tmp_path):
     args = ["generate", "audio", "--model", MODEL, "--digit", "3", "--speaker", "Lucas", "--seconds", "0.02",
             "--temperature", "0.9", "--seed", "5", "--count", "2", "--out", str(tmp_path / "a.wav")]
-    first, _ = run(capsys, models_dir, *args)
+    first, _ = run_cli(capsys, models_dir, *args)
     paths = [tmp_path / "a_1.wav", tmp_path / "a_2.wav"]
     assert [s["path"] for s in first["samples"]] == [str(p) for p in paths]
     bytes_first = [p.read_bytes() for p in paths]
-    second, _ = run(capsys, models_dir, *args)
+    second, _ = run_cli(capsys, models_dir, *args)
     assert [p.read_bytes() for p in paths] == bytes_first  # same seed, same files
     assert first["seed"] == 5 and first["settings"]["temperature"] == 0.9 and first["settings"]["speaker"] == "Lucas"
     assert first["samples"] == second["samples"]
@@ -80,7 +62,7 @@ def test_generate_writes_wavs_reproducibly(capsys, models_dir, tmp_path):
 
 def test_generate_logprob_is_the_score_of_the_drawn_samples(capsys, models_dir, tmp_path):
     out = tmp_path / "g.flac"
-    gen, _ = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "1",
+    gen, _ = run_cli(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "1",
                  "--out", str(out))
     from engines.audio.generate import generate_audio
 
@@ -96,12 +78,12 @@ def test_generate_continues_a_prompt_file(capsys, models_dir, tmp_path):
     t = np.arange(44100 // 20) / 44100
     sf.write(str(prompt), np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 500 * t)], 1) * 0.5, 44100,
              subtype="PCM_24")  # 50 ms, stereo, 24-bit, 44.1 kHz
-    res, err = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--prompt", str(prompt),
+    res, err = run_cli(capsys, models_dir, "generate", "audio", "--model", MODEL, "--prompt", str(prompt),
                    "--seconds", "0.01", "--seed", "2", "--out", str(tmp_path / "c.wav"))
     assert "resampled from 44100 Hz to 8000 Hz" in err and "mixed 2 channels to mono" in err
     assert "converted from 24-bit" in err
     assert res["prompt_samples"] == 400 and res["samples"][0]["n"] == 80
-    plain, _ = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "2",
+    plain, _ = run_cli(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "2",
                    "--out", str(tmp_path / "d.wav"))
     assert plain["samples"][0]["total_logprob"] != res["samples"][0]["total_logprob"]
 
@@ -109,7 +91,7 @@ def test_generate_continues_a_prompt_file(capsys, models_dir, tmp_path):
 def test_score_reports_per_sample_logprobs(capsys, models_dir, tmp_path):
     path = tmp_path / "x.wav"
     write_audio(path, np.sin(np.arange(800) / 7.0).astype(np.float32) * 0.3, 8000)
-    res, _ = run(capsys, models_dir, "score", "--model", MODEL, "--audio", str(path), "--digit", "7",
+    res, _ = run_cli(capsys, models_dir, "score", "--model", MODEL, "--audio", str(path), "--digit", "7",
                  "--speaker", "george")
     expected = score_audio(engine(models_dir), read_audio(path).samples, digit=7, speaker="george")
     assert res["n"] == 800 and len(res["per_element"]) == 800
@@ -119,7 +101,7 @@ def test_score_reports_per_sample_logprobs(capsys, models_dir, tmp_path):
     assert not np.allclose(res["surprise_bits"], -expected.logprobs / np.log(2))  # smoothed, not raw
     assert res["total_logprob"] == pytest.approx(expected.total_logprob)
     assert res["bits_per_dim"] == pytest.approx(expected.bits_per_sample)
-    none, _ = run(capsys, models_dir, "score", "--model", MODEL, "--audio", str(path))
+    none, _ = run_cli(capsys, models_dir, "score", "--model", MODEL, "--audio", str(path))
     assert none["total_logprob"] != pytest.approx(res["total_logprob"])
 
 
@@ -146,13 +128,13 @@ def test_eval_equals_the_trainers_evaluate(capsys, models_dir, torch_model, tmp_
 
     data = tmp_path / "fsdd.npz"
     write_fake_fsdd(data)
-    res, _ = run(capsys, models_dir, "eval", "--model", MODEL, "--data", str(data), "--split", "test")
+    res, _ = run_cli(capsys, models_dir, "eval", "--model", MODEL, "--data", str(data), "--split", "test")
     ref = evaluate(torch_model, load_fsdd(data, "test"))
     assert res["n_examples"] == ref["n_clips"] == 18 and res["n_samples"] == ref["n_samples"]
     assert res["bits_per_sample"] == pytest.approx(ref["bits_per_sample"], rel=1e-6)
     assert res["bits_per_dim"] == res["bits_per_sample"]
     assert res["nats_per_element"] == pytest.approx(ref["nats_per_sample"], rel=1e-6)
-    limited, _ = run(capsys, models_dir, "eval", "--model", MODEL, "--data", str(data), "--split", "val",
+    limited, _ = run_cli(capsys, models_dir, "eval", "--model", MODEL, "--data", str(data), "--split", "val",
                      "--limit", "4")
     ref4 = evaluate(torch_model, load_fsdd(data, "val"), limit=4)
     assert limited["n_examples"] == 4 and limited["bits_per_sample"] == pytest.approx(ref4["bits_per_sample"], rel=1e-6)
@@ -229,7 +211,7 @@ def test_bench_write_card_records_the_result_in_the_benched_model(capsys, models
 ])
 def test_bad_generate_input_is_one_clear_line(capsys, models_dir, tmp_path, monkeypatch, argv, expected):
     if "--count" in argv or "--out" in argv:  # refused before any generation
-        monkeypatch.setattr("engines.audio.commands.generate_audio_chunks", _no_generation)
+        monkeypatch.setattr("engines.audio.commands.generate_audio_chunks", must_not_generate)
     line = error_line(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01",
                       "--out", str(tmp_path / "o.wav"), *argv)
     assert expected in line
@@ -238,12 +220,8 @@ def test_bad_generate_input_is_one_clear_line(capsys, models_dir, tmp_path, monk
     assert not (tmp_path / "o.wav").exists()
 
 
-def _no_generation(*args, **kwargs):
-    raise AssertionError("generation ran although the command had to be refused first")
-
-
 def test_generate_without_out_warns_that_nothing_is_saved(capsys, models_dir):
-    res, err = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "1")
+    res, err = run_cli(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01", "--seed", "1")
     assert res["samples"][0]["path"] is None and res["samples"][0]["n"] == 80
     assert "warning: no --out given: the audio is not saved" in err
 
@@ -265,7 +243,7 @@ def test_ctrl_c_during_generation_writes_what_was_generated(capsys, models_dir, 
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err and "wrote what was generated so far" in err
     monkeypatch.setattr(commands, "generate_audio_chunks", real)
-    full, _ = run(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.25", "--seed", "4",
+    full, _ = run_cli(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.25", "--seed", "4",
                   "--count", "2", "--out", str(tmp_path / "full.wav"))
     for row in (1, 2):
         partial = read_audio(tmp_path / f"partial_{row}.wav").samples

@@ -9,11 +9,7 @@ import pytest
 from engines.cli import config_from_args, build_parser, main
 from tests.model_dirs import make_model_dir
 
-
-@pytest.fixture(autouse=True)
-def _isolated_user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_user_models")
 
 
 def run(capsys, *argv):

@@ -14,8 +14,10 @@ from PIL import Image  # noqa: E402
 
 from engines.cli import main  # noqa: E402
 from engines.density.orderings import made_masks, make_ordering_from_spec  # noqa: E402
+from tests.cli_helpers import error_line, run_cli, save_png  # noqa: E402
 from tests.density_models import export_made_dir, export_nade_dir, make_made, make_nade  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("isolated_user_models")
 S = 3  # 3 x 3 images, D = 9
 D = S * S
 ORDERS = ("raster", "random:1", "column")
@@ -38,31 +40,6 @@ def models(tmp_path_factory):
     return {"dir": str(root), "nade": nade, "made": made}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
-
-
-def run(capsys, models_dir, *argv, code=0):
-    got = main([*argv, "--models-dir", models_dir, "--json"])
-    out, err = capsys.readouterr()
-    assert got == code, err
-    return (json.loads(out) if code == 0 else None), err
-
-
-def error_line(capsys, models_dir, *argv) -> str:
-    _, err = run(capsys, models_dir, *argv, code=1)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chainrule: error: "), err
-    return lines[0]
-
-
-def save(path: Path, array) -> str:
-    Image.fromarray(np.asarray(array).astype(np.uint8)).save(path)
-    return str(path)
-
-
 def _torch_log_prob(models, family, x: np.ndarray, k: int | None = None) -> np.ndarray:
     """log p(x) from the torch models the tiny ONNX graphs were exported from."""
     t = torch.from_numpy(x.astype(np.float32))
@@ -79,8 +56,8 @@ def _torch_log_prob(models, family, x: np.ndarray, k: int | None = None) -> np.n
 @pytest.mark.parametrize("model_id", ["tiny-nade", "tiny-made"])
 def test_generate_writes_pngs_reproducibly_and_score_agrees(capsys, models, tmp_path, model_id):
     args = ["generate", "image", "--model", model_id, "--seed", "4", "--count", "3", "--out", str(tmp_path / "s.png")]
-    a, _ = run(capsys, models["dir"], *args)
-    b, _ = run(capsys, models["dir"], *args)
+    a, _ = run_cli(capsys, models["dir"], *args)
+    b, _ = run_cli(capsys, models["dir"], *args)
     assert a["model"] == model_id and a["seed"] == 4 and a["settings"]["ordering"] == "raster"
     assert [s["pixels"] for s in a["samples"]] == [s["pixels"] for s in b["samples"]]
     assert [Path(s["path"]).name for s in a["samples"]] == ["s_1.png", "s_2.png", "s_3.png"]
@@ -90,7 +67,7 @@ def test_generate_writes_pngs_reproducibly_and_score_agrees(capsys, models, tmp_
         assert s["bits_per_dim"] == pytest.approx(-s["total_logprob"] / np.log(2) / D)
         saved = np.asarray(Image.open(s["path"]))
         assert saved.shape == (S, S) and np.array_equal(saved, np.array(s["pixels"]) * 255)
-        sc, _ = run(capsys, models["dir"], "score", "--model", model_id, "--image", s["path"])
+        sc, _ = run_cli(capsys, models["dir"], "score", "--model", model_id, "--image", s["path"])
         x = np.array(s["pixels"]).reshape(1, D)
         assert sc["total_logprob"] == pytest.approx(float(_torch_log_prob(models, model_id[5:], x)[0]), abs=1e-4)
         assert sum(e["logprob"] for e in sc["per_element"]) == pytest.approx(sc["per_element_logprob"])
@@ -101,14 +78,14 @@ def test_generate_writes_pngs_reproducibly_and_score_agrees(capsys, models, tmp_
         else:  # sampled in raster order = training mask 0, so K = 1 is the sampling model; default K the mixture
             assert s["mask_seed"] == 0 and s["ensemble_k"] == 3
             assert sc["ensemble_k"] == 3 and sc["total_logprob"] == pytest.approx(s["ensemble_logprob"], abs=1e-4)
-            one, _ = run(capsys, models["dir"], "score", "--model", model_id, "--image", s["path"], "--ensemble", "1")
+            one, _ = run_cli(capsys, models["dir"], "score", "--model", model_id, "--image", s["path"], "--ensemble", "1")
             assert one["total_logprob"] == pytest.approx(s["total_logprob"], abs=1e-4)
 
 
 def test_made_generates_in_any_ordering(capsys, models):
     seen = {}
     for ordering in ("raster", "reverse", "column", "random:7"):
-        r, err = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", ordering,
+        r, err = run_cli(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", ordering,
                      "--seed", "0", "--count", "6")
         assert r["settings"]["ordering"] == ordering and r["samples"][0]["ordering"] == ordering
         for s in r["samples"]:
@@ -120,9 +97,9 @@ def test_made_generates_in_any_ordering(capsys, models):
         assert any("not trained" in n for n in r["notes"]) == untrained
     assert seen["raster"] != seen["reverse"]
     # `random` without a seed is the card's first trained random ordering, not an untrained random:0
-    r, err = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random", "--seed", "0")
+    r, err = run_cli(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random", "--seed", "0")
     assert r["settings"]["ordering"] == "random:1" and "not trained" not in err
-    explicit, _ = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random:1",
+    explicit, _ = run_cli(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--ordering", "random:1",
                       "--seed", "0")
     assert explicit["samples"][0]["pixels"] == r["samples"][0]["pixels"]
 
@@ -139,14 +116,14 @@ def _torch_conditionals(models, spec: str, mask_seed: int, x: np.ndarray) -> np.
 
 def test_score_gives_the_conditionals_of_the_asked_ordering(capsys, models, tmp_path):
     image = np.array([[255, 0, 255], [0, 255, 0], [255, 255, 0]])
-    path = save(tmp_path / "x.png", image)
+    path = save_png(tmp_path / "x.png", image)
     x = (image.reshape(1, D) > 0).astype(np.float32)
-    default, _ = run(capsys, models["dir"], "score", "--model", "tiny-made", "--image", path)
+    default, _ = run_cli(capsys, models["dir"], "score", "--model", "tiny-made", "--image", path)
     assert default["per_element_ordering"] == "raster"
     per_ordering = {}
     for asked, spec, seed in [("column", "column", 2), ("random", "random:1", 1), ("random:1", "random:1", 1),
                               ("reverse", "reverse", 0), ("random:12345", "random:12345", 0)]:
-        r, err = run(capsys, models["dir"], "score", "--model", "tiny-made", "--image", path, "--ordering", asked)
+        r, err = run_cli(capsys, models["dir"], "score", "--model", "tiny-made", "--image", path, "--ordering", asked)
         assert r["per_element_ordering"] == spec and r["per_element_mask_seed"] == seed
         got = np.array([e["logprob"] for e in r["per_element"]])
         np.testing.assert_allclose(got, _torch_conditionals(models, spec, seed, x), atol=1e-5)
@@ -160,7 +137,7 @@ def test_score_gives_the_conditionals_of_the_asked_ordering(capsys, models, tmp_
         per_ordering[spec] = got
     assert not np.allclose(per_ordering["column"], per_ordering["reverse"])  # the ordering really changes them
     # NADE has raster only; a PixelCNN has no orderings to choose
-    nade, _ = run(capsys, models["dir"], "score", "--model", "tiny-nade", "--image", path, "--ordering", "raster")
+    nade, _ = run_cli(capsys, models["dir"], "score", "--model", "tiny-nade", "--image", path, "--ordering", "raster")
     assert nade["per_element_ordering"] == "raster"
     assert "raster order only" in error_line(capsys, models["dir"], "score", "--model", "tiny-nade", "--image", path,
                                              "--ordering", "column")
@@ -169,9 +146,9 @@ def test_score_gives_the_conditionals_of_the_asked_ordering(capsys, models, tmp_
 def test_made_inpaints_a_scattered_mask_exactly(capsys, models, tmp_path):
     init = np.array([[255, 0, 255], [0, 0, 0], [255, 255, 0]])
     mask = np.array([[0, 255, 0], [255, 0, 255], [0, 255, 0]])  # a checkerboard: scattered
-    init_path, mask_path = save(tmp_path / "init.png", init), save(tmp_path / "mask.png", mask)
+    init_path, mask_path = save_png(tmp_path / "init.png", init), save_png(tmp_path / "mask.png", mask)
     out = tmp_path / "done.png"
-    r, _ = run(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--init", init_path,
+    r, _ = run_cli(capsys, models["dir"], "generate", "image", "--model", "tiny-made", "--init", init_path,
                "--mask", mask_path, "--ordering", "column", "--seed", "2", "--count", "4", "--out", str(out))
     keep = mask == 0
     for s in r["samples"]:
@@ -183,8 +160,8 @@ def test_made_inpaints_a_scattered_mask_exactly(capsys, models, tmp_path):
     # NADE inpaints a top part; a hole with known pixels below it is refused with a pointer to MADE
     top = np.zeros((S, S))
     top[1:] = 255
-    r, _ = run(capsys, models["dir"], "generate", "image", "--model", "tiny-nade", "--init", init_path,
-               "--mask", save(tmp_path / "top.png", top), "--seed", "2")
+    r, _ = run_cli(capsys, models["dir"], "generate", "image", "--model", "tiny-nade", "--init", init_path,
+               "--mask", save_png(tmp_path / "top.png", top), "--seed", "2")
     assert np.array_equal((np.array(r["samples"][0]["pixels"]) * 255)[0], init[0])
     line = error_line(capsys, models["dir"], "generate", "image", "--model", "tiny-nade", "--init", init_path,
                       "--mask", mask_path)
@@ -204,16 +181,16 @@ def _binarized(tmp_path) -> tuple[str, np.ndarray]:
 
 def test_eval_reports_exact_nats_per_image_with_the_ensemble(capsys, models, tmp_path):
     data, test = _binarized(tmp_path)
-    r, _ = run(capsys, models["dir"], "eval", "--model", "tiny-nade", "--data", data)
+    r, _ = run_cli(capsys, models["dir"], "eval", "--model", "tiny-nade", "--data", data)
     assert r["split"] == "test" and r["n_examples"] == 13 and r["family"] == "nade"
     assert r["nats_per_example"] == pytest.approx(-_torch_log_prob(models, "nade", test).mean(), rel=1e-5)
     assert r["bits_per_dim"] == pytest.approx(r["nats_per_example"] / D / np.log(2))
-    r, _ = run(capsys, models["dir"], "eval", "--model", "tiny-made", "--data", data, "--limit", "10")
+    r, _ = run_cli(capsys, models["dir"], "eval", "--model", "tiny-made", "--data", data, "--limit", "10")
     assert r["n_examples"] == 10 and r["ensemble_k"] == 3 and r["n_masks"] == 3
     assert r["nats_per_example"] == pytest.approx(-_torch_log_prob(models, "made", test[:10], 3).mean(), rel=1e-5)
     assert r["nats_per_example_k1"] == pytest.approx(-_torch_log_prob(models, "made", test[:10], 1).mean(), rel=1e-5)
     assert len(r["nats_per_example_per_mask"]) == 3
-    r2, _ = run(capsys, models["dir"], "eval", "--model", "tiny-made", "--data", data, "--limit", "10", "--ensemble", "2")
+    r2, _ = run_cli(capsys, models["dir"], "eval", "--model", "tiny-made", "--data", data, "--limit", "10", "--ensemble", "2")
     assert r2["ensemble_k"] == 2
     assert r2["nats_per_example"] == pytest.approx(-_torch_log_prob(models, "made", test[:10], 2).mean(), rel=1e-5)
     assert r2["nats_per_example_k1"] == pytest.approx(r["nats_per_example_k1"])
@@ -238,12 +215,12 @@ def test_eval_write_card_keys_by_ensemble(capsys, tmp_path):
 
 def test_bad_input_is_one_clear_line(capsys, models, tmp_path):
     d = models["dir"]
-    good = save(tmp_path / "good.png", np.zeros((S, S)))
+    good = save_png(tmp_path / "good.png", np.zeros((S, S)))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    empty_mask = save(tmp_path / "black.png", np.zeros((S, S)))
-    full_mask = save(tmp_path / "white.png", np.full((S, S), 255))
-    big_mask = save(tmp_path / "big.png", np.full((S + 1, S + 1), 255))
+    empty_mask = save_png(tmp_path / "black.png", np.zeros((S, S)))
+    full_mask = save_png(tmp_path / "white.png", np.full((S, S), 255))
+    big_mask = save_png(tmp_path / "big.png", np.full((S + 1, S + 1), 255))
     data, _ = _binarized(tmp_path)
     mnist = tmp_path / "mnist.npz"
     np.savez(mnist, x_train=np.zeros((2, S, S), np.uint8), y_train=np.zeros(2), x_test=np.full((2, S, S), 200, np.uint8),

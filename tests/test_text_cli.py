@@ -6,28 +6,17 @@ from pathlib import Path
 import pytest
 
 from engines.cli import main
+from tests.cli_helpers import run_cli
 
+pytestmark = pytest.mark.usefixtures("isolated_user_models")
 FIXTURES = str(Path(__file__).parent / "fixtures")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
-
-
-def run_json(capsys, *argv):
-    code = main([*argv, "--models-dir", FIXTURES, "--json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return json.loads(out), err
 
 
 def test_generate_json_contract_and_seed_reproducibility(capsys, tmp_path):
     args = ["generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "ROMEO:", "--max-new-tokens", "12",
             "--temperature", "1.2", "--top-k", "50", "--seed", "123", "--count", "2", "--out", str(tmp_path / "s.txt")]
-    a, _ = run_json(capsys, *args)
-    b, _ = run_json(capsys, *args)
+    a, _ = run_cli(capsys, FIXTURES, *args)
+    b, _ = run_cli(capsys, FIXTURES, *args)
     assert a["model"] == "tiny-gpt2-optimum" and a["seed"] == 123
     assert a["settings"]["top_k"] == 50 and a["settings"]["temperature"] == 1.2
     assert [s["text"] for s in a["samples"]] == [s["text"] for s in b["samples"]]
@@ -38,14 +27,14 @@ def test_generate_json_contract_and_seed_reproducibility(capsys, tmp_path):
         assert "".join(s["tokens"]) == s["text"]
         assert Path(s["path"]).read_text() == s["text"]
     assert [Path(s["path"]).name for s in a["samples"]] == ["s_1.txt", "s_2.txt"]
-    c, _ = run_json(capsys, *args[:-6], "--seed", "124", "--count", "1")
+    c, _ = run_cli(capsys, FIXTURES, *args[:-6], "--seed", "124", "--count", "1")
     assert c["samples"][0]["text"] != a["samples"][0]["text"]
 
 
 def test_generated_logprobs_equal_scoring_the_same_text(capsys):
-    gen, _ = run_json(capsys, "generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "KING:", "--max-new-tokens", "15", "--seed", "5")
+    gen, _ = run_cli(capsys, FIXTURES, "generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "KING:", "--max-new-tokens", "15", "--seed", "5")
     sample = gen["samples"][0]
-    sc, _ = run_json(capsys, "score", "--model", "tiny-gpt2-optimum", "--prompt", "KING:", "--text", sample["text"])
+    sc, _ = run_cli(capsys, FIXTURES, "score", "--model", "tiny-gpt2-optimum", "--prompt", "KING:", "--text", sample["text"])
     # BPE may split the re-encoded text differently; compare the totals of the same string
     if [e["id"] for e in sc["per_element"]] == sample["token_ids"]:
         assert sc["total_logprob"] == pytest.approx(sample["total_logprob"], abs=1e-3)
@@ -53,7 +42,7 @@ def test_generated_logprobs_equal_scoring_the_same_text(capsys):
 
 
 def test_beam_returns_sequences_with_exact_likelihoods(capsys):
-    out, _ = run_json(capsys, "generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "KING:", "--max-new-tokens", "6",
+    out, _ = run_cli(capsys, FIXTURES, "generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "KING:", "--max-new-tokens", "6",
                       "--strategy", "beam", "--num-beams", "3", "--num-return-sequences", "2")
     assert len(out["samples"]) == 2
     assert out["samples"][0]["beam_score"] >= out["samples"][1]["beam_score"]
@@ -62,7 +51,7 @@ def test_beam_returns_sequences_with_exact_likelihoods(capsys):
 
 
 def test_empty_prompt_is_explained(capsys):
-    out, err = run_json(capsys, "generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "", "--max-new-tokens", "3", "--seed", "1")
+    out, err = run_cli(capsys, FIXTURES, "generate", "text", "--model", "tiny-gpt2-optimum", "--prompt", "", "--max-new-tokens", "3", "--seed", "1")
     assert "empty prompt: starting from <|endoftext|>" in err
     assert out["notes"]
 
@@ -70,7 +59,7 @@ def test_empty_prompt_is_explained(capsys):
 def test_eval_on_a_small_text_file(capsys, tmp_path):
     data = tmp_path / "t.txt"
     data.write_text("ROMEO:\nWhat is their name, and what their king?\n" * 40)
-    out, _ = run_json(capsys, "eval", "--model", "tiny-gpt2-optimum", "--data", str(data), "--split", "val", "--limit", "1")
+    out, _ = run_cli(capsys, FIXTURES, "eval", "--model", "tiny-gpt2-optimum", "--data", str(data), "--split", "val", "--limit", "1")
     assert out["n_examples"] == 1 and out["nats_per_element"] > 0
     assert {"nats_per_element", "nats_per_example", "bits_per_dim", "n_examples"} <= set(out)
 

@@ -14,7 +14,9 @@ from engines.audio.data import load_fsdd
 from engines.audio.generate import MAX_BATCH, generate_audio_chunks
 from engines.audio.model import AudioModel, load_audio_model
 from engines.audio.scoring import SURPRISE_WINDOW, score_audio, score_clips
-from engines.cli import check_out_path, config_from_args
+from engines.cli import config_from_args
+from engines.cli_common import (check_out_path, eval_size, print_model_and_seed, print_notes,
+                                refuse_overwriting_inputs, sample_paths)
 from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.generation import resolve_seed
@@ -26,15 +28,6 @@ LN2 = math.log(2)
 _UNUSED = {"top_k": ("--top-k", 0), "top_p": ("--top-p", 1.0), "min_p": ("--min-p", 0.0),
            "typical_p": ("--typical-p", 1.0), "repetition_penalty": ("--repetition-penalty", 1.0),
            "no_repeat_ngram": ("--no-repeat-ngram", 0)}
-
-
-def _sample_paths(out: str | None, count: int) -> list[str | None]:
-    if out is None:
-        return [None] * count
-    if count == 1:
-        return [out]
-    p = Path(out)
-    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
 
 
 def audio_temperature(config: DecodingConfig) -> float:
@@ -82,15 +75,13 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     config = config_from_args(args, model.decoding_defaults)
     temperature = audio_temperature(config)
     digit, speaker = getattr(args, "digit", None), getattr(args, "speaker", None)
-    paths = _sample_paths(args.out, count)
+    paths = sample_paths(args.out, count)
     prompt_path = getattr(args, "prompt", None)
     prompt, notes = (None, [])
     if prompt_path:
-        if args.out is not None and any(Path(p).resolve() == Path(prompt_path).resolve() for p in paths if p):
-            raise InputError(f"--out would overwrite the --prompt file {prompt_path}; choose another output name")
+        refuse_overwriting_inputs(args.out, count, {"prompt": prompt_path})
         prompt, notes = _read_prompt(prompt_path, model)
-    for note in notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(notes)
     seed = resolve_seed(config)
     chunks = generate_audio_chunks(model, seconds=args.seconds, temperature=temperature, seed=seed, digit=digit,
                                    speaker=speaker, batch=count, prompt=prompt)
@@ -144,8 +135,7 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model.digit_value(digit)
     model.speaker_value(speaker)
     loaded = read_audio(args.audio, sample_rate=model.sample_rate)
-    for note in loaded.notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(loaded.notes)
     s = score_audio(model, loaded.samples, digit=digit, speaker=speaker)
     logprobs = [float(v) for v in s.logprobs]
     return {
@@ -168,13 +158,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     data = load_fsdd(args.data, args.split)
     if data.sample_rate != model.sample_rate:
         raise InputError(f"{args.data} is sampled at {data.sample_rate} Hz; {info.id} models {model.sample_rate} Hz audio")
-    n = len(data)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
-        n = min(n, args.limit)
-    if n == 0:
-        raise InputError(f"{args.data}: the {args.split} split is empty")
+    n = eval_size(len(data), args)  # the first --limit clips, in order
     speaker_ids = np.array([model.speaker_value(data.speakers[i]) for i in data.speaker_ids[:n]], dtype=np.int64)
     digits = data.digits[:n]
     if digits.min() < 0 or digits.max() >= model.n_digits:
@@ -198,7 +182,7 @@ def print_result(command: str, result: dict[str, Any]) -> None:
             head = f"--- sample {s['row'] + 1}" if len(result["samples"]) > 1 else "---"
             print(f"{head}: {s['seconds']:.2f} s, log p = {s['total_logprob']:.1f} nats "
                   f"({s['bits_per_sample']:.3f} bits/sample)" + (f", saved to {s['path']}" if s["path"] else ""))
-        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+        print_model_and_seed(result)
     elif command == "score":
         print(f"log p(audio) = {result['total_logprob']:.2f} nats over {result['n']} samples "
               f"({result['seconds']:.2f} s); {result['bits_per_sample']:.4f} bits/sample")

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.cli import check_out_path, config_from_args
+from engines.cli import config_from_args
+from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_size, print_model_and_seed,
+                                print_notes, read_init_and_mask, refuse_overwriting_inputs, sample_paths)
 from engines.decoding.config import DecodingConfig
 from engines.density.model import DensityModel, MadeModel, NadeModel, load_density_model
 from engines.density.orderings import positions
@@ -38,27 +38,11 @@ from engines.density.sampling import DensityDone, sample_events
 from engines.errors import DecodingError, InputError
 from engines.generation import resolve_seed
 from engines.image.data import load_split
-from engines.image.png import check_mask_coverage, read_image, read_mask, write_image
+from engines.image.png import read_image, write_image
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
 LN2 = math.log(2)
-
-
-def _sample_paths(out: str | None, count: int) -> list[str | None]:
-    if out is None:
-        return [None] * count
-    if count == 1:
-        return [out]
-    p = Path(out)
-    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
 
 
 def check_config(config: DecodingConfig) -> float:
@@ -119,17 +103,10 @@ def _ordering_label(base: str, random_seed: int) -> str:
 
 def _read_inputs(model: DensityModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
     """--init and --mask -> (image (D,) 0/1, regenerate (D,) bool) or (None, None); notes on every conversion."""
-    init_path, mask_path = getattr(args, "init", None), getattr(args, "mask", None)
-    if init_path is None and mask_path is None:
-        return None, None, []
-    if init_path is None:
-        raise InputError("--mask needs --init: the image whose black-masked pixels are kept")
-    if mask_path is None:
-        raise InputError("--init needs --mask: a PNG of the same size, white where pixels are regenerated")
-    img = read_image(init_path, channels=1, height=model.height, width=model.width, levels=2, what="image")
-    mask, notes = read_mask(mask_path, height=model.height, width=model.width, image_size=img.original_size)
-    check_mask_coverage(mask)
-    return img.pixels.reshape(-1), mask.reshape(-1), img.notes + notes
+    pixels, mask, notes = read_init_and_mask(args, channels=1, height=model.height, width=model.width, levels=2)
+    if pixels is None:
+        return None, None, notes
+    return pixels.reshape(-1), mask.reshape(-1), notes  # (1, H, W) and (H, W) -> raster order (D,)
 
 
 def _rows(flat: np.ndarray, model: DensityModel) -> list:
@@ -141,19 +118,14 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model = load_density_model(info)
     config = config_from_args(args, model.decoding_defaults)
     temperature = check_config(config)
-    if args.count < 1:
-        raise InputError(f"count = {args.count} is invalid: must be >= 1")
+    check_count(args.count)
     if getattr(args, "label", None) is not None:
         raise InputError(f"{info.id} is an unconditional density model: it takes no label (leave --label out)")
     if getattr(args, "candidates", None) is not None:
         raise InputError("--candidates is for PixelCNN models; density models inpaint exactly without it "
                          "(MADE conditions on every known pixel)")
     order_name, random_seed, order_notes = _ordering_spec(model, getattr(args, "ordering", None))
-    if args.out is not None:
-        for flag in ("init", "mask"):
-            given = getattr(args, flag, None)
-            if given and any(_same_file(p, given) for p in _sample_paths(args.out, args.count)):
-                raise InputError(f"--out would overwrite the --{flag} file {given}; choose another output name")
+    refuse_overwriting_inputs(args.out, args.count, {flag: getattr(args, flag, None) for flag in ("init", "mask")})
     init, regenerate, notes = _read_inputs(model, args)
     notes = notes + order_notes
     known_mask = None if regenerate is None else ~regenerate
@@ -161,8 +133,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     events = sample_events(model, order_name=order_name, seed=seed, count=args.count, known=init,
                            known_mask=known_mask, random_seed=random_seed,
                            temperature=temperature)  # checks everything before any sampling
-    for note in notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(notes)
     done = next(e for e in events if isinstance(e, DensityDone))
     ordering = _ordering_label(order_name, random_seed)
     settings = {**config.to_dict(), "seed": seed, "ordering": ordering, "init": getattr(args, "init", None),
@@ -172,7 +143,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     ensemble = model.log_prob(images) if isinstance(model, MadeModel) else None
     n_sampled = int(model.dims - (0 if known_mask is None else known_mask.sum()))
     samples: list[dict[str, Any]] = []
-    for i, path in enumerate(_sample_paths(args.out, args.count)):
+    for i, path in enumerate(sample_paths(args.out, args.count)):
         total = float(cond[i].sum())
         sampled = float(done.sampled_logprob[i])
         sample = {
@@ -220,8 +191,7 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         order, spec = np.arange(model.dims), "raster"
     img = read_image(args.image, channels=1, height=model.height, width=model.width, levels=2)
     notes = img.notes + order_notes
-    for note in notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(notes)
     x = img.pixels.reshape(1, -1).astype(np.float32)
     per_mask = model.log_prob_per_mask(x, k)[:, 0]  # (K,)
     total = float(np.logaddexp.reduce(per_mask) - np.log(k)) if k > 1 else float(per_mask[0])
@@ -254,16 +224,8 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if data.levels != 2:
         raise InputError(f"{args.data} holds {data.levels}-level images but {info.id} models binary pixels: "
                          "use binarized_mnist.npz (0/1 pixels)")
-    if data.images.shape[1:] != (1, model.height, model.width):
-        c, h, w = data.images.shape[1:]
-        raise InputError(f"{args.data} holds {c}x{h}x{w} images; {info.id} models 1x{model.height}x{model.width}")
-    images = data.images
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
-        images = images[: args.limit]
-    if len(images) == 0:
-        raise InputError(f"{args.data}: the {args.split} split is empty")
+    check_image_geometry(data.images, args.data, info.id, (1, model.height, model.width))
+    images = data.images[:eval_size(len(data.images), args)]  # the first --limit images, in order
     n, D = len(images), model.dims
     totals = np.zeros(k, dtype=np.float64)  # sum over images of log p_k(x), per mask
     total_mix = 0.0
@@ -308,7 +270,7 @@ def print_result(command: str, result: dict[str, Any]) -> None:
                 print(f"inpainted {s['n_sampled']} pixels ({s['inpainting']}): log p(completion | known) = "
                       f"{s['sampled_logprob']:.2f} nats")
             print(ascii_art(s["pixels"]))
-        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+        print_model_and_seed(result)
     elif command == "score":
         k = f" (mixture of {result['ensemble_k']} masks)" if "ensemble_k" in result else ""
         print(f"log p(image) = {result['total_logprob']:.3f} nats{k} over {result['n']} pixels; "

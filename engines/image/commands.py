@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.cli import check_out_path, config_from_args
+from engines.cli import config_from_args
+from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_size, print_model_and_seed,
+                                print_notes, read_init_and_mask, refuse_overwriting_inputs, sample_paths)
 from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.generation import resolve_seed
 from engines.image.data import load_split
 from engines.image.model import ImageModel, load_image_model
-from engines.image.png import check_mask_coverage, read_image, read_mask, write_image
+from engines.image.png import read_image, write_image
 from engines.image.sampler import PixelSampler, check_config, posterior_resample, score_images
 from engines.progress import Progress
 from engines.registry import ModelInfo
@@ -25,41 +25,15 @@ LN2 = math.log(2)
 MAX_CANDIDATES = 1024
 
 
-def _sample_paths(out: str | None, count: int) -> list[str | None]:
-    if out is None:
-        return [None] * count
-    if count == 1:
-        return [out]
-    p = Path(out)
-    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
 def _pixels_json(pixels: np.ndarray) -> list:
     """(C, H, W) -> rows of values (grey) or rows of [r, g, b] (colour)."""
     return pixels[0].tolist() if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0).tolist()
 
 
 def _read_inputs(model: ImageModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    """--init and --mask, checked together; (None, None, []) when neither is given."""
-    init_path, mask_path = getattr(args, "init", None), getattr(args, "mask", None)
-    if init_path is None and mask_path is None:
-        return None, None, []
-    if init_path is None:
-        raise InputError("--mask needs --init: the image whose black-masked pixels are kept")
-    if mask_path is None:
-        raise InputError("--init needs --mask: a PNG of the same size, white where pixels are regenerated")
+    """--init and --mask at the model's geometry: (pixels (C, H, W), mask (H, W)), or (None, None, [])."""
     s = model.shape
-    img = read_image(init_path, channels=s.channels, height=s.height, width=s.width, levels=s.levels, what="image")
-    mask, notes = read_mask(mask_path, height=s.height, width=s.width, image_size=img.original_size)
-    check_mask_coverage(mask)
-    return img.pixels, mask, img.notes + notes
+    return read_init_and_mask(args, channels=s.channels, height=s.height, width=s.width, levels=s.levels)
 
 
 def candidates_config_problems(config: DecodingConfig) -> list[str]:
@@ -94,8 +68,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model = load_image_model(info)
     config = config_from_args(args, model.decoding_defaults)
     check_config(config)
-    if args.count < 1:
-        raise InputError(f"count = {args.count} is invalid: must be >= 1")
+    check_count(args.count)
     if getattr(args, "ordering", None):
         raise InputError("--ordering is for density models; a PixelCNN samples in raster order")
     label = getattr(args, "label", None)
@@ -105,11 +78,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         check_candidates_config(config)
     # the step graphs are optional in a card: without them every pixel runs the full network (same samples)
     method = "fast" if model.has_fast_path else "naive"
-    if args.out is not None:
-        for flag in ("init", "mask"):
-            given = getattr(args, flag, None)
-            if given and any(_same_file(p, given) for p in _sample_paths(args.out, args.count)):
-                raise InputError(f"--out would overwrite the --{flag} file {given}; choose another output name")
+    refuse_overwriting_inputs(args.out, args.count, {flag: getattr(args, flag, None) for flag in ("init", "mask")})
     init, mask, notes = _read_inputs(model, args)
     if candidates is not None:
         if mask is None:
@@ -117,8 +86,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
                              "explain the known pixels that follow the masked ones")
         if not 1 <= candidates <= MAX_CANDIDATES:
             raise InputError(f"candidates = {candidates} is invalid: must be in 1..{MAX_CANDIDATES}")
-    for note in notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(notes)
     seed = resolve_seed(config)
     s = model.shape
     settings = {**config.to_dict(), "seed": seed, "label": label, "init": getattr(args, "init", None),
@@ -154,7 +122,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
             sample["posterior"] = posterior
         samples.append(sample)
         sample["_image"] = image
-    for path, sample in zip(_sample_paths(args.out, len(samples)), samples):
+    for path, sample in zip(sample_paths(args.out, len(samples)), samples):
         image = sample.pop("_image")
         if path is not None:
             write_image(path, image, s.levels)
@@ -170,8 +138,7 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model.label_value(label)
     s = model.shape
     img = read_image(args.image, channels=s.channels, height=s.height, width=s.width, levels=s.levels)
-    for note in img.notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(img.notes)
     lp = score_images(model, img.pixels, label)[0]  # (C, H, W)
     total = float(lp.sum())
     per_element = [
@@ -194,17 +161,10 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if data.levels != s.levels:
         want = "binarized_mnist.npz (0/1 pixels)" if s.levels == 2 else f"data with {s.levels} levels (mnist.npz)"
         raise InputError(f"{args.data} holds {data.levels}-level images but {info.id} models {s.levels} levels: use {want}")
-    if data.images.shape[1:] != (s.channels, s.height, s.width):
-        c, h, w = data.images.shape[1:]
-        raise InputError(f"{args.data} holds {c}x{h}x{w} images; {info.id} models {s.channels}x{s.height}x{s.width}")
-    images, labels = data.images, data.labels
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
-        images = images[: args.limit]
-        labels = labels[: args.limit] if labels is not None else None
-    if len(images) == 0:
-        raise InputError(f"{args.data}: the {args.split} split is empty")
+    check_image_geometry(data.images, args.data, info.id, (s.channels, s.height, s.width))
+    n = eval_size(len(data.images), args)  # the first --limit images, in order
+    images = data.images[:n]
+    labels = data.labels[:n] if data.labels is not None else None
     conditional = model.n_classes > 0 and labels is not None
     if conditional and (labels.min() < 0 or labels.max() >= model.n_classes):
         raise InputError(f"{args.data}: labels outside 0..{model.n_classes - 1}")
@@ -248,7 +208,7 @@ def print_result(command: str, result: dict[str, Any]) -> None:
                 print(f"posterior-aware: candidate {p['chosen'] + 1} of {p['candidates']}, log p(known pixels after the mask) "
                       f"= {p['known_after_logprob']:.2f} nats; log evidence {p['log_evidence']:.2f}; "
                       f"effective sample size {p['effective_sample_size']:.1f}")
-        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+        print_model_and_seed(result)
     elif command == "score":
         print(f"log p(image) = {result['total_logprob']:.3f} nats over {result['n']} values; "
               f"{result['bits_per_dim']:.4f} bits/dim")

@@ -5,28 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-
 from engines import atomic
-from engines.cli import check_out_path, config_from_args
+from engines.cli import config_from_args
+from engines.cli_common import (check_count, check_out_path, eval_size, print_model_and_seed, print_notes,
+                                refuse_empty_split, sample_paths)
 from engines.errors import InputError
 from engines.generation import resolve_seed
 from engines.progress import Progress
 from engines.registry import ModelInfo
 from engines.text.model import load_text_model
 from engines.text.session import beam_generate, plan_prompt, score_text, stream_tokens, trim_at_stop
-
-
-def _sample_paths(out: str | None, count: int) -> list[str | None]:
-    if out is None:
-        return [None] * count
-    if count == 1:
-        return [out]
-    p = Path(out)
-    return [str(p.with_name(f"{p.stem}_{i + 1}{p.suffix}")) for i in range(count)]
 
 
 def _write_sample(path: str | None, sample: dict[str, Any], record: dict[str, Any]) -> None:
@@ -42,11 +33,9 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     check_out_path(getattr(args, "out", None))  # before any work: nothing generated is lost
     model = load_text_model(info)
     config = config_from_args(args, model.decoding_defaults)
-    if args.count < 1:
-        raise InputError(f"count = {args.count} is invalid: must be >= 1")
+    check_count(args.count)
     plan = plan_prompt(model, args.prompt, args.max_new_tokens)
-    for note in plan.notes:
-        print(f"chainrule: note: {note}", file=sys.stderr)
+    print_notes(plan.notes)
     seed = resolve_seed(config)
     settings = {**config.to_dict(), "seed": seed, "max_new_tokens": args.max_new_tokens, "prompt": args.prompt, "stop": args.stop}
     samples: list[dict[str, Any]] = []
@@ -71,7 +60,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
                 "window_slides": events[-1].window_slides if events else 0,
             })
     record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
-    for path, sample in zip(_sample_paths(args.out, len(samples)), samples):
+    for path, sample in zip(sample_paths(args.out, len(samples)), samples):
         sample["path"] = path
         _write_sample(path, sample, record)
     return {**record, "samples": samples}
@@ -126,12 +115,8 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     for doc in read_split(args.data, args.split):
         ids = model.tokenizer.encode(doc)
         examples += [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
-    if not examples:
-        raise InputError(f"{args.data}: the {args.split} split is empty")
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"limit = {args.limit} is invalid: must be >= 1")
-        examples = examples[: args.limit]
+    refuse_empty_split(len(examples), args)  # text says "empty" before it looks at --limit
+    examples = examples[:eval_size(len(examples), args)]
     total, n_tok, n_chars = 0.0, 0, 0
     progress = Progress(len(examples), "eval")
     for ex in examples:
@@ -155,7 +140,7 @@ def print_result(command: str, result: dict[str, Any]) -> None:
             if len(result["samples"]) > 1:
                 print(f"--- sample {i + 1}: log p = {s['total_logprob']:.2f} nats over {s['n']} tokens")
             print(s["text"])
-        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
+        print_model_and_seed(result)
     elif command == "score":
         print(f"total log p = {result['total_logprob']:.3f} nats over {result['n']} tokens; "
               f"{result['bits_per_char']:.3f} bits/char; perplexity {result['perplexity']:.2f}")
