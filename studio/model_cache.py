@@ -2,6 +2,10 @@
 
 Keyed by id, folder and the main graph's mtime, so a re-exported model is loaded afresh. A
 second worker asking for a model that is being loaded waits for the first load.
+
+Each modality's work module keeps one and exports its three functions::
+
+    load_model, cached_model, forget_models = ModelCache(_load, "model").functions()
 """
 
 from __future__ import annotations
@@ -45,3 +49,8 @@ class ModelCache:
     def forget(self) -> None:
         with self._lock:
             self._models.clear()
+
+    def functions(self) -> tuple[Callable[[ModelInfo], Any], Callable[[ModelInfo | None], Any], Callable[[], None]]:
+        """(load, cached, forget): what a work module exports as load_model (call on a worker
+        thread: it may load), cached_model (never loads: safe on the UI thread) and forget_models."""
+        return self.load, self.cached, self.forget

@@ -48,10 +48,8 @@ def _load(info: ModelInfo):
     return load_audio_model(info, threads=1)
 
 
-_models = ModelCache(_load, "model")
-load_model = _models.load  # call on a worker thread
-cached_model = _models.cached  # never loads: safe on the UI thread
-forget_models = _models.forget
+# load_model on a worker thread (it may load); cached_model never loads: safe on the UI thread.
+load_model, cached_model, forget_models = ModelCache(_load, "model").functions()
 
 
 # --- what a card says (the UI thread must not load ONNX sessions) ------------------------------

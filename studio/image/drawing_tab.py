@@ -1,71 +1,63 @@
 """What the Image and Density tabs share: a canvas to draw on, runs on a worker, scoring after edits.
 
-Both tabs are a drawing canvas (`self.canvas`, an ImageCanvas) with the same tools, undo/redo,
-clear, load image / load mask, an empty page when no model is installed, a painting speed,
-and a likelihood that is recomputed a moment after every change and never once the window
-has closed. They differ in their models, runs and views; this mixin holds only what is the
-same, so a fix to the drawing or its lifetime lands in both tabs at once.
+Both tabs are a drawing canvas (`self.canvas`, an ImageCanvas, in `self.canvas_scroll`) with
+the same tools, undo/redo, clear, load image / load mask, an empty page when no model is
+installed, a painting speed, runs that take the canvas over until they end, and a
+likelihood that is recomputed a moment after every change and never once the window has
+closed (studio/worker_tab.py). They differ in their models, runs and views; this mixin
+holds only what is the same, so a fix to the drawing or its lifetime lands in both tabs at once.
 
 A tab using it (listed before QWidget, so its eventFilter/showEvent win) provides:
     SPEEDS               ((name, values per second), ...) for the speed slider
     LOAD_IMAGE_TITLE     the caption of the Load image dialog
-    ctx, runner, score_runner, canvas, geom, pace, _model_id, _infos, _source_size, _cancel
-    _geometries, model_combo, chosen_model (ModelPickerMixin), _say, _say_error (StatusLineMixin),
-    refresh_models, _update_status, _update_buttons, _start_score, _invalidate_score
+    IDLE_HINT            the status line before any run
+    ctx, runner, score_runner, geom, pace, run, _model_id, _infos, _source_size, _cancel,
+    _shown_sample, _geometries, model_combo, chosen_model (ModelPickerMixin), _say, _say_error
+    (StatusLineMixin), status, progress_label, refresh_models, _update_buttons, _start_score,
+    _invalidate_score, _hovered, _on_events, _on_end, _run_status_html(run)
+and its runs are DrawingRuns (studio/image/runs.py).
 """
 
 from __future__ import annotations
 
 import html
-import logging
 import math
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QDir, QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QButtonGroup,
-    QCheckBox,
-    QFileDialog,
+    QFrame,
     QGridLayout,
     QLabel,
     QLayout,
-    QPushButton,
+    QScrollArea,
     QSizePolicy,
-    QSpinBox,
+    QSlider,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
-from engines.errors import ChainruleError
 from studio.image import work
-from studio.image.drawing import TOOL_LABELS, TOOLS
-
-log = logging.getLogger(__name__)
+from studio.image.canvas import ImageCanvas
+from studio.image.drawing import TOOL_LABELS, TOOLS, Geometry
+from studio.status_line import next_seed_text
+from studio.widgets import STRETCH, check_box, column, open_path, push_button, section_title, spin_box
+from studio.worker_tab import RescoringMixin, RunnerMixin
 
 TOOL_KEYS = {"brush": "B", "eraser": "E", "mask": "M", "unmask": "U"}
 
 
-class DrawingTabMixin:
+class DrawingTabMixin(RunnerMixin, RescoringMixin):
     SPEEDS: tuple[tuple[str, float], ...] = ()
     LOAD_IMAGE_TITLE = "Load an image"
+    IDLE_HINT = ""  # the status line before any run (then the seed the next run takes)
 
     # --- construction ------------------------------------------------------------------------
-    def _init_scoring_lifetime(self, delay_ms: int) -> None:
-        """The rescoring timer, and the window's close (once it closes, no scoring may start)."""
-        self._closed = False
-        self._filtering = False
-        self._score_timer = QTimer(self)
-        self._score_timer.setSingleShot(True)
-        self._score_timer.setInterval(delay_ms)
-        self._score_timer.timeout.connect(self._start_score)
-        window = self.ctx.parent()  # the main window
-        if isinstance(window, QWidget):
-            window.installEventFilter(self)
-            self._filtering = True
-
     def _build_tool_buttons(self, tips: dict[str, str], text_only: bool = False) -> QGridLayout:
         """The Brush / Eraser / Mask / Unmask buttons (self.tool_buttons) with their shortcut keys,
         and the brush size spin (self.size_spin), which the caller lays out."""
@@ -87,35 +79,20 @@ class DrawingTabMixin:
             tools.addWidget(b, i // 2, i % 2)
             self._shortcut(TOOL_KEYS[tool], lambda t=tool: self.set_tool(t))
         self.tool_buttons["brush"].setChecked(True)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 8)
-        self.size_spin.setValue(2)
-        self.size_spin.setSuffix(" px")
-        self.size_spin.setToolTip("Brush diameter in image pixels")
+        self.size_spin = spin_box(1, 8, 2, "Brush diameter in image pixels", suffix=" px")
         return tools
 
     def _build_edit_buttons(self, load_text: str, load_tip: str) -> QGridLayout:
         """Undo, Redo, Clear, Clear mask, Load image and Load mask (self.*_button), and the
         Show mask check (self.show_mask_check), which the caller lays out."""
-        self.show_mask_check = QCheckBox("Show mask")
-        self.show_mask_check.setChecked(True)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Undo the last stroke, load, clear or run (Ctrl+Z)")
-        self.undo_button.clicked.connect(self.undo)
-        self.redo_button = QPushButton("Redo")
-        self.redo_button.setToolTip("Redo (Ctrl+Shift+Z)")
-        self.redo_button.clicked.connect(self.redo)
-        self.clear_button = QPushButton("Clear")
-        self.clear_button.setToolTip("Erase all ink (the mask stays); undoable")
-        self.clear_button.clicked.connect(self.clear)
-        self.clear_mask_button = QPushButton("Clear mask")
-        self.clear_mask_button.clicked.connect(self.clear_mask)
-        self.load_button = QPushButton(load_text)
-        self.load_button.setToolTip(load_tip)
-        self.load_button.clicked.connect(self.load_image)
-        self.load_mask_button = QPushButton("Load mask…")
-        self.load_mask_button.setToolTip("A PNG the size of the canvas or of the loaded image: white = regenerate")
-        self.load_mask_button.clicked.connect(self.load_mask)
+        self.show_mask_check = check_box("Show mask", checked=True)
+        self.undo_button = push_button("Undo", "Undo the last stroke, load, clear or run (Ctrl+Z)", self.undo)
+        self.redo_button = push_button("Redo", "Redo (Ctrl+Shift+Z)", self.redo)
+        self.clear_button = push_button("Clear", "Erase all ink (the mask stays); undoable", self.clear)
+        self.clear_mask_button = push_button("Clear mask", None, self.clear_mask)
+        self.load_button = push_button(load_text, load_tip, self.load_image)
+        self.load_mask_button = push_button(
+            "Load mask…", "A PNG the size of the canvas or of the loaded image: white = regenerate", self.load_mask)
         edits = QGridLayout()
         edits.addWidget(self.undo_button, 0, 0)
         edits.addWidget(self.redo_button, 0, 1)
@@ -128,19 +105,41 @@ class DrawingTabMixin:
     def _build_tools_box(self, name: str, tools: QLayout, settings: QLayout, edits: QLayout,
                          width: int) -> QWidget:
         """The column left of the canvas: tools, their settings, Show mask, then the edit buttons."""
-        tools_box = QWidget()
-        tools_box.setObjectName(name)
-        tv = QVBoxLayout(tools_box)
-        tv.setContentsMargins(0, 0, 0, 0)
-        tv.addWidget(self._title("Draw"))
-        tv.addLayout(tools)
-        tv.addLayout(settings)
-        tv.addWidget(self.show_mask_check)
-        tv.addSpacing(6)
-        tv.addLayout(edits)
-        tv.addStretch(1)
+        tools_box = column(section_title("Draw"), tools, settings, self.show_mask_check, 6, edits, STRETCH,
+                           name=name)
         tools_box.setFixedWidth(width)
         return tools_box
+
+    def _build_speed_controls(self, default: int, width: int, label_width: int, tooltip: str) -> None:
+        """The painting speed: a slider over SPEEDS (self.speed_slider) and its value in words
+        (self.speed_label), which the caller lays out; `self.pace` follows the slider."""
+        self.speed_slider = QSlider(Qt.Orientation.Horizontal)
+        self.speed_slider.setRange(0, len(self.SPEEDS) - 1)
+        self.speed_slider.setValue(default)
+        self.speed_slider.setPageStep(1)
+        self.speed_slider.setFixedWidth(width)
+        self.speed_slider.setToolTip(tooltip)
+        self.speed_label = QLabel()
+        self.speed_label.setMinimumWidth(label_width)
+        self.speed_slider.valueChanged.connect(self._speed_changed)
+        self._speed_changed(self.speed_slider.value())
+
+    def _build_canvas(self, geometry: Geometry, min_size: int, zoom: int | None = None) -> None:
+        """The canvas (self.canvas, wired to the tab and to the brush size and Show mask) in a
+        scroll area (self.canvas_scroll), which the caller lays out."""
+        self.canvas = ImageCanvas(geometry) if zoom is None else ImageCanvas(geometry, zoom=zoom)
+        self.canvas.edited.connect(self._canvas_edited)
+        self.canvas.hovered.connect(self._hovered)
+        self.canvas.historyChanged.connect(self._update_buttons)
+        self.size_spin.valueChanged.connect(lambda v: setattr(self.canvas, "brush_size", v))
+        self.canvas.brush_size = self.size_spin.value()
+        self.show_mask_check.toggled.connect(self.canvas.set_show_mask)
+        self.canvas_scroll = QScrollArea()
+        self.canvas_scroll.setWidget(self.canvas)
+        self.canvas_scroll.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.canvas_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.canvas_scroll.setWidgetResizable(False)
+        self.canvas_scroll.setMinimumSize(min_size, min_size)
 
     def _build_pages(self, main: QWidget, empty_text: str, empty_name: str) -> None:
         """Page 0 says how to get a model (self.empty_label), page 1 is `main`; the undo keys."""
@@ -157,34 +156,7 @@ class DrawingTabMixin:
         sc.activated.connect(slot)
         return sc
 
-    @staticmethod
-    def _title(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("SectionTitle")
-        return label
-
     # --- models --------------------------------------------------------------------------------
-    def _show_models_found(self, any_usable: bool, empty_text: str, problems: list[str]) -> None:
-        """The page to show, and the empty page's text with the models found but not usable."""
-        self.pages.setCurrentIndex(1 if any_usable else 0)
-        text = empty_text
-        if problems:
-            text += "<p style='color:#c62828'>Found but not usable: " + html.escape("; ".join(problems)) + "</p>"
-        self.empty_label.setText(text)
-        # A wrapped rich-text label underestimates its height in a layout: ask it for the real one.
-        self.empty_label.setMinimumHeight(self.empty_label.heightForWidth(self.empty_label.width()) + 24)
-
-    def _usable_models(self) -> list:
-        """The usable models in the models folders; a folder that cannot be listed is said, not raised."""
-        try:
-            return [m for m in self.ctx.list_models() if m.usable]
-        except ChainruleError as exc:
-            self._say_error(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a broken folder must not take the tab down
-            log.exception("listing models failed")
-            self._say_error(f"Listing models failed: {type(exc).__name__}: {exc}")
-        return []
-
     def _take_chosen_model(self) -> tuple[str, Any, Any] | None:
         """Make the combo's model the tab's (stopping a run): (model id, old geometry, its geometry),
         or None when nothing more is to be done (the same model, or none usable)."""
@@ -201,10 +173,6 @@ class DrawingTabMixin:
             return None
         self.geom = geometry
         return model_id, old, geometry
-
-    def model_ids(self) -> list[str]:
-        return [self.model_combo.itemData(i) for i in range(self.model_combo.count())
-                if self.model_combo.itemData(i) is not None]
 
     # --- speed -----------------------------------------------------------------------------------
     def _speed_changed(self, index: int) -> None:
@@ -253,20 +221,12 @@ class DrawingTabMixin:
         """Load any image file, converted to the model's size and mode (one undo step)."""
         if self.geom is None or self.runner.is_busy():
             return False
+        path = open_path(self, path, self.LOAD_IMAGE_TITLE, "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff "
+                         "*.webp *.pgm *.ppm);;All files (*)")
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, self.LOAD_IMAGE_TITLE, QDir.homePath(),
-                                                  "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.pgm "
-                                                  "*.ppm);;All files (*)")
-            if not path:
-                return False
-        try:
-            loaded = work.read_image_file(path, self.geom)
-        except ChainruleError as exc:  # the drawing stays as it was
-            self._say_error(str(exc))
             return False
-        except Exception as exc:  # noqa: BLE001 - any unreadable file: a message, never a crash
-            log.exception("loading %s failed", path)
-            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
+        loaded = self._read_file(path, lambda: work.read_image_file(path, self.geom))
+        if loaded is None:  # the drawing stays as it was
             return False
         self.canvas.set_state(pixels=loaded.pixels)
         self._source_size = tuple(loaded.original_size)
@@ -282,20 +242,14 @@ class DrawingTabMixin:
     def load_mask(self, path: str | None = None) -> bool:
         if self.geom is None or self.runner.is_busy():
             return False
+        path = open_path(self, path, "Load a mask (white = regenerate)",
+                         "Images (*.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load a mask (white = regenerate)", QDir.homePath(),
-                                                  "Images (*.png *.bmp *.gif *.tif *.tiff *.webp);;All files (*)")
-            if not path:
-                return False
-        try:
-            mask, notes = work.read_mask_file(path, self.geom, self._source_size)
-        except ChainruleError as exc:
-            self._say_error(str(exc))
             return False
-        except Exception as exc:  # noqa: BLE001
-            log.exception("loading mask %s failed", path)
-            self._say_error(f"cannot read {path}: {type(exc).__name__}: {exc}")
+        read = self._read_file(path, lambda: work.read_mask_file(path, self.geom, self._source_size), "mask ")
+        if read is None:
             return False
+        mask, notes = read
         self.canvas.set_state(mask=mask)
         self.show_mask_check.setChecked(True)
         extra = list(notes)
@@ -319,17 +273,6 @@ class DrawingTabMixin:
             return None
         return info
 
-    def is_running(self) -> bool:
-        return self.runner.is_busy()
-
-    def is_idle(self) -> bool:
-        """No run, no scoring and no scoring waiting to start."""
-        return not (self.runner.is_busy() or self.score_runner.is_busy() or self._score_timer.isActive())
-
-    def stop(self) -> None:
-        self.runner.stop()  # first: not one more event is delivered after this
-        self._cancel.set()  # then wake the worker from its pacing wait and end the loop
-
     def _schedule_score(self) -> None:
         if self._closed or self.geom is None or self._model_id not in self._infos:
             return
@@ -337,26 +280,63 @@ class DrawingTabMixin:
         if not self.runner.is_busy():
             self._score_timer.start()
 
-    def rescore(self) -> None:
-        """Score the canvas now (no waiting)."""
+    def _begin_run(self, run) -> threading.Event:
+        """Make `run` the tab's run: scoring waits, the canvas is the run's until it ends; the
+        new run's cancel event (set by Stop and by the window's close)."""
+        self.run = run
+        self._shown_sample = None
+        self._cancel = cancel = threading.Event()
         self._score_timer.stop()
-        self._start_score()
+        self.score_runner.stop()
+        self.canvas.set_editable(False)
+        return cancel
 
-    # --- lifetime ------------------------------------------------------------------------------
-    def _watch_window(self) -> None:
-        """Stop scoring for good once the window closes (a pending timer must not start work after)."""
-        win = self.window()
-        if win is not self and not self._filtering:
-            win.installEventFilter(self)
-            self._filtering = True
+    def _on_error(self, run, message: str) -> None:
+        if run is not self.run:
+            return
+        self._on_end(run, "error")
+        self._say_error(message)  # the drawing stays (a partial run is one Undo away)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Type.Close:
-            self._closed = True
-            self._score_timer.stop()
-            self._cancel.set()
-        return False
+    def _update_drawing_buttons(self) -> tuple[bool, bool]:
+        """Enable what every drawing tab has (Stop, undo/redo, clear, load, the model combo) for
+        the state now; (has a model, a run is going) for the tab's own controls."""
+        has_model = self.geom is not None and self._model_id in self._infos
+        busy = self.runner.is_busy()
+        self.stop_button.setEnabled(busy)
+        self.undo_button.setEnabled(not busy and self.canvas.history.can_undo())
+        self.redo_button.setEnabled(not busy and self.canvas.history.can_redo())
+        for w in (self.clear_button, self.clear_mask_button, self.load_button, self.load_mask_button):
+            w.setEnabled(has_model and not busy)
+        self.model_combo.setEnabled(not busy)
+        return has_model, busy
 
-    def showEvent(self, event) -> None:  # noqa: N802
-        self._closed = False
-        super().showEvent(event)
+    def _may_pick_sample(self, finished: bool) -> bool:
+        """Whether a sample of the last run may be loaded into the canvas (it is `finished`, and
+        no run is going); if not, says why when there is something to say."""
+        if not finished:
+            if self.run is not None and self.runner.is_busy():
+                self._say_error("That sample is not finished yet: wait for the run, or stop it.")
+            return False
+        if self.runner.is_busy():
+            self._say_error("Wait for the run to finish (or stop it) before picking a sample.")
+            return False
+        return True
+
+    # --- status --------------------------------------------------------------------------------
+    def _update_progress(self) -> None:
+        run = self.run
+        if run is not None and run.state == "running":
+            self.progress_label.setText(run.progress_text(time.perf_counter() - run.t0))
+
+    def _update_status(self) -> None:
+        run = self.run
+        if run is None:
+            if self.geom is None:
+                self.status.setText("")
+                return
+            self._say(f"{self.IDLE_HINT} Next run: {next_seed_text(self.ctx.decoding_config())}.")
+            self.progress_label.setText("")
+            return
+        if run.state != "running":
+            self.progress_label.setText(run.drawn_text())
+        self._say(self._run_status_html(run))

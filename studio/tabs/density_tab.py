@@ -30,52 +30,54 @@ Likelihood
 
 Export: the image as PNG with a JSON of the settings, scores and reproducing commands (and,
 after an inpainting, its input image and mask as PNGs the commands read).
+
+A run and how it is described live in studio/density/runs.py, the models side by side and
+their scoring in studio/density/comparison.py, what the Image and Density tabs share
+(tools, canvas, loading, undo, speed, rescoring) in studio/image/drawing_tab.py.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import logging
 import math
-import shlex
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QDir, Qt
-from PySide6.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QScrollArea,
-    QSlider,
-    QSpinBox,
-    QStackedWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QLabel, QStackedWidget, QWidget
 
 from engines.errors import ChainruleError, InputError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
 from studio.density import work
-from studio.density.views import ModelComparison, LaneStrip
+from studio.density.comparison import PREFERRED, DensityComparisonMixin
+from studio.density.runs import Run
+from studio.density.views import LaneStrip
 from studio.image import work as image_work
-from studio.image.canvas import MAX_ZOOM, ImageCanvas
-from studio.image.drawing import Geometry, bits, inpaint_mask
+from studio.image.canvas import MAX_ZOOM
+from studio.image.drawing import Geometry, inpaint_mask
 from studio.image.drawing_tab import DrawingTabMixin
 from studio.image.samples_view import SampleGrid
 from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin
 from studio.tabs import register_tab
-
-log = logging.getLogger(__name__)
+from studio.widgets import (
+    STRETCH,
+    column,
+    compact_combo,
+    hbox,
+    hint_label,
+    labelled_row,
+    push_button,
+    save_path,
+    section_title,
+    spin_box,
+    status_label,
+)
 
 # Sampling speeds: ordering positions per second (every sample of a run advances together).
 SPEEDS: tuple[tuple[str, float], ...] = (
@@ -86,8 +88,6 @@ DEFAULT_SPEED = 2
 DEFAULT_SAMPLES = 8
 CANVAS_PIXELS = 280  # the canvas on screen: 28x28 at zoom 10
 SCORE_DELAY_MS = 120
-PREFERRED = {"nade": "bmnist-nade", "made": "bmnist-made", "pixelcnn": "bmnist-pixelcnn"}
-FAMILIES = ("nade", "made", "pixelcnn")
 ORDERING_TIPS = {
     "raster": "Row by row from the top, left to right",
     "reverse": "Raster backwards: from the bottom-right pixel up",
@@ -118,48 +118,12 @@ EMPTY_TEXT = (
 )
 
 
-class Run:
-    """The current (or last) run: its lanes and what they have drawn so far."""
-
-    def __init__(self, kind: str, info, family: str, lanes: list[work.Lane], before: tuple[np.ndarray, np.ndarray],
-                 regenerate: np.ndarray | None, config, temperature: float, k: int) -> None:
-        self.kind, self.info, self.family, self.lanes = kind, info, family, lanes
-        self.model_id = info.id
-        self.before, self.regenerate, self.config = before, regenerate, config
-        self.temperature, self.k = temperature, k
-        self.seed = lanes[0].seed
-        self.count = lanes[0].count
-        self.images: dict[int, np.ndarray] = {}  # lane -> (count, D) uint8 as drawn so far
-        self.pending: dict[int, np.ndarray] = {}  # lane -> (count, D) bool: still to sample
-        self.orders: dict[int, np.ndarray] = {}  # lane -> (D,) ordering used
-        self.results: dict[tuple[int, int], work.SampleDone] = {}  # (lane, sample) -> result
-        self.last_pixel: dict[int, int] = {}  # lane -> raster index last sampled
-        self.n = 0  # pixels drawn in all
-        self.n_sampled = 0  # pixels to sample per image
-        self.t0 = time.perf_counter()
-        self.t_end: float | None = None
-        self.state = "running"  # running | done | stopped | error
-        self.touched = False  # the canvas shows this run (the drawing before is an undo step)
-
-    @property
-    def total_values(self) -> int:
-        return self.n_sampled * sum(lane.count for lane in self.lanes)
-
-    def seeds_text(self) -> str:
-        return f"seed {self.seed}" if self.count == 1 else f"seeds {self.seed}–{self.seed + self.count - 1}"
-
-    def command(self, lane: int = 0, init: str | None = None, mask: str | None = None) -> str:
-        ln = self.lanes[lane]
-        if self.regenerate is not None:
-            init, mask = init or "INIT.png", mask or "MASK.png"
-        return shlex.join(["chainrule", *work.cli_arguments(self.info, self.config, ln.seed, ln.ordering, ln.count,
-                                                            init, mask)])
-
-
-class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
+class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "density"
     SPEEDS = SPEEDS
     LOAD_IMAGE_TITLE = "Load a digit"
+    IDLE_HINT = ("Draw a digit (or load one) to see how likely each model finds it; Sample draws new ones in the "
+                 "chosen ordering; paint a mask and Inpaint.")
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -193,10 +157,7 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     def _build(self) -> None:
         blank = Geometry(28, 28, 1, 2, "bernoulli", 0)
         # Top bar
-        self.model_combo = QComboBox()
-        self.model_combo.setMinimumContentsLength(14)
-        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setToolTip("NADE and MADE models found in the models folders (see the Models tab)")
+        self.model_combo = compact_combo(14, "NADE and MADE models found in the models folders (see the Models tab)")
         self.model_combo.currentIndexChanged.connect(lambda _i: self._model_changed())
         self.ordering_combo = QComboBox()
         for name in work.COMPARE_ORDERINGS:
@@ -204,148 +165,57 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
             self.ordering_combo.setItemData(self.ordering_combo.count() - 1, ORDERING_TIPS[name],
                                             Qt.ItemDataRole.ToolTipRole)
         self.ordering_combo.currentIndexChanged.connect(lambda _i: self._ordering_changed())
-        self.order_seed_spin = QSpinBox()
-        self.order_seed_spin.setRange(0, 2 ** 31 - 1)
-        self.order_seed_spin.setValue(1)
-        self.order_seed_spin.setToolTip("Seed of the random ordering (the same seed gives the same ordering, "
-                                        "as `--ordering random:SEED`)")
+        self.order_seed_spin = spin_box(0, 2 ** 31 - 1, 1, "Seed of the random ordering (the same seed gives the "
+                                        "same ordering, as `--ordering random:SEED`)")
         self.order_seed_spin.valueChanged.connect(lambda _v: self._ordering_changed())
         self.order_seed_spin.setMaximumWidth(90)
         self.order_seed_caption = QLabel("ordering seed")
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(1, 1)
+        self.k_spin = spin_box(1, 1)
         self.k_spin.valueChanged.connect(self._k_changed)
         self.k_caption = QLabel("K:")
-        self.samples_spin = QSpinBox()
-        self.samples_spin.setRange(1, work.MAX_SAMPLES)
-        self.samples_spin.setValue(DEFAULT_SAMPLES)
-        self.samples_spin.setToolTip("Samples per run (sample i uses seed + i); they fill in together")
-        self.speed_slider = QSlider(Qt.Orientation.Horizontal)
-        self.speed_slider.setRange(0, len(SPEEDS) - 1)
-        self.speed_slider.setValue(DEFAULT_SPEED)
-        self.speed_slider.setPageStep(1)
-        self.speed_slider.setFixedWidth(100)
-        self.speed_slider.setToolTip("Pixels drawn per second in each image (every sample of a run, and every "
-                                     "ordering compared, advances together); changes a running run too")
-        self.speed_label = QLabel()
-        self.speed_label.setMinimumWidth(60)
-        self.speed_slider.valueChanged.connect(self._speed_changed)
-        self._speed_changed(self.speed_slider.value())
-        bar = QHBoxLayout()
-        bar.addWidget(QLabel("Model:"))
-        bar.addWidget(self.model_combo, 2)
-        bar.addSpacing(8)
-        bar.addWidget(QLabel("Ordering:"))
-        bar.addWidget(self.ordering_combo)
-        bar.addWidget(self.order_seed_caption)
-        bar.addWidget(self.order_seed_spin)
-        bar.addSpacing(8)
-        bar.addWidget(self.k_caption)
-        bar.addWidget(self.k_spin)
-        bar.addStretch(1)
-        pacing = QHBoxLayout()  # under the run buttons: how many, how fast
-        pacing.addWidget(QLabel("Samples:"))
-        pacing.addWidget(self.samples_spin)
-        pacing.addSpacing(8)
-        pacing.addWidget(QLabel("Speed:"))
-        pacing.addWidget(self.speed_slider)
-        pacing.addWidget(self.speed_label)
-        pacing.addStretch(1)
+        self.samples_spin = spin_box(1, work.MAX_SAMPLES, DEFAULT_SAMPLES,
+                                     "Samples per run (sample i uses seed + i); they fill in together")
+        self._build_speed_controls(DEFAULT_SPEED, 100, 60, "Pixels drawn per second in each image (every sample "
+                                   "of a run, and every ordering compared, advances together); changes a running "
+                                   "run too")
+        bar = labelled_row(("Model:", (self.model_combo, 2)),
+                           ("Ordering:", self.ordering_combo, self.order_seed_caption, self.order_seed_spin),
+                           (self.k_caption, self.k_spin))
+        # under the run buttons: how many, how fast
+        pacing = labelled_row(("Samples:", self.samples_spin), ("Speed:", self.speed_slider, self.speed_label))
 
         # Tools
         tools = self._build_tool_buttons(TOOL_TIPS)
-        size_row = QHBoxLayout()
-        size_row.addWidget(QLabel("Size:"))
-        size_row.addWidget(self.size_spin, 1)
         edits = self._build_edit_buttons(
             "Load digit…", "Any image file: converted to the model's size in black and white (you are told how)")
-        tools_box = self._build_tools_box("DensityTools", tools, size_row, edits, 160)
+        tools_box = self._build_tools_box("DensityTools", tools, hbox("Size:", (self.size_spin, 1)), edits, 160)
 
         # Canvas
-        self.canvas = ImageCanvas(blank, zoom=CANVAS_PIXELS // 28)
-        self.canvas.edited.connect(self._canvas_edited)
-        self.canvas.hovered.connect(self._hovered)
-        self.canvas.historyChanged.connect(self._update_buttons)
-        self.size_spin.valueChanged.connect(lambda v: setattr(self.canvas, "brush_size", v))
-        self.canvas.brush_size = self.size_spin.value()
-        self.show_mask_check.toggled.connect(self.canvas.set_show_mask)
-        self.canvas_scroll = QScrollArea()
-        self.canvas_scroll.setWidget(self.canvas)
-        self.canvas_scroll.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
-        self.canvas_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.canvas_scroll.setWidgetResizable(False)
-        self.canvas_scroll.setMinimumSize(CANVAS_PIXELS + 4, CANVAS_PIXELS + 4)
-        self.sample_button = QPushButton("Sample")
-        self.sample_button.setToolTip("Draw digits from nothing in the chosen ordering (sample i: seed + i)")
-        self.sample_button.clicked.connect(self.sample)
-        self.inpaint_button = QPushButton("Inpaint")
-        self.inpaint_button.setToolTip("Regenerate the red-masked pixels from the exact conditional given every "
-                                       "other pixel (MADE: any mask; NADE: only masks after every kept pixel)")
-        self.inpaint_button.clicked.connect(self.inpaint)
-        self.compare_button = QPushButton("Compare orderings")
-        self.compare_button.setToolTip("The same sampling (or, with a mask, the same inpainting) and the same seed "
-                                       "under every ordering, side by side")
-        self.compare_button.clicked.connect(self.compare_orderings)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop at once; what was drawn is kept")
-        self.stop_button.clicked.connect(self.stop)
-        self.export_button = QPushButton("Export PNG…")
-        self.export_button.setToolTip("The image on the canvas as PNG, with a JSON of the settings, the scores and "
-                                      "the commands that reproduce the last run")
-        self.export_button.clicked.connect(self.export_png)
-        runs = QHBoxLayout()
-        for b in (self.sample_button, self.inpaint_button, self.compare_button, self.stop_button):
-            runs.addWidget(b)
-        runs.addStretch(1)
-        exports = QHBoxLayout()
-        self.progress_label = QLabel()
-        self.progress_label.setObjectName("Hint")
-        exports.addWidget(self.progress_label)
-        exports.addStretch(1)
-        exports.addWidget(self.export_button)
-        centre = QWidget()
-        cv = QVBoxLayout(centre)
-        cv.setContentsMargins(0, 0, 0, 0)
-        cv.addWidget(self._title("Canvas"))
-        cv.addWidget(self.canvas_scroll)
-        cv.addLayout(runs)
-        cv.addLayout(pacing)
-        cv.addLayout(exports)
-        cv.addStretch(1)
+        self._build_canvas(blank, CANVAS_PIXELS + 4, zoom=CANVAS_PIXELS // 28)
+        self.sample_button = push_button(
+            "Sample", "Draw digits from nothing in the chosen ordering (sample i: seed + i)", self.sample)
+        self.inpaint_button = push_button(
+            "Inpaint", "Regenerate the red-masked pixels from the exact conditional given every other pixel (MADE: "
+            "any mask; NADE: only masks after every kept pixel)", self.inpaint)
+        self.compare_button = push_button(
+            "Compare orderings", "The same sampling (or, with a mask, the same inpainting) and the same seed under "
+            "every ordering, side by side", self.compare_orderings)
+        self.stop_button = push_button("Stop", "Stop at once; what was drawn is kept", self.stop)
+        self.export_button = push_button(
+            "Export PNG…", "The image on the canvas as PNG, with a JSON of the settings, the scores and the commands "
+            "that reproduce the last run", self.export_png)
+        self.progress_label = hint_label()
+        centre = column(
+            section_title("Canvas"), self.canvas_scroll,
+            hbox(self.sample_button, self.inpaint_button, self.compare_button, self.stop_button, STRETCH),
+            pacing, hbox(self.progress_label, STRETCH, self.export_button), STRETCH)
 
         # Likelihood: the models side by side
-        self.comparison = ModelComparison()
-        self.comparison.hovered.connect(self._hovered)
-        self.totals = QLabel("")
-        self.totals.setObjectName("DensityTotals")
-        self.totals.setWordWrap(True)
-        self.totals.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.hover_info = QLabel("")
-        self.hover_info.setObjectName("Hint")
-        self.hover_info.setWordWrap(True)
-        self.hover_info.setTextFormat(Qt.TextFormat.RichText)
-        right = QWidget()
-        right.setObjectName("DensityLikelihood")
-        rv = QVBoxLayout(right)
-        rv.setContentsMargins(0, 0, 0, 0)
-        question = self._title("Which model finds this digit more likely, and where")
-        question.setWordWrap(True)
-        rv.addWidget(question)
-        rv.addWidget(self.totals)
-        rv.addWidget(self.comparison)
-        rv.addWidget(self.hover_info)
-        rv.addStretch(1)
-        right.setMinimumWidth(300)
-
-        middle = QHBoxLayout()
-        middle.addWidget(tools_box)
-        middle.addSpacing(6)
-        middle.addWidget(centre)
-        middle.addSpacing(10)
-        middle.addWidget(right, 1)
+        right = self._build_comparison_panel()
+        middle = hbox(tools_box, 6, centre, 10, (right, 1))
 
         # Results: the sample grid, or the orderings side by side
-        self.results_title = self._title("Samples and ordering comparisons appear here")
+        self.results_title = section_title("Samples and ordering comparisons appear here")
         self.grid = SampleGrid()
         self.grid.picked.connect(self.pick_sample)
         self.lanes = LaneStrip()
@@ -355,26 +225,12 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
         self.results.addWidget(self.lanes)
         self.results.hide()
 
-        self.status = QLabel()
-        self.status.setObjectName("DensityStatus")
-        self.status.setWordWrap(True)
-        self.status.setTextFormat(Qt.TextFormat.RichText)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-
-        main = QWidget()
-        mv = QVBoxLayout(main)
-        mv.setContentsMargins(0, 0, 0, 0)
-        mv.addLayout(bar)
-        mv.addLayout(middle, 1)
-        mv.addWidget(self.results_title)
-        mv.addWidget(self.results)
-        mv.addWidget(self.status)
-
+        self.status = status_label("DensityStatus")
+        main = column(bar, (middle, 1), self.results_title, self.results, self.status)
         self._build_pages(main, EMPTY_TEXT, "DensityEmptyState")
 
     # --- models ------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        current = self.model_combo.currentData()
         problems: list[str] = []
         models = self._usable_models()
         self._infos, self._families, self._geometries = {}, {}, {}
@@ -396,18 +252,11 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
             except ChainruleError as exc:
                 if m.kind == "density":
                     problems.append(f"{m.id}: {exc}")
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for model_id, m in self._infos.items():
-            family = self._families[model_id]
-            self.model_combo.addItem(f"{model_id} ({work.FAMILY_LABELS[family]})", model_id)
-            tip = f"{m.card.get('name', model_id)} · {self._geometries[model_id].describe()}"
-            self.model_combo.setItemData(self.model_combo.count() - 1, f"{tip}\n{m.path}", Qt.ItemDataRole.ToolTipRole)
-        index = self.model_combo.findData(current) if current else -1
-        if index < 0:  # the shipped MADE first: it does everything the tab offers
-            index = self.model_combo.findData(PREFERRED["made"])
-        self.model_combo.setCurrentIndex(max(0, index))
-        self.model_combo.blockSignals(False)
+        self._fill_model_combo(
+            ((model_id, f"{model_id} ({work.FAMILY_LABELS[self._families[model_id]]})",
+              f"{m.card.get('name', model_id)} · {self._geometries[model_id].describe()}\n{m.path}")
+             for model_id, m in self._infos.items()),
+            fallback=PREFERRED["made"])  # the shipped MADE first: it does everything the tab offers
         self._show_models_found(bool(self._infos), EMPTY_TEXT, problems)
         self._model_id = None  # the comparison's models may have changed: rebuild it
         self._model_changed()
@@ -474,40 +323,6 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
             f"Ensemble size: log p(image) is the mixture of the first K of the model's {n} masks, "
             f"log mean exp of their log-likelihoods (default {default}, from its card)" if made else NADE_K_TIP)
         self.k_caption.setToolTip(self.k_spin.toolTip())
-
-    def _comparison_models(self) -> list[tuple[str, Any]]:
-        """(family, ModelInfo) for NADE, MADE and the PixelCNN: the chosen model for its family, else the
-        shipped one, else the first of that family drawing images of the same size."""
-        g = self.geom
-        if g is None:
-            return []
-        out = []
-        chosen_family = self.family()
-        for family in FAMILIES:
-            if family == chosen_family:
-                out.append((family, self._infos[self._model_id]))
-                continue
-            if family == "pixelcnn":
-                pool = {i: m for i, m in self._pixelcnns.items()
-                        if (self._pixelcnn_geoms[i].height, self._pixelcnn_geoms[i].width) == (g.height, g.width)}
-            else:
-                pool = {i: m for i, m in self._infos.items() if self._families[i] == family
-                        and (self._geometries[i].height, self._geometries[i].width) == (g.height, g.width)}
-            if not pool:
-                continue
-            out.append((family, pool.get(PREFERRED[family]) or next(iter(pool.values()))))
-        return out
-
-    def _setup_comparison(self) -> None:
-        g = self.geom
-        models = self._comparison_models()
-        self.comparison.set_models([(f, m.id) for f, m in models], g.height, g.width)
-        self.score = None
-        self.hover_info.setText("")
-
-    def comparison_ids(self) -> dict[str, str]:
-        """family -> model id of the models scored side by side."""
-        return {f: m.id for f, m in self._comparison_models()}
 
     # --- ordering, K ----------------------------------------------------------------------
     def ordering_spec(self) -> str:
@@ -598,25 +413,15 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
         else:
             lanes = [work.Lane(self.ordering_spec(), seed, self.samples_spin.value())]
         run = Run(kind, info, family, lanes, (pixels, layer), regenerate, config, temperature, k)
-        self.run = run
-        self._shown_sample = None
-        self._cancel = cancel = threading.Event()
-        self._score_timer.stop()
-        self.score_runner.stop()
+        cancel = self._begin_run(run)
         self.comparison.set_stale(True)
-        self.canvas.set_editable(False)
         self._show_results_for(run, pixels)
         known = pixels.reshape(-1) if regenerate is not None else None
         regen = regenerate.reshape(-1) if regenerate is not None else None
         pace = self.pace
-        self.runner.start(
+        self._start_on_runner(
             lambda: work.run_events(info, lanes, temperature=temperature, k=k, known=known, regenerate=regen,
-                                    pace=pace, cancel=cancel),
-            on_events=lambda batch: self._on_events(run, batch),
-            on_finished=lambda: self._on_end(run, "done"),
-            on_stopped=lambda: self._on_end(run, "stopped"),
-            on_errored=lambda message: self._on_error(run, message),
-        )
+                                    pace=pace, cancel=cancel), run)
         self._update_buttons()
         self._update_status()
         return run
@@ -697,28 +502,11 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     def _sample_done(self, run: Run, ev: work.SampleDone) -> None:
         g = self.geom
         shape = (1, g.height, g.width)
-        tip = self._sample_tip(run, ev)
+        tip = run.sample_tip(ev)
         if run.kind == "compare":
-            self.lanes.set_caption(ev.lane, self._lane_caption(run, ev), tip + "\n" + run.command(ev.lane))
+            self.lanes.set_caption(ev.lane, run.lane_caption(ev), tip + "\n" + run.command(ev.lane))
         elif run.count > 1:
             self.grid.set_image(ev.sample, ev.image.reshape(shape), tooltip=tip)
-
-    def _order_text(self, run: Run, lane: int) -> str:
-        return work.ordering_label(run.lanes[lane].ordering)
-
-    def _sample_tip(self, run: Run, ev: work.SampleDone) -> str:
-        order = self._order_text(run, ev.lane)
-        tip = f"seed {ev.seed} · {order} ordering\nlog p(image) = {ev.order_logprob:.2f} nats in this ordering"
-        if run.family == "made":
-            tip += f" (one mask)\nmixture of K = {ev.k} masks: {ev.ensemble_logprob:.2f} nats"
-        if run.regenerate is not None:
-            tip += f"\nlog p(filled pixels | kept ones) = {ev.sampled_logprob:.2f} nats over {ev.n_sampled} pixels"
-        return tip
-
-    def _lane_caption(self, run: Run, ev: work.SampleDone) -> str:
-        if run.regenerate is not None:
-            return f"log p(fill | kept) = {ev.sampled_logprob:.1f} nats"
-        return f"log p = {ev.order_logprob:.1f} nats"
 
     def _on_end(self, run: Run, state: str) -> None:
         if run is not self.run:
@@ -747,21 +535,10 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
         self._update_buttons()
         self._update_status()
 
-    def _on_error(self, run: Run, message: str) -> None:
-        if run is not self.run:
-            return
-        self._on_end(run, "error")
-        self._say_error(message)  # the drawing stays (a partial run is one Undo away)
-
     def pick_sample(self, index: int) -> bool:
         """Load sample `index` of the last run into the canvas (one undo step)."""
         run = self.run
-        if run is None or run.kind == "compare" or (0, index) not in run.results:
-            if run is not None and self.runner.is_busy():
-                self._say_error("That sample is not finished yet: wait for the run, or stop it.")
-            return False
-        if self.runner.is_busy():
-            self._say_error("Wait for the run to finish (or stop it) before picking a sample.")
+        if not self._may_pick_sample(run is not None and run.kind != "compare" and (0, index) in run.results):
             return False
         g = self.geom
         self.canvas.set_state(pixels=run.results[(0, index)].image.reshape(1, g.height, g.width))
@@ -791,142 +568,16 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
         self.results.hide()
         self.results_title.setText("Samples and ordering comparisons appear here")
 
-    # --- likelihood ------------------------------------------------------------------------------
-    def _score_requests(self) -> list[work.ScoreRequest]:
-        out = []
-        for family, info in self._comparison_models():
-            if family == "made":
-                ordering = self.ordering_spec() if self.family() == "made" else "raster"
-                n, default = work.made_masks_and_k(info)
-                k = self.k() if info.id == self._model_id else self._ks.get(info.id, default)
-                out.append(work.ScoreRequest("made", info, ordering, min(max(1, k), n)))
-            else:
-                out.append(work.ScoreRequest(family, info))
-        return out
-
-    @staticmethod
-    def _request_key(requests: list[work.ScoreRequest]) -> tuple:
-        return tuple((r.family, r.info.id, r.ordering, r.k) for r in requests)
-
-    def _invalidate_score(self) -> None:
-        self.comparison.set_stale(True)
-        self._schedule_score()
-
-    def _start_score(self) -> None:
-        if self._closed or self.runner.is_busy() or self.geom is None:
-            return
-        requests = self._score_requests()
-        if not requests:
-            return
-        key = self._request_key(requests)
-        pixels = self.canvas.pixels[0].copy()
-        self.score_runner.start(lambda: work.score_events(requests, pixels, key),
-                                on_events=self._on_score, on_errored=self._score_failed)
-
-    def _score_current(self, score: work.ScoreDone | None) -> bool:
-        return (score is not None and score.pixels.shape == self.canvas.pixels[0].shape
-                and np.array_equal(score.pixels, self.canvas.pixels[0])
-                and score.key == self._request_key(self._score_requests()))
-
-    def _on_score(self, batch: list) -> None:
-        for ev in batch:
-            if not isinstance(ev, work.ScoreDone) or ev.pixels.shape != self.canvas.pixels[0].shape:
-                continue
-            if [r.family for r in ev.rows] != self.comparison.families:
-                continue  # scored for another set of models
-            self.score = ev
-            current = self._score_current(ev)
-            self.comparison.set_scores(ev.rows, current)
-            self._show_totals(ev, current)
-            if not current:
-                self._schedule_score()
-            if self._hover is not None:
-                self.show_pixel(*self._hover)
-
-    def _show_totals(self, ev: work.ScoreDone, current: bool) -> None:
-        row = next((r for r in ev.rows if r.model_id == self._model_id), None)
-        if row is None:
-            return
-        if not row.ok:
-            self.totals.setStyleSheet("color:#c62828;")
-            self.totals.setText(html.escape(f"Scoring failed: {row.error}"))
-            return
-        self.totals.setStyleSheet("")
-        what = (f"mixture of K = {row.k} masks" if row.family == "made" and row.k > 1
-                else f"{work.ordering_label(row.ordering)} ordering")
-        ok = [r for r in ev.rows if r.ok]
-        rank = ""
-        if len(ok) > 1:
-            best = max(ok, key=lambda r: r.total)
-            if best is row:
-                rank = " · the most likely of the models here"
-            else:
-                rank = f" · {work.FAMILY_LABELS[best.family]} finds it {bits(best.total - row.total):.1f} bits more likely"
-        self.totals.setText(
-            f"<b>{html.escape(self._model_id)}: log p(x) = {row.total:.2f} nats</b> "
-            f"({row.bits_per_dim():.4f} bits/dim, exact, {html.escape(what)}){rank}"
-            + ("" if current else " · <i>updating…</i>"))
-
-    def _score_failed(self, message: str) -> None:
-        self.totals.setStyleSheet("color:#c62828;")
-        self.totals.setText(html.escape(f"Scoring failed: {message}"))
-        self.comparison.clear("No likelihood: scoring failed")
-
-    def model_total(self, family: str) -> float | None:
-        """log p(image) in nats that the comparison shows for `family` (None before a score)."""
-        if self.score is None:
-            return None
-        row = next((r for r in self.score.rows if r.family == family and r.ok), None)
-        return None if row is None else row.total
-
-    # --- hover --------------------------------------------------------------------------------
-    def _hovered(self, row: int, col: int) -> None:
-        self._hover = (row, col) if row >= 0 else None
-        self.comparison.set_hover(row, col)
-        if self._hover is None:
-            self.hover_info.setText("")
-        else:
-            self.show_pixel(row, col)
-
-    def show_pixel(self, row: int, col: int) -> None:
-        """Each model's probability for pixel (row, col) of the scored image, and its place in the ordering."""
-        g, score = self.geom, self.score
-        if g is None:
-            return
-        value = int(self.canvas.pixels[0, row, col])
-        head = f"pixel ({row}, {col}) · {'ink' if value else 'blank'}"
-        if score is None or score.pixels.shape != (g.height, g.width):
-            self.hover_info.setText(html.escape(head + " · not scored yet"))
-            return
-        parts = []
-        d = row * g.width + col
-        for r in score.rows:
-            if not r.ok:
-                continue
-            lp = float(r.logprob_map[row, col])
-            p1 = float(r.prob_one(score.pixels)[row, col])
-            parts.append(f"<b>{work.FAMILY_LABELS[r.family]}</b> p(ink) = {p1:.3f}, "
-                         f"−log₂ p = {bits(-lp):.2f} bits")
-            if r.model_id == self._model_id and r.order is not None:
-                k = int(np.flatnonzero(r.order == d)[0])
-                head += f" · position {k + 1} of {len(r.order)} in {work.ordering_label(r.ordering)} order"
-        stale = "" if self._score_current(score) else " (before your last change)"
-        self.hover_info.setText(html.escape(head + stale) + "<br>" + "<br>".join(parts))
-
     # --- export -----------------------------------------------------------------------------------
     def export_png(self, path: str | None = None) -> bool:
         """The canvas as PNG + a JSON of settings, scores and the reproducing commands (+ the inpainting's input)."""
         g = self.geom
         if g is None:
             return False
+        path = save_path(self, path, "Export the image as PNG (with a JSON of the settings)",
+                         f"{self._export_stem()}.png", "PNG (*.png)")
         if path is None:
-            start = str(Path(QDir.homePath()) / f"{self._export_stem()}.png")
-            path, _ = QFileDialog.getSaveFileName(self, "Export the image as PNG (with a JSON of the settings)",
-                                                  start, "PNG (*.png);;All files (*)")
-            if not path:
-                return False
-        if Path(path).suffix.lower() != ".png":
-            path = str(path) + ".png"
+            return False
         png = Path(path)
         json_path = png.with_suffix(".json")
 
@@ -990,86 +641,21 @@ class DensityTab(DrawingTabMixin, StatusLineMixin, ModelPickerMixin, QWidget):
         return f"{self._model_id or 'density'}-digit"
 
     # --- status ------------------------------------------------------------------------------------
-    def _update_progress(self) -> None:
-        run = self.run
-        if run is None or run.state != "running":
-            return
-        elapsed = time.perf_counter() - run.t0
-        per_position = sum(lane.count for lane in run.lanes)  # pixels drawn per ordering position
-        rate = f" · {run.n / per_position / elapsed:.0f} px/s per image" if elapsed > 0.05 and run.n else ""
-        self.progress_label.setText(f"{run.n}/{max(1, run.total_values)} pixels{rate}")
-
-    def _update_status(self) -> None:
-        run = self.run
-        if run is None:
-            if self.geom is None:
-                self.status.setText("")
-                return
-            cfg = self.ctx.decoding_config()
-            seed = f"fixed seed {cfg.seed}" if cfg.seed is not None else "a fresh seed each run (shown here)"
-            self._say("Draw a digit (or load one) to see how likely each model finds it; Sample draws new ones in "
-                      f"the chosen ordering; paint a mask and Inpaint. Next run: {seed}.")
-            self.progress_label.setText("")
-            return
-        what = {"sample": "Sample", "inpaint": "Inpaint", "compare": "Compare orderings"}[run.kind]
-        parts = [f"<b>{what} · {run.seeds_text()}</b>", html.escape(run.model_id)]
-        if run.kind != "compare":
-            parts.append(f"{html.escape(work.ordering_label(run.lanes[0].ordering))} ordering")
-        if run.temperature != 1.0:
-            parts.append("greedy" if run.temperature == 0 else f"temperature {run.temperature:g}")
-        if run.regenerate is not None:
-            parts.append(f"{int(run.regenerate.sum())} pixels regenerated exactly, the rest kept")
-        state = {"running": "drawing…", "done": "done", "stopped": "stopped (what was drawn is kept)",
-                 "error": "failed"}[run.state]
-        if run.state != "running" and run.t_end is not None:
-            state += f" in {run.t_end - run.t0:.2f} s"
-        parts.append(state)
-        text = " · ".join(parts)
-        if run.kind == "compare":
-            shown = run.results.get((self._shown_sample, 0)) if self._shown_sample is not None else None
-        else:
-            shown = run.results.get((0, self._shown_sample or 0))
-        if shown is not None and run.state != "running":
-            lane_order = self._order_text(run, shown.lane)
-            which = f"ordering {lane_order}" if run.kind == "compare" else f"sample {shown.sample + 1}"
-            text += (f"<br>{html.escape(which)}: seed {shown.seed} · "
-                     f"log p(image) = {shown.order_logprob:.2f} nats in {html.escape(lane_order)} order")
-            if run.family == "made":
-                text += f" (one mask) · mixture of K = {shown.k} masks: {shown.ensemble_logprob:.2f} nats"
-            if run.regenerate is not None:
-                text += (f" · log p(filled pixels | kept ones) = {shown.sampled_logprob:.2f} nats over "
-                         f"{shown.n_sampled} pixels")
-        if run.state == "done":
-            cmd = run.command(0)
-            if run.kind == "compare":  # one command per ordering: the same but for --ordering
-                cmd = cmd.replace(f"--ordering {run.lanes[0].ordering}",
-                                  "--ordering {" + "|".join(ln.ordering for ln in run.lanes) + "}")
-            note = " (Export writes the -init and -mask PNGs it reads)" if run.regenerate is not None else ""
-            text += f"<br><span style='color:#6b7280'>CLI: <code>{html.escape(cmd)}</code>{note}</span>"
-        if run.state != "running":
-            self.progress_label.setText(f"{run.n} pixels drawn")
-        self._say(text)
+    def _run_status_html(self, run: Run) -> str:
+        return run.status_html(self._shown_sample)
 
     # --- buttons -------------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
-        has_model = self.geom is not None and self._model_id in self._infos
-        busy = self.runner.is_busy()
+        has_model, busy = self._update_drawing_buttons()
         made = self.family() == "made"
-        for b in (self.sample_button, self.inpaint_button):
-            b.setEnabled(has_model and not busy)
+        for w in (self.sample_button, self.inpaint_button, self.samples_spin, self.ordering_combo):
+            w.setEnabled(has_model and not busy)
         self.compare_button.setEnabled(has_model and not busy and made)
         self.compare_button.setToolTip(
             "The same sampling (or, with a mask, the same inpainting) and the same seed under every ordering, side "
             "by side" if made or not has_model else NADE_COMPARE_TIP)
-        self.stop_button.setEnabled(busy)
-        self.undo_button.setEnabled(not busy and self.canvas.history.can_undo())
-        self.redo_button.setEnabled(not busy and self.canvas.history.can_redo())
-        for w in (self.clear_button, self.clear_mask_button, self.load_button, self.load_mask_button,
-                  self.samples_spin, self.ordering_combo):
-            w.setEnabled(has_model and not busy)
         self.k_spin.setEnabled(has_model and not busy and made)
         self.k_caption.setEnabled(made)
-        self.model_combo.setEnabled(not busy)
         self.export_button.setEnabled(has_model and not busy)
         self._ordering_controls()
 

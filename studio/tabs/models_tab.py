@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPlainTextEdit,
-    QPushButton,
     QSplitter,
     QStackedWidget,
     QTableWidget,
@@ -30,6 +29,7 @@ from engines.registry import headline_metric
 from engines.errors import ChainruleError
 from studio.context import StudioContext, short_provider
 from studio.tabs import register_tab
+from studio.widgets import STRETCH, column, hbox, push_button, readout_label, section_title, vbox
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,10 @@ class ModelsView(QWidget):
     def _build(self) -> None:
         title = QLabel("Installed models")
         title.setObjectName("PageTitle")
-        self.add_button = QPushButton("Add models folder…")
-        self.add_button.setToolTip("Choose a folder that holds model folders; it is remembered")
-        self.add_button.clicked.connect(self.add_folder)
-        self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.setToolTip("Look for models again")
-        self.refresh_button.clicked.connect(self.refresh)
-        bar = QHBoxLayout()
-        bar.addWidget(title)
-        bar.addStretch(1)
-        bar.addWidget(self.add_button)
-        bar.addWidget(self.refresh_button)
+        self.add_button = push_button("Add models folder…", "Choose a folder that holds model folders; it is remembered",
+                                      self.add_folder)
+        self.refresh_button = push_button("Refresh", "Look for models again", self.refresh)
+        bar = hbox(title, STRETCH, self.add_button, self.refresh_button)
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setObjectName("ModelsTable")
@@ -123,13 +116,8 @@ class ModelsView(QWidget):
         mono.setStyleHint(QFont.StyleHint.Monospace)
         self.card.setFont(mono)
         self.card.setPlaceholderText("Select a model to see its card.")
-        self.card_title = QLabel("Model card")
-        self.card_title.setObjectName("SectionTitle")
-        card_box = QWidget()
-        cv = QVBoxLayout(card_box)
-        cv.setContentsMargins(0, 0, 0, 0)
-        cv.addWidget(self.card_title)
-        cv.addWidget(self.card)
+        self.card_title = section_title("Model card")
+        card_box = column(self.card_title, self.card)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
@@ -161,16 +149,8 @@ class ModelsView(QWidget):
         self.stack.addWidget(splitter)
         self.stack.addWidget(empty_page)
 
-        self.folders = QLabel()
-        self.folders.setObjectName("Hint")
-        self.folders.setWordWrap(True)
-        self.folders.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 12, 12, 8)
-        layout.addLayout(bar)
-        layout.addWidget(self.stack, 1)
-        layout.addWidget(self.folders)
+        self.folders = readout_label("Hint")
+        vbox(bar, (self.stack, 1), self.folders, parent=self, margins=(12, 12, 12, 8))
 
     # --- actions --------------------------------------------------------------------------
     def add_folder(self) -> None:

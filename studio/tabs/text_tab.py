@@ -22,61 +22,65 @@ Branches
 
 All model work runs on TaskRunners (one for generation, one for Compare, one for Score);
 tokens are appended from the runner's ~30 ms batches, never re-rendered per token.
+
+The branch tree (items, labels, tooltips, menu, reproducing commands) lives in
+studio/text/branch_tree.py, the Compare and Score pages in studio/text/compare_view.py and
+studio/text/score_view.py.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import logging
-import shlex
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QDir, QPoint, Qt
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
     QLineEdit,
     QMenu,
     QPlainTextEdit,
-    QPushButton,
-    QSpinBox,
     QSplitter,
     QTabWidget,
-    QTreeWidget,
     QTreeWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from engines.decoding import build_chain
 from engines.decoding.config import DecodingConfig
-from engines.errors import ChainruleError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
 from studio.model_picker import ModelPickerMixin
-from studio.status_line import StatusLineMixin
+from studio.status_line import StatusLineMixin, next_seed_text
 from studio.tabs import register_tab
 from studio.text import work
+from studio.text.branch_tree import BranchTreeMixin
 from studio.text.colours import MODE_LABELS, MODES
 from studio.text.compare_view import CompareView
 from studio.text.score_view import ScoreView
 from studio.text.token_view import Legend, TokenView, visible
 from studio.text.work import Branch, BranchStore, Segment
-
-log = logging.getLogger(__name__)
+from studio.widgets import (
+    STRETCH,
+    column,
+    compact_combo,
+    hbox,
+    labelled_row,
+    push_button,
+    readout_label,
+    section_title,
+    spin_box,
+    status_label,
+    vbox,
+)
+from studio.worker_tab import RunnerMixin
 
 DEFAULT_MAX_NEW_TOKENS = 200
 MAX_NEW_TOKENS_LIMIT = 100_000
-TREE_COLUMNS = ("Branch", "Tokens", "log p", "Seed")
-ROLE_BRANCH = Qt.ItemDataRole.UserRole + 1
 
 
 def parse_stop_strings(text: str) -> tuple[str, ...]:
@@ -99,12 +103,7 @@ def parse_stop_strings(text: str) -> tuple[str, ...]:
     return tuple(s for s in (s.strip(" ") for s in out) if s)
 
 
-def first_words(text: str, limit: int = 28) -> str:
-    words = " ".join(text.split())
-    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
-
-
-class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
+class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "text"
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
@@ -128,91 +127,40 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
 
     # --- widgets -----------------------------------------------------------------------
     def _build(self) -> None:
-        self.model_combo = QComboBox()
-        self.model_combo.setMinimumContentsLength(18)
-        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_combo.setToolTip("Text models found in the models folders (see the Models tab)")
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setRange(1, MAX_NEW_TOKENS_LIMIT)
-        self.max_tokens.setValue(DEFAULT_MAX_NEW_TOKENS)
-        self.max_tokens.setToolTip("New tokens per run (Generate, Continue, Regenerate, a pick, Compare)")
+        self.model_combo = compact_combo(18, "Text models found in the models folders (see the Models tab)")
+        self.max_tokens = spin_box(1, MAX_NEW_TOKENS_LIMIT, DEFAULT_MAX_NEW_TOKENS,
+                                   "New tokens per run (Generate, Continue, Regenerate, a pick, Compare)")
         self.stop_edit = QLineEdit()
         self.stop_edit.setPlaceholderText("stop strings, comma-separated (\\n newline, \\, comma)")
         self.stop_edit.setToolTip(
             "Generation stops once the text it produced contains one of these.\n"
             "Separate several with commas; write \\n for a newline, \\t for a tab, \\, for a comma.")
-        bar = QHBoxLayout()
-        bar.addWidget(QLabel("Model:"))
-        bar.addWidget(self.model_combo, 2)
-        bar.addSpacing(12)
-        bar.addWidget(QLabel("Max new tokens:"))
-        bar.addWidget(self.max_tokens)
-        bar.addSpacing(12)
-        bar.addWidget(QLabel("Stop at:"))
-        bar.addWidget(self.stop_edit, 3)
+        bar = labelled_row(("Model:", (self.model_combo, 2)), ("Max new tokens:", self.max_tokens),
+                           ("Stop at:", (self.stop_edit, 3)), spacing=12, stretch=False)
 
         # Left: prompt, run buttons, branches.
         self.prompt = QPlainTextEdit()
         self.prompt.setObjectName("PromptEdit")
         self.prompt.setPlaceholderText("Prompt (empty: start from the document-start token)")
-        self.generate_button = QPushButton("Generate")
-        self.generate_button.setToolTip("A new branch from the prompt with the decoding panel's settings")
-        self.generate_button.clicked.connect(self.generate)
-        self.generate_button.setToolTip(self.generate_button.toolTip() + " (Ctrl+Enter in the prompt)")
+        self.generate_button = push_button(
+            "Generate", "A new branch from the prompt with the decoding panel's settings (Ctrl+Enter in the prompt)",
+            self.generate)
         QShortcut(QKeySequence("Ctrl+Return"), self.prompt, self.generate)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop now; the tokens so far are kept")
-        self.stop_button.clicked.connect(self.stop)
-        self.continue_button = QPushButton("Continue")
-        self.continue_button.setToolTip("Generate more tokens at the end of the shown branch")
-        self.continue_button.clicked.connect(self.continue_branch)
-        self.regenerate_button = QPushButton("Regenerate")
-        self.regenerate_button.clicked.connect(self.regenerate)
-        runs = QHBoxLayout()
-        for b in (self.generate_button, self.stop_button, self.continue_button, self.regenerate_button):
-            runs.addWidget(b)
-
-        self.tree = QTreeWidget()
-        self.tree.setObjectName("BranchTree")
-        self.tree.setColumnCount(len(TREE_COLUMNS))
-        self.tree.setHeaderLabels(TREE_COLUMNS)
-        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.tree.setUniformRowHeights(True)
-        header = self.tree.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in range(1, len(TREE_COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.itemSelectionChanged.connect(self._tree_selection_changed)
-        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.tree.customContextMenuRequested.connect(self._tree_menu)
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.setToolTip("Delete the selected branch; its children move up to its parent")
-        self.delete_button.clicked.connect(lambda: self.delete_branch(self._shown))
-        self.export_text_button = QPushButton("Export text…")
-        self.export_text_button.clicked.connect(self.export_text)
-        self.export_json_button = QPushButton("Export JSON…")
-        self.export_json_button.setToolTip("Tokens, ids, log-probabilities, settings, seed, model and prompt")
-        self.export_json_button.clicked.connect(self.export_json)
-        tree_buttons = QHBoxLayout()
-        tree_buttons.addWidget(self.delete_button)
-        tree_buttons.addStretch(1)
-        tree_buttons.addWidget(self.export_text_button)
-        tree_buttons.addWidget(self.export_json_button)
-
-        left = QWidget()
-        lv = QVBoxLayout(left)
-        lv.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("Prompt")
-        title.setObjectName("SectionTitle")
-        lv.addWidget(title)
-        lv.addWidget(self.prompt, 2)
-        lv.addLayout(runs)
-        branches = QLabel("Branches")
-        branches.setObjectName("SectionTitle")
-        lv.addWidget(branches)
-        lv.addWidget(self.tree, 3)
-        lv.addLayout(tree_buttons)
+        self.stop_button = push_button("Stop", "Stop now; the tokens so far are kept", self.stop)
+        self.continue_button = push_button(
+            "Continue", "Generate more tokens at the end of the shown branch", self.continue_branch)
+        self.regenerate_button = push_button("Regenerate", None, self.regenerate)
+        self._build_branch_tree()
+        self.delete_button = push_button("Delete", "Delete the selected branch; its children move up to its parent",
+                                         lambda: self.delete_branch(self._shown))
+        self.export_text_button = push_button("Export text…", None, self.export_text)
+        self.export_json_button = push_button(
+            "Export JSON…", "Tokens, ids, log-probabilities, settings, seed, model and prompt", self.export_json)
+        left = column(
+            section_title("Prompt"), (self.prompt, 2),
+            hbox(self.generate_button, self.stop_button, self.continue_button, self.regenerate_button),
+            section_title("Branches"), (self.tree, 3),
+            hbox(self.delete_button, STRETCH, self.export_text_button, self.export_json_button))
 
         # Right: Tokens / Compare / Score pages.
         self.view = TokenView()
@@ -225,21 +173,9 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.mode_combo.setToolTip("What the token colours show")
         self.mode_combo.currentIndexChanged.connect(lambda _i: self.set_colour_mode(self.mode_combo.currentData()))
         self.legend = Legend("probability")
-        self.branch_info = QLabel()
-        self.branch_info.setObjectName("Hint")
-        self.branch_info.setWordWrap(True)
-        self.branch_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        modes = QHBoxLayout()
-        modes.addWidget(QLabel("Colour by:"))
-        modes.addWidget(self.mode_combo)
-        modes.addSpacing(8)
-        modes.addWidget(self.branch_info, 1)
-        tokens_page = QWidget()
-        tv = QVBoxLayout(tokens_page)
-        tv.setContentsMargins(6, 6, 6, 6)
-        tv.addLayout(modes)
-        tv.addWidget(self.legend)
-        tv.addWidget(self.view, 1)
+        self.branch_info = readout_label("Hint")
+        modes = labelled_row(("Colour by:", self.mode_combo), ((self.branch_info, 1),), stretch=False)
+        tokens_page = column(modes, self.legend, (self.view, 1), margins=(6, 6, 6, 6))
 
         self.compare = CompareView(self.ctx, self._compare_request)
         self.score = ScoreView(self.ctx, self.chosen_model)
@@ -256,44 +192,17 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         split.setStretchFactor(1, 5)
         split.setSizes([330, 800])
 
-        self.status = QLabel()
-        self.status.setObjectName("TextStatus")
-        self.status.setWordWrap(True)
-        self.status.setTextFormat(Qt.TextFormat.RichText)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status.setText("Choose a model, write a prompt and press Generate.")
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 6)
-        layout.addLayout(bar)
-        layout.addWidget(split, 1)
-        layout.addWidget(self.status)
+        self.status = status_label("TextStatus", "Choose a model, write a prompt and press Generate.")
+        vbox(bar, (split, 1), self.status, parent=self, margins=(10, 10, 10, 6))
 
     # --- models ------------------------------------------------------------------------
     def refresh_models(self) -> None:
-        current = self.model_combo.currentData()
-        try:
-            models = [m for m in self.ctx.list_models() if m.kind == "text" and m.usable]
-        except ChainruleError as exc:
-            models = []
-            self._say_error(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a broken folder must not take the tab down
-            log.exception("listing models failed")
-            models = []
-            self._say_error(f"Listing models failed: {type(exc).__name__}: {exc}")
+        models = self._usable_models("text")
         # Forget nothing a branch may still need: infos of vanished models stay until replaced.
         for m in models:
             self._infos[m.id] = m
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for m in models:
-            self.model_combo.addItem(m.id, m.id)
-            self.model_combo.setItemData(self.model_combo.count() - 1, str(m.path), Qt.ItemDataRole.ToolTipRole)
-        if not models:
-            self.model_combo.addItem("no text models: add a models folder (Models tab)", None)
-        index = self.model_combo.findData(current) if current else -1
-        self.model_combo.setCurrentIndex(max(0, index))
-        self.model_combo.blockSignals(False)
+        self._fill_model_combo(((m.id, m.id, str(m.path)) for m in models),
+                               placeholder="no text models: add a models folder (Models tab)")
         self._update_buttons()
 
     def _branch_model(self, branch: Branch):
@@ -315,6 +224,20 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
             return None
         seed = resolve_seed(config)
         return config, seed, self.max_tokens.value(), parse_stop_strings(self.stop_edit.text())
+
+    def _settings_for(self, branch: Branch) -> tuple | None:
+        """A run from `branch`: (its model, config, seed, max new tokens, stop strings), or None
+        after saying why there is none."""
+        info = self._branch_model(branch)
+        settings = self._run_settings()
+        return None if info is None or settings is None else (info, *settings)
+
+    @staticmethod
+    def _events(info, config: DecodingConfig, seed: int, max_new: int, stops, **start) -> Callable:
+        """The run's generator, given its cancel event: from the `prompt=` text or the
+        `context_ids=` tokens (`forced=True`: the last one is a pick)."""
+        return lambda cancel: work.generate_events(info, config, seed, max_new, stop_strings=stops,
+                                                   should_stop=cancel.is_set, **start)
 
     @staticmethod
     def _segment(start: int, config: DecodingConfig, seed: int, max_new: int, stops, kind: str) -> Segment:
@@ -338,8 +261,7 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         prompt = self.prompt.toPlainText()
         branch = self.store.add(Branch(self.store.new_id(), None, info.id, prompt))
         branch.segments.append(self._segment(0, config, seed, max_new, stops, "generate"))
-        self._start(branch, new_branch=True, factory=lambda cancel: work.generate_events(
-            info, config, seed, max_new, prompt=prompt, stop_strings=stops, should_stop=cancel.is_set))
+        self._start(branch, new_branch=True, factory=self._events(info, *settings, prompt=prompt))
         return branch
 
     def continue_branch(self) -> Branch | None:
@@ -347,19 +269,17 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         branch = self.store.get(self._shown)
         if branch is None:
             return self.generate()
-        info = self._branch_model(branch)
-        settings = self._run_settings()
-        if info is None or settings is None:
+        got = self._settings_for(branch)
+        if got is None:
             return None
         if not branch.prompt_ids:
             self._say_error("This branch has not started yet: wait for its first token.")
             return None
-        config, seed, max_new, stops = settings
+        _info, config, seed, max_new, stops = got
         context = branch.context_ids()
         branch.segments.append(self._segment(len(branch.tokens), config, seed, max_new, stops, "continue"))
         branch.stopped_by = None
-        self._start(branch, new_branch=False, factory=lambda cancel: work.generate_events(
-            info, config, seed, max_new, context_ids=context, stop_strings=stops, should_stop=cancel.is_set))
+        self._start(branch, new_branch=False, factory=self._events(*got, context_ids=context))
         return branch
 
     def regenerate(self) -> Branch | None:
@@ -367,24 +287,17 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         src = self.store.get(self._shown)
         if src is None:
             return self.generate()
-        info = self._branch_model(src)
-        settings = self._run_settings()
-        if info is None or settings is None:
+        got = self._settings_for(src)
+        if got is None:
             return None
-        config, seed, max_new, stops = settings
+        _info, config, seed, max_new, stops = got
         branch = self.store.add(Branch(self.store.new_id(), src.parent, src.model_id, src.prompt,
                                        prompt_ids=src.prompt_ids, tokens=list(src.tokens[: src.origin]),
                                        origin=src.origin))
         branch.segments.append(self._segment(src.origin, config, seed, max_new, stops, "regenerate"))
-        if src.origin == 0:  # from the prompt itself: planned again, exactly as Generate does
-            prompt = src.prompt
-            factory = lambda cancel: work.generate_events(  # noqa: E731
-                info, config, seed, max_new, prompt=prompt, stop_strings=stops, should_stop=cancel.is_set)
-        else:
-            context = branch.context_ids()
-            factory = lambda cancel: work.generate_events(  # noqa: E731
-                info, config, seed, max_new, context_ids=context, stop_strings=stops, should_stop=cancel.is_set)
-        self._start(branch, new_branch=True, factory=factory)
+        # From the prompt itself: planned again, exactly as Generate does.
+        start = {"prompt": src.prompt} if src.origin == 0 else {"context_ids": branch.context_ids()}
+        self._start(branch, new_branch=True, factory=self._events(*got, **start))
         return branch
 
     def pick_alternative(self, index: int, token_id: int, branch_id: int | None = None) -> Branch | None:
@@ -392,27 +305,17 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         src = self.store.get(branch_id if branch_id is not None else self._shown)
         if src is None or not 0 <= index < len(src.tokens):
             return None
-        info = self._branch_model(src)
-        settings = self._run_settings()
-        if info is None or settings is None:
+        got = self._settings_for(src)
+        if got is None:
             return None
-        config, seed, max_new, stops = settings
+        _info, config, seed, max_new, stops = got
         branch = self.store.add(Branch(self.store.new_id(), src.id, src.model_id, src.prompt,
                                        prompt_ids=src.prompt_ids, tokens=list(src.tokens[:index]),
                                        origin=index + 1))
         branch.segments.append(self._segment(index, config, seed, max_new, stops, "pick"))
         context = [*branch.context_ids(), int(token_id)]
-        self._start(branch, new_branch=True, factory=lambda cancel: work.generate_events(
-            info, config, seed, max_new, context_ids=context, forced=True, stop_strings=stops,
-            should_stop=cancel.is_set))
+        self._start(branch, new_branch=True, factory=self._events(*got, context_ids=context, forced=True))
         return branch
-
-    def stop(self) -> None:
-        self.runner.stop()  # first: not one more event is delivered after this
-        self._cancel.set()  # then end the step loop itself between two steps
-
-    def is_running(self) -> bool:
-        return self.runner.is_busy()
 
     def _start(self, branch: Branch, *, new_branch: bool, factory: Callable[[threading.Event], Any]) -> None:
         previous = self.store.get(self._run["branch"]) if self._run and self.runner.is_busy() else None
@@ -430,13 +333,7 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
         self.pages.setCurrentIndex(0)  # the tokens page, where the run shows
         self._update_status()
         bid = branch.id
-        self.runner.start(
-            lambda: factory(cancel),
-            on_events=lambda batch: self._on_events(bid, batch),
-            on_finished=lambda: self._on_end(bid, "done"),
-            on_stopped=lambda: self._on_end(bid, "stopped"),
-            on_errored=lambda message: self._on_error(bid, message),
-        )
+        self._start_on_runner(lambda: factory(cancel), bid)
 
     def _on_events(self, bid: int, batch: list) -> None:
         branch = self.store.get(bid)
@@ -548,119 +445,6 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
             self.branch_info.setText("")
         self._rebuild_tree()
         self._update_buttons()
-
-    def _label(self, branch: Branch) -> str:
-        gen = branch.tokens[branch.origin:]
-        words = first_words("".join(t.text for t in gen)) or "…"
-        if branch.origin == 0:  # the prompt is in the tooltip: siblings share it
-            return words
-        picked = branch.tokens[branch.origin - 1] if branch.origin - 1 < len(branch.tokens) else None
-        pick = f"#{branch.origin} “{visible(picked.text)}”" if picked is not None else f"#{branch.origin}"
-        return f"{pick} → {words}"
-
-    def _seed_text(self, branch: Branch) -> str:
-        seeds = [str(s.seed) for s in branch.segments]
-        return seeds[0] + (f" +{len(seeds) - 1}" if len(seeds) > 1 else "")
-
-    def _rebuild_tree(self) -> None:
-        self.tree.blockSignals(True)
-        self.tree.clear()
-        self._items = {}
-
-        def add(branch: Branch, parent_item: QTreeWidgetItem | None) -> None:
-            item = QTreeWidgetItem()
-            item.setData(0, ROLE_BRANCH, branch.id)
-            self._items[branch.id] = item
-            self._fill_item(item, branch)
-            if parent_item is None:
-                self.tree.addTopLevelItem(item)
-            else:
-                parent_item.addChild(item)
-            for child in self.store.children(branch.id):
-                add(child, item)
-
-        for root in self.store.children(None):
-            add(root, None)
-        self.tree.expandAll()
-        if self._shown in self._items:
-            self.tree.setCurrentItem(self._items[self._shown])
-        self.tree.blockSignals(False)
-
-    def _fill_item(self, item: QTreeWidgetItem, branch: Branch) -> None:
-        state = {"running": " ⏵", "error": " ⚠"}.get(branch.state, "")
-        item.setText(0, self._label(branch) + state)
-        item.setText(1, str(len(branch.tokens)))
-        item.setText(2, f"{branch.total_logprob:.2f}")
-        item.setText(3, self._seed_text(branch))
-        for c in (1, 2, 3):
-            item.setTextAlignment(c, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        segs = "<br>".join(
-            f"{html.escape(s.kind)} from token {s.start + 1}: seed {s.seed} · {html.escape(s.chain)}" for s in branch.segments)
-        command = self.cli_command(branch)
-        item.setToolTip(0, f"<b>branch {branch.id}</b> · {branch.state}<br>"
-                           f"prompt: {html.escape(first_words(branch.prompt, 60) or '(empty)')}<br>{segs}"
-                           + (f"<br>first run from the command line:<br><code>{html.escape(command)}</code>"
-                              if command else "") + "<br><i>right-click for more</i>")
-
-    def _update_item(self, branch: Branch) -> None:
-        item = self._items.get(branch.id)
-        if item is not None:
-            self._fill_item(item, branch)
-        if branch.id == self._shown:
-            self._update_branch_info(branch)
-
-    def _update_branch_info(self, branch: Branch) -> None:
-        n = len(branch.tokens)
-        self.branch_info.setText(
-            f"Branch {branch.id} · {n} tokens · log p = {branch.total_logprob:.3f} nats"
-            + (f" ({branch.total_logprob / n:.3f} per token)" if n else "")
-            + f" · seed {self._seed_text(branch)}"
-            + (f" · stopped at “{visible(branch.stopped_by)}”" if branch.stopped_by else ""))
-
-    def _tree_selection_changed(self) -> None:
-        items = self.tree.selectedItems()
-        if items:
-            bid = items[0].data(0, ROLE_BRANCH)
-            if bid != self._shown:
-                self.show_branch(bid)
-
-    def cli_arguments(self, branch: Branch) -> list[str] | None:
-        """`chainrule` arguments reproducing the branch's first run (None for a pick's branch:
-        no CLI run starts from a chosen token)."""
-        info = self._infos.get(branch.model_id)
-        if info is None or branch.origin != 0 or not branch.segments:
-            return None
-        seg = branch.segments[0]
-        config = DecodingConfig.from_dict(seg.settings)
-        return work.cli_arguments(info, branch.prompt, config, seg.seed, seg.max_new_tokens, seg.stop_strings)
-
-    def cli_command(self, branch: Branch) -> str | None:
-        args = self.cli_arguments(branch)
-        return shlex.join(["chainrule", *args]) if args is not None else None
-
-    def _tree_menu(self, pos: QPoint) -> None:
-        item = self.tree.itemAt(pos)
-        if item is None:
-            return
-        branch = self.store.get(item.data(0, ROLE_BRANCH))
-        if branch is None:
-            return
-        self.show_branch(branch.id)
-        menu = QMenu(self)
-        command = self.cli_command(branch)
-        copy = menu.addAction("Copy CLI command (reproduces its first run)")
-        copy.setEnabled(command is not None)
-        copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(command or ""))
-        menu.addSeparator()
-        menu.addAction("Continue", self.continue_branch)
-        menu.addAction("Regenerate", self.regenerate)
-        menu.addSeparator()
-        menu.addAction("Export text…", self.export_text)
-        menu.addAction("Export JSON…", self.export_json)
-        menu.addSeparator()
-        menu.addAction("Delete", lambda: self.delete_branch(branch.id))
-        menu.exec(self.tree.viewport().mapToGlobal(pos))
-        menu.deleteLater()
 
     # --- the token menu ----------------------------------------------------------------------
     def alternatives_menu(self, index: int) -> QMenu | None:
@@ -804,14 +588,12 @@ class TextTab(StatusLineMixin, ModelPickerMixin, QWidget):
             links = build_chain(cfg, cfg.seed if cfg.seed is not None else 0).links
             if cfg.seed is None and links[-1].endswith(" seed 0"):
                 links[-1] = links[-1][: -len("0")] + "random"
-            seed = f"fixed seed {cfg.seed}" if cfg.seed is not None else "a fresh seed each run (shown here)"
-            parts.append(f"Next run: {html.escape(' → '.join(links))} · {seed}")
+            parts.append(f"Next run: {html.escape(' → '.join(links))} · {next_seed_text(cfg)}")
         text = " · ".join(parts)
         notes = self._notes.get(branch.id, []) if branch is not None else []
         if notes:
             text += "<br><span style='color:#92400e'>note: " + html.escape("; ".join(notes)) + "</span>"
-        self.status.setStyleSheet("")
-        self.status.setText(text)
+        self._say(text)
 
     # --- buttons -------------------------------------------------------------------------------
     def _busy_changed(self, busy: bool) -> None:

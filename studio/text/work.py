@@ -44,10 +44,8 @@ def _load(info: ModelInfo):
     return load_text_model(info)
 
 
-_models = ModelCache(_load, "decoder")
-load_model = _models.load  # call on a worker thread
-cached_model = _models.cached  # never loads: safe on the UI thread
-forget_models = _models.forget
+# load_model on a worker thread (it may load); cached_model never loads: safe on the UI thread.
+load_model, cached_model, forget_models = ModelCache(_load, "decoder").functions()
 
 
 # --- records -----------------------------------------------------------------------------------

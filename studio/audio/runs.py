@@ -1,0 +1,118 @@
+"""The Audio tab's sounds: a generation run (its settings and every variation so far) and a
+loaded recording (its samples at the model's rate and its score).
+
+A run's variations are one batch, variation i being row i as the engine draws it; what
+is heard is the continued recording (if any), then what was generated so far, and its
+surprise track is the recording's own (once scored) followed by the model's surprise at
+each generated sample.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import numpy as np
+
+from studio.audio import work
+from studio.audio.spectrum import surprise_bits
+
+
+class Run:
+    """The current (or last) generation: its settings and every variation generated so far."""
+
+    _ids = 0
+
+    def __init__(self, model_id: str, seed: int, batch: int, seconds: float, temperature: float,
+                 digit: int | None, speaker: str | None, sample_rate: int, prompt: np.ndarray | None,
+                 prompt_name: str | None, prompt_path: str | None, prompt_notes: list[str],
+                 prompt_surprise: np.ndarray | None, cli: str | None) -> None:
+        Run._ids += 1
+        self.id = Run._ids
+        self.model_id, self.seed, self.batch, self.seconds = model_id, seed, batch, seconds
+        self.temperature, self.digit, self.speaker = temperature, digit, speaker
+        self.sample_rate = sample_rate
+        self.prompt = prompt
+        self.prompt_name, self.prompt_path, self.prompt_notes = prompt_name, prompt_path, prompt_notes
+        self.prompt_surprise = prompt_surprise  # (len(prompt),) bits, or None (not scored alike)
+        self.cli = cli
+        self.n_samples = work.n_new_samples(seconds, sample_rate)
+        self.samples = np.zeros((batch, self.n_samples), np.float32)
+        self.logprobs = np.full((batch, self.n_samples), np.nan, np.float64)
+        self.n_done = 0
+        self.t0 = time.perf_counter()
+        self.t_end: float | None = None
+        self.state = "running"  # running | done | stopped | error
+        self.recording_id: int | None = None  # the Recording continued (its score fills the prompt's surprise)
+        self.streamed: int | None = None  # the variation played while generating
+        self.underruns = 0
+
+    @property
+    def prompt_len(self) -> int:
+        return 0 if self.prompt is None else len(self.prompt)
+
+    def add(self, chunk: work.Chunk) -> None:
+        n = chunk.samples.shape[1]
+        end = min(chunk.start + n, self.n_samples)
+        if end > self.samples.shape[1]:  # the engine made more than asked: keep it all
+            grow = end - self.samples.shape[1]
+            self.samples = np.pad(self.samples, ((0, 0), (0, grow)))
+            self.logprobs = np.pad(self.logprobs, ((0, 0), (0, grow)), constant_values=np.nan)
+        k = end - chunk.start
+        self.samples[:, chunk.start:end] = chunk.samples[:, :k]
+        self.logprobs[:, chunk.start:end] = chunk.logprobs[:, :k]
+        self.n_done = max(self.n_done, end)
+
+    def sound(self, v: int) -> np.ndarray:
+        """Variation v as heard: the prompt, then what was generated so far."""
+        gen = self.samples[v, : self.n_done]
+        return gen.copy() if self.prompt is None else np.concatenate([self.prompt, gen])
+
+    def generated(self, v: int) -> np.ndarray:
+        return self.samples[v, : self.n_done].copy()
+
+    def surprise(self, v: int) -> np.ndarray:
+        bits = surprise_bits(self.logprobs[v, : self.n_done])
+        if self.prompt is None:
+            return bits
+        before = self.prompt_surprise if self.prompt_surprise is not None else np.full(self.prompt_len, np.nan)
+        return np.concatenate([before, bits])
+
+    def total_logprob(self, v: int) -> float:
+        return float(self.logprobs[v, : self.n_done].sum())
+
+    def seconds_done(self) -> float:
+        return self.n_done / self.sample_rate
+
+    def elapsed(self) -> float:
+        return (self.t_end or time.perf_counter()) - self.t0
+
+
+class Recording:
+    """A loaded recording, at the model's rate, and its score (when it has one)."""
+
+    _ids = 0
+
+    def __init__(self, path: str, loaded) -> None:  # noqa: D107
+        Recording._ids += 1
+        self.id = Recording._ids
+        self.path = path
+        self.name = Path(path).name
+        self.loaded = loaded  # engines.audio.wav.LoadedAudio
+        self.score: work.ScoreDone | None = None
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.loaded.samples
+
+    @property
+    def sample_rate(self) -> int:
+        return self.loaded.sample_rate
+
+
+def conditioning_text(digit: int | None, speaker: str | None, plain: bool = False) -> str:
+    """"digit 7, speaker george" (HTML unless `plain`); "any" for what is left to the model."""
+    d = "any digit" if digit is None else f"digit {digit}"
+    s = "any speaker" if speaker is None else f"speaker {speaker if plain else html.escape(speaker)}"
+    return f"{d}, {s}"
