@@ -5,7 +5,8 @@
 * The studio's settings go to a fresh file per test, never the user's config.
 * `isolated_user_models` (opt-in: `pytestmark = pytest.mark.usefixtures("isolated_user_models")`)
   hides the user's models folder and CHAINRULE_MODELS_DIR, so a test sees only the models it
-  points the registry at.
+  points the registry at (and the shipped ones); `isolated_model_dirs` (opt-in the same way)
+  hides the shipped models (assets/) too, so a test sees only its own.
 * No test may leave a worker thread running (napari style): a thread still busy after the
   test would keep working into the next test and make failures appear in the wrong place.
 """
@@ -34,6 +35,12 @@ def isolated_user_models(tmp_path, monkeypatch):
     # An empty per-test folder stands for ~/.../models; the env var would add the user's own.
     monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
     monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
+
+
+@pytest.fixture
+def isolated_model_dirs(isolated_user_models, tmp_path, monkeypatch):
+    # As isolated_user_models, and an empty per-test folder stands for the shipped models too.
+    monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "shipped-models")
 
 
 def _busy_runners() -> list:

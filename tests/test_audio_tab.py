@@ -27,13 +27,16 @@ from engines.registry import read_card  # noqa: E402
 from studio.audio import spectrum  # noqa: E402
 from studio.audio.work import CHUNK_SAMPLES as CHUNK  # noqa: E402
 from studio.audio.plots import AudioPlots  # noqa: E402
-from studio.main_window import MainWindow  # noqa: E402
+from tests import tab_helpers  # noqa: E402
 from tests.audio_models import SPEAKERS, export_model_dir, make_wavenet  # noqa: E402
+from tests.tab_helpers import new_window, shown_window  # noqa: E402
 from tests.test_audio_playback import FakeStream  # noqa: E402
 
 MODEL = "tiny-wavenet"
 RATE = 8000
 RUN_TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.usefixtures("isolated_model_dirs")
 
 
 @pytest.fixture(scope="module")
@@ -48,26 +51,10 @@ def engine_model(models_dir):
     return load_audio_model(read_card(models_dir / MODEL))
 
 
-@pytest.fixture(autouse=True)
-def _isolated_model_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "shipped-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
-
-
 @pytest.fixture
 def window(qtbot, models_dir):
-    w = MainWindow(extra_model_dirs=[models_dir])
-    qtbot.addWidget(w)
-    w.show()
-    w.select_tab("Audio")
-    qtbot.waitExposed(w)
-    yield w
-    tab = w.tab("Audio")
-    tab.stop()
-    tab.stop_playback()
-    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)
-    w.close()
+    yield from shown_window(qtbot, models_dir, "Audio", timeout_ms=RUN_TIMEOUT_MS,
+                            stop=lambda tab: (tab.stop(), tab.stop_playback()))
 
 
 @pytest.fixture
@@ -89,11 +76,7 @@ def settings(tab, *, seed=5, seconds=0.05, temperature=1.0, batch=1, digit=None,
 
 
 def run_and_wait(qtbot, tab):
-    run = tab.generate()
-    assert run is not None, tab.status_text()
-    qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
-    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)
-    return run
+    return tab_helpers.run_and_wait(qtbot, tab, tab.generate, RUN_TIMEOUT_MS)
 
 
 def curve_y(curve) -> np.ndarray:
@@ -121,8 +104,7 @@ def test_the_tab_lists_audio_models_with_their_digits_and_speakers(window, tab):
 
 
 def test_without_an_audio_model_the_tab_says_how_to_get_one(qtbot, tmp_path):
-    w = MainWindow(extra_model_dirs=[tmp_path])
-    qtbot.addWidget(w)
+    w = new_window(qtbot, tmp_path)
     tab = w.tab("Audio")
     assert tab.pages.currentIndex() == 0
     assert "No audio model installed" in tab.empty_label.text() and "Models" in tab.empty_label.text()

@@ -26,16 +26,17 @@ from engines.image.png import read_image  # noqa: E402
 from engines.image.sampler import score_images  # noqa: E402
 from engines.registry import read_card  # noqa: E402
 from studio.density import work  # noqa: E402
-from studio.main_window import MainWindow  # noqa: E402
 from tests.density_models import export_made_dir, export_nade_dir, make_made, make_nade  # noqa: E402
 from tests.image_models import export_model_dir, make_pixelcnn  # noqa: E402
+from tests.tab_helpers import RUN_TIMEOUT_MS, new_window, run_and_wait, shown_window  # noqa: E402
 
 H, W = 4, 4
 D = H * W
 NADE, MADE, PIXELCNN = "tiny-nade", "tiny-made", "tiny-pixelcnn"
 TRAINED = ("raster", "random:1", "column")  # the tiny MADE's (ordering, seed = index) masks
-RUN_TIMEOUT_MS = 10_000
 LN2 = math.log(2)
+
+pytestmark = pytest.mark.usefixtures("isolated_model_dirs")
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +58,9 @@ def engines(models_dir):
             "pixelcnn": load_image_model(read_card(models_dir / PIXELCNN))}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_model_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "shipped-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
-
-
 @pytest.fixture
 def window(qtbot, models_dir):
-    w = MainWindow(extra_model_dirs=[models_dir])
-    qtbot.addWidget(w)
-    w.show()
-    w.select_tab("Density")
-    qtbot.waitExposed(w)
-    yield w
-    tab = w.tab("Density")
-    tab.stop()
-    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)
-    w.close()
+    yield from shown_window(qtbot, models_dir, "Density")
 
 
 @pytest.fixture
@@ -89,14 +74,6 @@ def tab(window):
 def set_seed(window, seed, **kw):
     window.decoding_panel.set_config(DecodingConfig(seed=seed, **kw))
     assert window.ctx.decoding_config().seed == seed
-
-
-def run_and_wait(qtbot, tab, action):
-    run = action()
-    assert run is not None, tab.status_text()
-    qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
-    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)  # the scores of the result are in
-    return run
 
 
 def wait_scored(qtbot, tab, pixels):
@@ -144,8 +121,7 @@ def test_nade_has_raster_only_with_a_tooltip_saying_why(tab):
 
 
 def test_without_a_density_model_the_tab_says_how_to_get_one(qtbot, tmp_path):
-    w = MainWindow(extra_model_dirs=[tmp_path])
-    qtbot.addWidget(w)
+    w = new_window(qtbot, tmp_path)
     tab = w.tab("Density")
     assert tab.pages.currentIndex() == 0
     assert "No density model installed" in tab.empty_label.text() and "export_density" in tab.empty_label.text()

@@ -23,12 +23,13 @@ from engines.image.sampler import PixelSampler, posterior_resample, score_image 
 from engines.registry import read_card  # noqa: E402
 from studio.image import work  # noqa: E402
 from studio.image.drawing import History, brush_offsets, completion_mask, line_cells  # noqa: E402
-from studio.main_window import MainWindow  # noqa: E402
 from tests.image_models import export_model_dir, make_pixelcnn  # noqa: E402
+from tests.tab_helpers import RUN_TIMEOUT_MS, new_window, run_and_wait, set_config, shown_window  # noqa: E402
 
 GREY = "tiny-grey"  # 6x7, 4 levels, 3 labels
 BINARY = "tiny-binary"  # 6x7, Bernoulli, unconditional
-RUN_TIMEOUT_MS = 10_000
+
+pytestmark = pytest.mark.usefixtures("isolated_model_dirs")
 
 
 @pytest.fixture(scope="module")
@@ -44,25 +45,9 @@ def engine_models(models_dir):
     return {name: load_image_model(read_card(models_dir / name)) for name in (GREY, BINARY)}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_model_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.setattr("engines.registry.shipped_models_dir", lambda: tmp_path / "shipped-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
-
-
 @pytest.fixture
 def window(qtbot, models_dir):
-    w = MainWindow(extra_model_dirs=[models_dir])
-    qtbot.addWidget(w)
-    w.show()  # mouse moves reach only shown widgets
-    w.select_tab("Image")
-    qtbot.waitExposed(w)
-    yield w
-    tab = w.tab("Image")
-    tab.stop()
-    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)
-    w.close()
+    yield from shown_window(qtbot, models_dir, "Image")
 
 
 @pytest.fixture
@@ -71,19 +56,6 @@ def tab(window):
     assert t.select_model(GREY)
     t.set_speed(math.inf)
     return t
-
-
-def set_config(window, **kw):
-    window.decoding_panel.set_config(DecodingConfig(**kw))
-    assert window.ctx.decoding_config() == DecodingConfig(**kw)
-
-
-def run_and_wait(qtbot, tab, action):
-    result = action()
-    assert result is not None, tab.status_text()
-    qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
-    qtbot.waitUntil(tab.is_idle, timeout=RUN_TIMEOUT_MS)  # the likelihood of the result is in
-    return result
 
 
 def stroke(qtbot, canvas, cells, button=Qt.MouseButton.LeftButton):
@@ -115,8 +87,7 @@ def test_the_tab_lists_image_models_only(window, tab):
 
 
 def test_without_an_image_model_the_tab_says_how_to_get_one(qtbot, tmp_path):
-    w = MainWindow(extra_model_dirs=[tmp_path])
-    qtbot.addWidget(w)
+    w = new_window(qtbot, tmp_path)
     tab = w.tab("Image")
     assert tab.pages.currentIndex() == 0
     assert "No image model installed" in tab.empty_label.text()

@@ -7,10 +7,7 @@ from engines.registry import get_model, list_models, shipped_models_dir
 from tests.model_dirs import make_model_dir
 
 
-@pytest.fixture(autouse=True)
-def _isolated_user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_user_models")
 
 
 def test_finds_models_in_extra_dirs_with_card_fields(tmp_path):

@@ -11,8 +11,8 @@ from PySide6.QtWidgets import QFileDialog, QLabel
 from engines.decoding.config import FILTER_NAMES, DecodingConfig
 from studio.app import main
 from studio.decoding_panel import PRESETS, DecodingPanel
-from studio.main_window import MainWindow
 from studio.tabs import register_tab, registered_tabs, unregister_tab
+from tests.tab_helpers import new_window
 
 
 def has_build_chain() -> bool:
@@ -25,9 +25,7 @@ def has_build_chain() -> bool:
 
 @pytest.fixture
 def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    return w
+    return new_window(qtbot)
 
 
 @pytest.fixture
@@ -53,8 +51,7 @@ def test_window_builds_with_its_tabs_dock_and_status_bar(window):
 def test_a_registered_tab_appears_in_order(qtbot):
     register_tab("Zeta Test", lambda ctx: QLabel("zeta"), order=1)
     try:
-        w = MainWindow()
-        qtbot.addWidget(w)
+        w = new_window(qtbot)
         assert w.tab_names()[0] == "Zeta Test"
         assert w.tab("zeta test").text() == "zeta"
     finally:
@@ -68,8 +65,7 @@ def test_a_tab_whose_factory_raises_shows_the_error_instead(qtbot):
 
     register_tab("Broken Test", broken, order=2)
     try:
-        w = MainWindow()
-        qtbot.addWidget(w)
+        w = new_window(qtbot)
         assert "RuntimeError: no engine yet" in w.tab("Broken Test").text()
     finally:
         unregister_tab("Broken Test")
@@ -232,8 +228,7 @@ def write_model(root: Path, model_id: str, kind: str = "text") -> dict:
 def test_models_view_lists_models_and_shows_the_card(qtbot, tmp_path):
     pytest.importorskip("engines.registry", reason="engines.registry not written yet")
     card = write_model(tmp_path, "zz-test-char")
-    w = MainWindow(extra_model_dirs=[tmp_path])
-    qtbot.addWidget(w)
+    w = new_window(qtbot, tmp_path)
     view = w.tab("Models")
     assert view.stack.currentIndex() == 0
     ids = [view.table.item(r, 0).text() for r in range(view.table.rowCount())]
@@ -250,8 +245,7 @@ def test_models_view_shows_how_to_add_models_when_there_are_none(qtbot, monkeypa
     from studio.context import StudioContext
 
     monkeypatch.setattr(StudioContext, "list_models", lambda self: [])
-    w = MainWindow()
-    qtbot.addWidget(w)
+    w = new_window(qtbot)
     view = w.tab("Models")
     assert view.stack.currentIndex() == 1
     assert "No models installed yet" in view.empty.text()
@@ -262,15 +256,13 @@ def test_an_added_folder_is_remembered(qtbot, tmp_path, monkeypatch):
     pytest.importorskip("engines.registry", reason="engines.registry not written yet")
     write_model(tmp_path, "zz-added")
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
-    w = MainWindow()
-    qtbot.addWidget(w)
+    w = new_window(qtbot)
     view = w.tab("Models")
     view.add_button.click()
     assert tmp_path.resolve() in w.ctx.saved_model_dirs()
     assert any(m.id == "zz-added" for m in view.models)
     # A new window (same settings file) still knows the folder.
-    w2 = MainWindow()
-    qtbot.addWidget(w2)
+    w2 = new_window(qtbot)
     assert tmp_path.resolve() in w2.ctx.model_dirs()
 
 
@@ -295,10 +287,7 @@ def test_an_unknown_tab_is_an_error_listing_the_tabs(capsys):
 
 
 def test_the_decoding_dock_hides_on_tabs_that_do_not_use_it_and_returns(qtbot):
-    from studio.main_window import MainWindow
-
-    w = MainWindow()
-    qtbot.addWidget(w)
+    w = new_window(qtbot)
     w.show()
     qtbot.waitExposed(w)
     assert w.select_tab("Text") and w.decoding_dock.isVisible()

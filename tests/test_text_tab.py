@@ -14,22 +14,18 @@ from engines.decoding.config import DecodingConfig
 from engines.registry import get_model
 from engines.text.model import load_text_model
 from engines.text.session import beam_generate, plan_prompt, score_text, stream_tokens
-from studio.main_window import MainWindow
 from studio.text import work
 from studio.text.colours import colour_for, probability_colour, rank_colour
 from studio.text.score_view import read_text_file
 from studio.text.token_view import tooltip_html
 from studio.tabs.text_tab import parse_stop_strings
+from tests.tab_helpers import new_window, set_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODEL = "tiny-gpt2-optimum"
 RUN_TIMEOUT_MS = 10_000
 
-
-@pytest.fixture(autouse=True)
-def _isolated_user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.registry.user_models_dir", lambda: tmp_path / "user-models")
-    monkeypatch.delenv("CHAINRULE_MODELS_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_user_models")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +35,7 @@ def gpt2():
 
 @pytest.fixture
 def window(qtbot):
-    w = MainWindow(extra_model_dirs=[FIXTURES])
-    qtbot.addWidget(w)
+    w = new_window(qtbot, FIXTURES)
     yield w
     w.close()  # stops and waits for every runner
 
@@ -52,12 +47,9 @@ def tab(window):
     return t
 
 
-def set_config(window, **kw):
-    window.decoding_panel.set_config(DecodingConfig(**kw))
-    assert window.ctx.decoding_config() == DecodingConfig(**kw)
-
-
 def run_and_wait(qtbot, tab, action):
+    # Not tab_helpers.run_and_wait: the Text tab has no rescoring (no is_idle), and some actions
+    # (a QAction's trigger) start the run without returning it.
     result = action()
     qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
     return result
@@ -254,8 +246,7 @@ def test_a_prompt_the_model_cannot_encode_shows_why_and_keeps_the_text(qtbot, tm
         "context_length": 128, "tokenizer": {"type": "char", "vocab": vocab},
         "decoding_defaults": {"temperature": 0.7, "top_k": 5},
     }))
-    w = MainWindow(extra_model_dirs=[tmp_path / "models"])
-    qtbot.addWidget(w)
+    w = new_window(qtbot, tmp_path / "models")
     tab = w.tab("Text")
     assert tab.select_model("tiny-char")
     tab.prompt.setPlainText("price: 5€ ☃")

@@ -32,6 +32,7 @@ import torch
 
 from engines.density.orderings import made_masks, make_ordering_from_spec
 from engines.errors import InputError
+from engines.training.cli_args import run_trainer
 from engines.training.loop import load_checkpoint, store_metrics
 from engines.training.made import MADE
 from engines.training.train_nade import (add_common_arguments, fit, flat_split, marginal_logits, nll_summary,
@@ -136,9 +137,7 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
     return store_metrics(ck, ckpt_path, metrics, log_path, t0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="chainrule train made", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = DEFAULTS
     add_common_arguments(p, d)
     p.add_argument("--hidden", default=d["hidden"], help="hidden layer sizes, comma-separated (e.g. 500,500)")
@@ -148,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask-seed", type=int, default=d["mask_seed"], help="seed of mask set 0 (set i uses +i)")
     p.add_argument("--orderings", default=d["orderings"],
                    help="ordering names cycled over the mask sets (raster, reverse, column, random)")
-    args = p.parse_args(argv)
-    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "made"] + argv)
-    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
-    train(args.data, args.out, resume=args.resume, command=command, **hp)
-    return 0
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_trainer("made", __doc__, add_arguments, train, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import torch
 from engines.errors import InputError
 from engines.image.data import load_split
 from engines.training import loop
+from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
 from engines.training.loop import load_checkpoint, load_resume, store_metrics
 from engines.training.nade import NADE, nll_blocked
 from engines.training.train_pixelcnn import batch_indices
@@ -165,34 +166,25 @@ def add_common_arguments(p: argparse.ArgumentParser, d: dict) -> argparse.Argume
     p.add_argument("--data", required=True, help="binarized_mnist.npz (0/1 pixels, train/valid/test)")
     p.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate after warm-up")
-    p.add_argument("--min-lr", type=float, default=d["min_lr"])
-    p.add_argument("--warmup-iters", type=int, default=d["warmup_iters"])
-    p.add_argument("--max-iters", type=int, default=d["max_iters"])
+    add_schedule_arguments(p, d, lr_help="Adam learning rate after warm-up")
     p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="gradient norm clip (0 = off)")
     p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
     p.add_argument("--eval-images", type=int, default=d["eval_images"], help="validation images per periodic eval")
     p.add_argument("--no-final-eval", dest="final_eval", action="store_false",
                    help="skip the full val/test evaluation of the best checkpoint at the end")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--time-limit-minutes", type=float, default=d["time_limit_minutes"],
-                   help="training time, periodic evals included (the final evaluation comes after)")
-    p.add_argument("--threads", type=int, default=d["threads"])
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_run_arguments(p, d, time_help="training time, periodic evals included (the final evaluation comes after)")
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add_common_arguments(p, DEFAULTS)
+    p.add_argument("--hidden", type=int, default=DEFAULTS["hidden"], help="hidden units H")
+    p.add_argument("--block", type=int, default=DEFAULTS["block"], help="pixels per block of the blocked pass (speed only)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="chainrule train nade", description=__doc__.splitlines()[0])
-    add_common_arguments(p, DEFAULTS)
-    p.add_argument("--hidden", type=int, default=DEFAULTS["hidden"], help="hidden units H")
-    p.add_argument("--block", type=int, default=DEFAULTS["block"], help="pixels per block of the blocked pass (speed only)")
-    args = p.parse_args(argv)
-    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "nade"] + argv)
-    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
-    train(args.data, args.out, resume=args.resume, command=command, **hp)
-    return 0
+    return run_trainer("nade", __doc__, add_arguments, train, argv)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 
 from engines.errors import InputError
 from engines.image.data import load_split
+from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
 from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.pixelcnn import PixelCNN, PixelCNNConfig
 
@@ -182,10 +183,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--label-dropout", type=float, default=d["label_dropout"],
                    help="fraction of training labels replaced by 'no label' (conditional data only)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument("--min-lr", type=float, default=d["min_lr"])
-    p.add_argument("--warmup-iters", type=int, default=d["warmup_iters"])
-    p.add_argument("--max-iters", type=int, default=d["max_iters"])
+    add_schedule_arguments(p, d)
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
     p.add_argument("--grad-clip", type=float, default=d["grad_clip"])
     p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
@@ -193,22 +191,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-final-eval", dest="final_eval", action="store_false",
                    help="skip the full val/test evaluation of the best checkpoint at the end")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast + channels-last (faster on CPUs with AMX/AVX512-BF16)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--time-limit-minutes", type=float, default=d["time_limit_minutes"], help="training time (evals included)")
-    p.add_argument("--threads", type=int, default=d["threads"])
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_run_arguments(p, d)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = add_arguments(argparse.ArgumentParser(prog="chainrule train pixelcnn",
-                                                   description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "pixelcnn"] + argv)
-    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
-    train(args.data, args.out, resume=args.resume, command=command, **hp)
-    return 0
+    return run_trainer("pixelcnn", __doc__, add_arguments, train, argv)
 
 
 if __name__ == "__main__":

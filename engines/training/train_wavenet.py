@@ -34,6 +34,7 @@ import torch
 from engines.audio import mulaw
 from engines.audio.data import AudioSplit, load_fsdd
 from engines.errors import InputError
+from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
 from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.wavenet import WaveNet, WaveNetConfig
 
@@ -177,10 +178,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--layers-per-stack", type=int, default=d["layers_per_stack"], help="dilations 1 .. 2^(n-1)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--window", type=int, default=d["window"], help="target samples per window")
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument("--min-lr", type=float, default=d["min_lr"])
-    p.add_argument("--warmup-iters", type=int, default=d["warmup_iters"])
-    p.add_argument("--max-iters", type=int, default=d["max_iters"])
+    add_schedule_arguments(p, d)
     p.add_argument("--grad-clip", type=float, default=d["grad_clip"])
     p.add_argument("--cond-dropout", type=float, default=d["cond_dropout"],
                    help="probability of replacing the digit (and, independently, the speaker) by 'none'")
@@ -188,22 +186,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--eval-clips", type=int, default=d["eval_clips"], help="validation clips per periodic eval")
     p.add_argument("--no-final-eval", dest="final_eval", action="store_false")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--time-limit-minutes", type=float, default=d["time_limit_minutes"], help="training time (evals included)")
-    p.add_argument("--threads", type=int, default=d["threads"])
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_run_arguments(p, d)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = add_arguments(argparse.ArgumentParser(prog="chainrule train wavenet",
-                                                   description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    command = " ".join(shlex.quote(a) for a in ["chainrule", "train", "wavenet"] + argv)
-    hp = {k: v for k, v in vars(args).items() if k not in ("data", "out", "resume")}
-    train(args.data, args.out, resume=args.resume, command=command, **hp)
-    return 0
+    return run_trainer("wavenet", __doc__, add_arguments, train, argv)
 
 
 if __name__ == "__main__":
