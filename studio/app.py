@@ -54,11 +54,22 @@ def _use_offscreen_if_headless() -> None:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 
+def icon_path() -> Path:
+    """The application icon (SVG, shipped inside the `studio` package; packaging/ installs the same
+    file for desktop launchers)."""
+    from importlib import resources
+
+    return Path(str(resources.files("studio") / "resources" / "chainrule-studio.svg"))
+
+
 def configure_app(app) -> None:
-    """Name, Fusion style, a readable font size and the style sheet."""
-    from PySide6.QtGui import QFont
+    """Name, icon, Fusion style, a readable font size and the style sheet."""
+    from PySide6.QtGui import QFont, QIcon
 
     app.setApplicationName(APPLICATION)
+    app.setWindowIcon(QIcon(str(icon_path())))
+    # Lets Wayland/X11 docks match the window to packaging/chainrule-studio.desktop.
+    app.setDesktopFileName("chainrule-studio")
     app.setApplicationDisplayName(APPLICATION)
     app.setOrganizationName(ORGANIZATION)
     app.setStyle("Fusion")  # looks the same on every platform, and offscreen
