@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -82,18 +81,14 @@ def configure_app(app) -> None:
 
 
 def save_atomically(pixmap, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written PNG."""
+    """Write to a temporary file beside `path`, then rename (engines.atomic): never a half-written PNG."""
+    from engines.atomic import atomic_path
+
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not pixmap.save(tmp, "PNG"):
+    with atomic_path(path) as tmp:
+        if not pixmap.save(str(tmp), "PNG"):
             raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

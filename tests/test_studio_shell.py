@@ -1,6 +1,8 @@
 """The studio shell: main window, tab registry, decoding panel, models view, `main()`."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -271,7 +273,10 @@ def test_screenshot_writes_a_real_png(qtbot, tmp_path):
     out = tmp_path / "shots" / "s.png"
     assert main(["--tab", "models", "--screenshot", out]) == 0
     assert out.stat().st_size > 10_000
-    assert not list(out.parent.glob(".s-*")), "no temporary file left behind"
+    assert list(out.parent.iterdir()) == [out], "no temporary file left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask, "readable like any file the user saves"
     img = QImage(str(out))
     assert (img.width(), img.height()) == (1280, 800)
     colours = {img.pixel(x, y) for x in range(0, 1280, 37) for y in range(0, 800, 23)}
