@@ -202,16 +202,9 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-def _human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def cmd_models(args: argparse.Namespace) -> int:
-    from engines.registry import headline_metric, list_models
+    from engines.card_metrics import human_size, key_metrics
+    from engines.registry import list_models
     from engines.runtime import runtime_info
 
     provider = runtime_info()["provider"]
@@ -224,9 +217,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "KIND", "PARAMS", "SIZE", "METRICS", "STATUS")]
     for m in models:
-        metrics = ", ".join(f"{k}: {headline_metric(v)}" for k, v in list(m.metrics.items())[:3])
+        metrics = key_metrics(m.metrics)
         params = f"{m.parameters:,}" if isinstance(m.parameters, int) else "?"
-        rows.append((m.id, m.kind, params, _human_size(m.size_bytes), metrics or "-", "ok" if m.usable else f"unusable: {m.problem}"))
+        rows.append((m.id, m.kind, params, human_size(m.size_bytes), metrics or "-", "ok" if m.usable else f"unusable: {m.problem}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])

@@ -169,13 +169,3 @@ def get_model(model_id: str, extra_dirs: Sequence[str | os.PathLike] = (), kind:
         f"no{' ' + kind if kind else ''} models are installed"
     )
     raise ModelNotFoundError(f"unknown model {model_id!r}; {hint}")
-
-
-def headline_metric(value: Any) -> str:
-    """One short string for a card metric (a number, or an eval record holding several)."""
-    if isinstance(value, dict):
-        for key in ("bits_per_dim", "nats_per_element", "nats_per_example"):
-            if isinstance(value.get(key), (int, float)):
-                return f"{value[key]:.4g} {key.replace('_', ' ')}"
-        return "..."
-    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engines.registry import headline_metric
+from engines.card_metrics import human_size, key_metrics
 
 from engines.errors import ChainruleError
 from studio.context import StudioContext, short_provider
@@ -44,21 +44,6 @@ def format_count(n: int | None) -> str:
         if n >= scale:
             return f"{n / scale:.3g}{unit}"
     return str(n)
-
-
-def format_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def format_metrics(metrics: dict, limit: int = 3) -> str:
-    """The first few metrics, 'name: headline' each (an eval record shows its main number)."""
-    parts = [f"{key}: {headline_metric(value)}" for key, value in list(metrics.items())[:limit] if not isinstance(value, bool)]
-    return ", ".join(parts) if parts else "—"
 
 
 class _SortItem(QTableWidgetItem):
@@ -226,8 +211,8 @@ class ModelsView(QWidget):
                 (info.id, None),
                 (info.kind, None),
                 (format_count(info.parameters), info.parameters),
-                (format_bytes(info.size_bytes), info.size_bytes),
-                (format_metrics(info.metrics or {}), None),
+                (human_size(info.size_bytes), info.size_bytes),
+                (key_metrics(info.metrics) or "—", None),
                 (provider if problem is None else "—", None),
                 ("ready" if problem is None else "cannot load", None),
             ]
