@@ -166,7 +166,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self.view = TokenView()
         self.view.setObjectName("TokenView")
         self.view.tokenClicked.connect(self._token_clicked)
-        self.view.setPlaceholderText("Tokens appear here. Hover one for its alternatives; click to branch.")
+        self.view.setPlaceholderText("Tokens appear here: hover for alternatives, click to branch")
         self.mode_combo = QComboBox()
         for m in MODES:
             self.mode_combo.addItem(MODE_LABELS[m], m)
