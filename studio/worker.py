@@ -107,14 +107,21 @@ class GeneratorWorker(QRunnable):
         self._done.set()
 
     # --- the pool thread ------------------------------------------------------------------
+    def _emit(self, name: str, *args: Any) -> None:
+        """Emit signal `name`. When Qt has already deleted the signals object (the application is
+        shutting down around a running task) nobody is left to tell: the task just stops."""
+        try:
+            getattr(self.signals, name).emit(*args)
+        except RuntimeError:  # "Signal source has been deleted"
+            self._stop.set()
+
     def run(self) -> None:  # noqa: D401 - Qt's name
-        signals = self.signals
         gen: Iterator[Any] | None = None
         try:
             if self._stop.is_set():  # stopped while still queued: never start the work
-                signals.stopped.emit()
+                self._emit("stopped")
                 return
-            signals.started.emit()
+            self._emit("started")
             try:
                 gen = iter(self._gen_factory())
                 for item in gen:
@@ -122,13 +129,13 @@ class GeneratorWorker(QRunnable):
                     # item is emitted, however fast the generator yields.
                     if self._stop.is_set():
                         break
-                    signals.yielded.emit(item)
+                    self._emit("yielded", item)
                     if self._stop.is_set():
                         break
             except BaseException as exc:  # noqa: BLE001 - a worker must never kill the app
                 if not isinstance(exc, ChainruleError):
                     log.error("worker raised", exc_info=exc)
-                signals.errored.emit(error_message(exc))
+                self._emit("errored", error_message(exc))
                 return
             finally:
                 # Run the generator's cleanup (close files, release sessions) on this thread.
@@ -138,10 +145,7 @@ class GeneratorWorker(QRunnable):
                         close()
                     except Exception:  # noqa: BLE001 - cleanup trouble must not mask the outcome
                         log.exception("closing the generator raised")
-            if self._stop.is_set():
-                signals.stopped.emit()
-            else:
-                signals.finished.emit()
+            self._emit("stopped" if self._stop.is_set() else "finished")
         finally:
             self._done.set()
 

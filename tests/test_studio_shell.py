@@ -241,6 +241,8 @@ def test_models_view_lists_models_and_shows_the_card(qtbot, tmp_path):
     assert "val_nats_per_char: 1.5" in cells[4]
     view.table.selectRow(row)
     assert json.loads(view.card.toPlainText()) == card
+    summary = view.summary.toPlainText()
+    assert summary.startswith(card.get("name") or "zz-test-char") and "val_nats_per_char" in summary
 
 
 def test_models_view_shows_how_to_add_models_when_there_are_none(qtbot, monkeypatch):

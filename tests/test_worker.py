@@ -1,5 +1,6 @@
 """The worker layer: generators on a QThreadPool, stop between yields, stale results dropped."""
 
+import shiboken6
 import itertools
 import threading
 import time
@@ -239,3 +240,23 @@ def test_a_signal_arriving_after_the_runner_was_destroyed_is_dropped(qtbot):
     shiboken6.delete(runner)  # the C++ side goes (as when its parent tab is destroyed); the wrapper lives
     relay.on_yielded("late event")  # would raise "Internal C++ object already deleted"
     relay.on_finished()
+
+
+def test_a_worker_whose_signals_were_deleted_stops_quietly(qtbot):
+    # The app shutting down around a running task deletes the signals object; the pool thread
+    # must then stop at once (closing its generator), not raise from every emit.
+    closed, pulled = [], []
+
+    def items():
+        try:
+            for i in range(1000):
+                pulled.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    worker = GeneratorWorker(items)
+    shiboken6.delete(worker.signals)
+    worker.run()  # on this thread: an exception here fails the test
+    assert worker.is_done() and worker.stop_requested
+    assert closed == [True] and len(pulled) == 1, "stopped after the first undeliverable item"

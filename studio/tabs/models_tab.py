@@ -20,6 +20,8 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -27,6 +29,7 @@ from PySide6.QtWidgets import (
 from engines.card_metrics import human_size, key_metrics
 
 from engines.errors import ChainruleError
+from studio.card_summary import card_html
 from studio.context import StudioContext, short_provider
 from studio.tabs import register_tab
 from studio.widgets import STRETCH, column, hbox, push_button, readout_label, section_title, vbox
@@ -94,6 +97,12 @@ class ModelsView(QWidget):
         header.setSectionResizeMode(COLUMNS.index("Key metrics"), QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._show_selected_card)
 
+        # The card twice: a page to read (what was measured, by which command, how it was
+        # trained) and the raw JSON, whole.
+        self.summary = QTextBrowser()
+        self.summary.setObjectName("ModelCardSummary")
+        self.summary.setOpenLinks(False)
+        self.summary.setPlaceholderText("Select a model to see its card.")
         self.card = QPlainTextEdit()
         self.card.setObjectName("ModelCard")
         self.card.setReadOnly(True)
@@ -101,8 +110,12 @@ class ModelsView(QWidget):
         mono.setStyleHint(QFont.StyleHint.Monospace)
         self.card.setFont(mono)
         self.card.setPlaceholderText("Select a model to see its card.")
+        self.card_pages = QTabWidget()
+        self.card_pages.setDocumentMode(True)
+        self.card_pages.addTab(self.summary, "Summary")
+        self.card_pages.addTab(self.card, "card.json")
         self.card_title = section_title("Model card")
-        card_box = column(self.card_title, self.card)
+        card_box = column(self.card_title, self.card_pages)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
@@ -188,6 +201,7 @@ class ModelsView(QWidget):
     def _show_empty(self, problem: str | None) -> None:
         self.table.setRowCount(0)
         self.card.clear()
+        self.summary.clear()
         lead = problem or "No models installed yet."
         self.empty.setText(
             f"<p style='font-size:16pt; font-weight:600'>{lead}</p>"
@@ -255,6 +269,7 @@ class ModelsView(QWidget):
         info = next((m for m in self.models if m.id == model_id), None)
         if info is None:
             self.card.clear()
+            self.summary.clear()
             self.card_title.setText("Model card")
             return
         self.card_title.setText(f"Model card — {info.id}  ({Path(info.path)})")
@@ -263,6 +278,7 @@ class ModelsView(QWidget):
         if problem:
             text = f"// This model cannot be loaded: {problem}\n\n{text}"
         self.card.setPlainText(text)
+        self.summary.setHtml(card_html(info.card, problem))
 
 
 def _escape(text: str) -> str:
