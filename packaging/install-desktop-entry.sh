@@ -44,7 +44,11 @@ install_atomically() {  # src dest
 # The launcher names the full path, so it works from a virtual environment that is not on PATH.
 desktop_src="$(mktemp)"
 trap 'rm -f "$desktop_src"' EXIT
-sed -e "s|^Exec=chainrule-studio$|Exec=$exe|" "$here/chainrule-studio.desktop" > "$desktop_src"
+exec_field="$exe"
+if [[ "$exe" == *" "* ]]; then  # the desktop entry spec quotes an argument that holds spaces
+  exec_field="\"$exe\""
+fi
+sed -e "s|^Exec=chainrule-studio$|Exec=$exec_field|" "$here/chainrule-studio.desktop" > "$desktop_src"
 install_atomically "$desktop_src" "$apps/chainrule-studio.desktop"
 install_atomically "$icon" "$icons/chainrule-studio.svg"
 command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database -q "$apps" || true

@@ -90,6 +90,14 @@ def test_the_install_script_puts_launcher_and_icon_in_place_and_removes_them(tmp
     assert removed.returncode == 0 and not desktop.exists() and not icon.exists()
 
 
+def test_a_path_with_spaces_is_quoted_in_the_launcher(tmp_path):
+    spaced = tmp_path / "my venv"
+    spaced.mkdir()
+    assert _run_installer(spaced).returncode == 0
+    entry = _desktop_entry((spaced / "data" / "applications" / "chainrule-studio.desktop").read_text())
+    assert entry["Exec"] == f'"{spaced / "bin" / "chainrule-studio"}"'
+
+
 def test_the_install_script_refuses_clearly(tmp_path):
     missing = _run_installer(tmp_path, with_studio=False)
     assert missing.returncode == 1
