@@ -54,3 +54,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """`obj` as indented UTF-8 JSON (non-ASCII kept as is) with a final newline, atomically:
+    the one format of every card, settings and sample record the project writes."""
+    import json
+
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

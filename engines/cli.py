@@ -308,7 +308,7 @@ def write_card_metric(model, key: str, values: dict[str, Any], command: str) -> 
         "command": command,
     }
     try:
-        atomic.write_text(card_path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        atomic.write_json(card_path, card)
     except OSError as exc:
         raise ChainruleError(f"cannot record metrics in {card_path}: {exc}") from exc
 

@@ -77,3 +77,16 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     atomic.write_text(tmp_path / "atomic.txt", "x")
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
     assert mode(tmp_path / "atomic.txt") == mode(plain)
+
+
+def test_write_json_is_atomic_indented_utf8_with_a_final_newline(tmp_path, monkeypatch):
+    from engines import atomic
+
+    path = tmp_path / "card.json"
+    atomic.write_json(path, {"name": "Café", "n": [1, 2]})
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("}\n") and '"name": "Café"' in text and '\n  "n": [' in text
+    # A failing serialisation leaves the old file whole and no temporary file behind.
+    with pytest.raises(TypeError):
+        atomic.write_json(path, {"bad": object()})
+    assert path.read_text(encoding="utf-8") == text and list(tmp_path.iterdir()) == [path]

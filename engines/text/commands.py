@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ def _write_sample(path: str | None, sample: dict[str, Any], record: dict[str, An
     if path is None:
         return
     if path.endswith(".json"):
-        atomic.write_text(path, json.dumps({**record, "sample": sample}, indent=2, ensure_ascii=False))
+        atomic.write_json(path, {**record, "sample": sample})
     else:
         atomic.write_text(path, sample["text"])
 

@@ -33,6 +33,7 @@ import torch
 
 from engines.errors import InputError
 from engines.training.made import MADE, MADEGraph
+from engines import atomic
 from engines.training.nade import NADE, NADEStep
 
 OPSET = 17
@@ -61,7 +62,7 @@ def _onnx_export(module, args, path: Path, inputs, outputs, dynamic: dict) -> No
 
 
 def _write_card(folder: Path, card: dict) -> None:
-    (folder / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic.write_json(folder / "card.json", card)
 
 
 def _atomic_folder(out: Path, write) -> None:

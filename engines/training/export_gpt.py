@@ -48,6 +48,7 @@ import onnx
 import torch
 
 from engines.training.gpt import GPT, GPTConfig
+from engines import atomic
 from engines.training.gpt_onnx_graph import ATTENTION_STYLES, build_decoder_graph, input_names, output_names
 
 OPSET = 17
@@ -309,7 +310,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: s
                       export_command=export_command)
     if kept_metrics:
         card["metrics"] = kept_metrics
-    (out / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic.write_json(out / "card.json", card)
     return card
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from engines import atomic
 from engines.training.pixelcnn import PixelCNN, PixelCNNConfig, PixelStep, RowStep, baked_copy
 
 OPSET = 17
@@ -162,7 +163,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: s
     model, ck = load_checkpoint(ckpt_path)
     export_onnx(model, out)
     card = build_card(model, ck, model_id=model_id or out.name, name=name)
-    (out / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic.write_json(out / "card.json", card)
     return card
 
 

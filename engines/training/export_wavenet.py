@@ -32,6 +32,7 @@ import onnx
 import torch
 
 from engines.training.wavenet import WaveNet, WaveNetConfig
+from engines import atomic
 from engines.training.wavenet_onnx_graph import DEFAULT_BLOCK, cond_graph, full_graph, split_layers, step_block, step_graph
 
 FILES = {"model": "model.onnx", "prime": "prime.onnx", "cond": "cond.onnx", "step": "step.onnx"}
@@ -149,7 +150,7 @@ def export_wavenet(model: WaveNet, folder: str | Path, meta: dict | None = None,
     model = model.float().eval()
     export_onnx(model, folder, block)
     card = build_card(model, dict(meta or {}), model_id=model_id or folder.name, name=name, block=block)
-    (folder / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic.write_json(folder / "card.json", card)
     return card
 
 

@@ -204,11 +204,9 @@ def command_line(args: list[str]) -> str:
 
 def write_settings(path: str | os.PathLike, settings: dict) -> None:
     """The JSON of the settings that made an exported sound, atomically."""
-    import json
+    from engines.atomic import write_json
 
-    from engines.atomic import write_text
-
-    write_text(path, json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    write_json(path, settings)
 
 
 def settings_path(audio_path: str | os.PathLike) -> Path:

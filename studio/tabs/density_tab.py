@@ -39,7 +39,6 @@ their scoring in studio/density/comparison.py, what the Image and Density tabs s
 from __future__ import annotations
 
 import html
-import json
 import math
 import threading
 import time
@@ -595,7 +594,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
                 write_image(mask, run.regenerate.astype(np.uint8)[None], 2)
                 files += [init, mask]
             settings = self.export_settings(init and str(init), mask and str(mask))
-            atomic.write_text(json_path, json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+            atomic.write_json(json_path, settings)
             return len(files) + 1
 
         return self._write_export(str(png), write, lambda n: f"Exported the image and its settings ({n} files)")

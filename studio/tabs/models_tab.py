@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from pathlib import Path
@@ -172,14 +173,14 @@ class ModelsView(QWidget):
             return
         except ChainruleError as exc:
             self.models = []
-            self._show_empty(f"<span style='color:#c62828'>{_escape(str(exc))}</span>")
+            self._show_empty(f"<span style='color:#c62828'>{html.escape(str(exc))}</span>")
             self.ctx.show_error(str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a broken card must not take the tab down
             log.exception("listing models failed")
             self.models = []
             msg = f"Listing models failed: {type(exc).__name__}: {exc}"
-            self._show_empty(f"<span style='color:#c62828'>{_escape(msg)}</span>")
+            self._show_empty(f"<span style='color:#c62828'>{html.escape(msg)}</span>")
             self.ctx.show_error(msg)
             return
         if not self.models:
@@ -279,10 +280,6 @@ class ModelsView(QWidget):
             text = f"// This model cannot be loaded: {problem}\n\n{text}"
         self.card.setPlainText(text)
         self.summary.setHtml(card_html(info.card, problem))
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @register_tab("Models", order=90)
