@@ -32,6 +32,9 @@ TRAINERS = {
     "gpt": "engines.training.train_gpt",
     "pixelcnn": "engines.training.train_pixelcnn",
     "wavenet": "engines.training.train_wavenet",
+    "vocoder": "engines.training.train_vocoder",
+    "recogniser": "engines.training.train_recogniser",
+    "mel-prior": "engines.training.train_mel_prior",
     "nade": "engines.training.train_nade",
     "made": "engines.training.train_made",
 }
@@ -159,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--digit", type=int)
             g.add_argument("--speaker")
             g.add_argument("--prompt", help="WAV to continue")
-            g.add_argument("--seconds", type=float, default=1.0)
+            g.add_argument("--seconds", type=float, help="length (WaveNet; default 1); a speech model's prior decides")
+            g.add_argument("--frame-temperature", type=float,
+                           help="speech models: temperature of the frame prior (0: each frame's most likely value)")
+            g.add_argument("--resynth", metavar="WAV",
+                           help="speech models: re-speak this recording from its own frames (--speaker: in another voice)")
 
     p = sub.add_parser("score", help="exact log-likelihood of a text, image or recording")
     _add_model_arguments(p)
@@ -181,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--limit", type=int, help="first N examples of the split, in order")
     p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
+    p.add_argument("--task", choices=("likelihood", "generation", "resynthesis"),
+                   help="speech models: what to measure (generation and resynthesis are judged by the recogniser)")
+    p.add_argument("--seeds", type=int, help="speech models, --task generation: clips per digit and speaker")
     p.add_argument("--write-card", action="store_true", help="record the result (and this command) in the model's card.json metrics")
 
     p = sub.add_parser("bench", help="speed benchmarks on the shipped models")
@@ -189,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--write-card", action="store_true",
                    help="record the result (and this command) in the benchmarked models' card.json metrics")
+
+    p = sub.add_parser("judge", help="what a recogniser (a classifier model) reads in recordings or images")
+    p.add_argument("modality", choices=("audio", "image"), help="audio: digit and speaker; image: digit (28x28 grey)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="recordings (WAV, FLAC, ...) or 28x28 grey PNGs")
+    p.add_argument("--model", help="classifier id (default: the installed recogniser of that modality)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="extra folder of models (repeatable)")
+    p.add_argument("--json", action="store_true", help="print a list of results as JSON")
 
     p = sub.add_parser("train", help="train a model (needs torch: pip install 'chainrule-studio[train]')")
     p.add_argument("family", choices=tuple(TRAINERS))
@@ -267,6 +284,10 @@ def cmd_modality(args: argparse.Namespace) -> int:
     if kind is not None:
         config_from_args(args)  # refuse bad decoding values before any model work
     model = get_model(args.model, args.models_dir)
+    if model.kind == "classifier":
+        modality = model.card.get("modality") if model.card.get("modality") in ("audio", "image") else "audio|image"
+        raise ChainruleError(f"model {model.id!r} is a classifier: it generates and scores nothing; "
+                             f"use `chainrule judge {modality} FILE... --model {model.id}`")
     if kind is not None and model.kind != kind and not (kind == "image" and model.kind == "density"):
         raise ChainruleError(f"model {model.id!r} is a {model.kind} model; use `chainrule generate {model.kind if model.kind != 'density' else 'image'}`")
     if kind is None:
@@ -319,6 +340,11 @@ def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> N
 
     key = f"{Path(args.data).stem}/{args.split}" + (f"/first{args.limit}" if args.limit else "")
     key += f"/k{args.ensemble}" if getattr(args, "ensemble", None) else ""  # MADE: one entry per ensemble size
+    task = getattr(args, "task", None)
+    if task == "generation":  # speech: recognition of its own samples (no data split is read)
+        key = "generation/recognised"
+    elif task == "resynthesis":  # speech: recognition of the split re-spoken by the vocoder
+        key += "/resynthesis"
     write_card_metric(model, key, result, _command_line(args))
 
 
@@ -365,6 +391,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    """One line per file ('7_george_0.wav: seven (93%), george (71%)'), or --json; a file that cannot
+    be read is one error line on stderr (the others are still judged) and the exit is non-zero."""
+    from engines.cli_common import print_notes
+    from engines.recognise import default_judge, get_recogniser, judge_file, verdict_record
+
+    if args.model:
+        judge = get_recogniser(args.model, args.modality, args.models_dir)
+    else:
+        judge = default_judge(args.modality, args.models_dir)
+        if judge is None:
+            raise ChainruleError(
+                f"no {args.modality} recogniser is installed (a model of kind classifier reading {args.modality}); "
+                "export one with python -m engines.training.export_recogniser, or pass --models-dir DIR")
+    records, failed = [], 0
+    for path in args.files:
+        try:
+            verdict, notes = judge_file(judge, path)
+        except ChainruleError as exc:
+            print(f"chainrule: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print_notes(f"{path}: {n}" for n in notes)
+        if args.json:
+            records.append(verdict_record(path, verdict))
+        else:
+            print(f"{path}: {verdict.text()}", flush=True)
+    if args.json:
+        _print_json(records)
+    return EXIT_ERROR if failed else 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     try:  # look for torch without importing it: only the trainer modules may import it
         has_torch = importlib.util.find_spec("torch") is not None
@@ -388,6 +446,7 @@ COMMANDS = {
     "score": cmd_modality,
     "eval": cmd_modality,
     "bench": cmd_bench,
+    "judge": cmd_judge,
     "train": cmd_train,
 }
 

@@ -23,7 +23,9 @@ from typing import Any, Iterable, Sequence
 
 from engines.errors import ModelNotFoundError
 
-KINDS = ("text", "image", "audio", "density")
+# "classifier": a recogniser (engines.recognise) that judges samples; it generates nothing, so no
+# modality tab or `generate` command lists it (each picks its own kind).
+KINDS = ("text", "image", "audio", "density", "classifier")
 CARD_NAME = "card.json"
 REQUIRED_FIELDS = ("id", "kind", "files")
 
@@ -31,7 +33,7 @@ REQUIRED_FIELDS = ("id", "kind", "files")
 @dataclass
 class ModelInfo:
     id: str
-    kind: str  # text | image | audio | density
+    kind: str  # text | image | audio | density | classifier
     path: Path  # the model's folder
     card: dict[str, Any]
     source: str  # "shipped", "user", "env" or "extra"

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QEvent, QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -27,6 +27,43 @@ log = logging.getLogger(__name__)
 SHUTDOWN_WAIT_MS = 3000  # generators stop at their next yield: far less than this
 
 
+class PageTabs(QTabWidget):
+    """The window's tabs, without a whole-page repaint whenever something in a page changes size.
+
+    QTabWidget answers every LayoutRequest by laying out its bar and page stack again and
+    repainting itself, i.e. all of the current page. A LayoutRequest reaches it whenever a
+    widget inside a page changes its size hint, which a label does at every new text: the
+    Audio tab's status, totals and playback labels, updated several times a second while a
+    run streams in, made every button, spin box and plot of the tab repaint each time (the
+    plots are the costly part), time the model's worker lost on a busy machine. The bar and
+    the stack only move when the bar's size hint, the number of tabs or the bar's visibility
+    change, or when the widget is resized (its resizeEvent lays them out); otherwise only a
+    change of the tabs' own size hints is passed on (the window's minimum size), and nothing
+    that did not change is repainted."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._laid_out_for: tuple | None = None  # what the bar looked like at the last full layout
+        self._hints: tuple | None = None  # the size hints last passed on to the window
+
+    def _bar_state(self) -> tuple:
+        bar = self.tabBar()
+        return bar.sizeHint(), self.count(), bar.isVisibleTo(self), self.size()
+
+    def event(self, event: QEvent) -> bool:  # noqa: D401 - Qt's name
+        if event.type() == QEvent.Type.LayoutRequest and self.isVisible():
+            state = self._bar_state()
+            if state == self._laid_out_for:
+                hints = (self.minimumSizeHint(), self.sizeHint())
+                if hints != self._hints:
+                    self._hints = hints
+                    self.updateGeometry()
+                return True
+            self._laid_out_for = state
+            self._hints = None
+        return super().event(event)
+
+
 class MainWindow(QMainWindow):
     def __init__(
         self,
@@ -39,7 +76,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APPLICATION)
         self.ctx = StudioContext(settings, extra_model_dirs, parent=self)
 
-        self.tabs = QTabWidget()
+        self.tabs = PageTabs()
         self.tabs.setObjectName("ModalityTabs")
         self.tabs.setDocumentMode(True)
         self.setCentralWidget(self.tabs)

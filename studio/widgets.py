@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QDir, Qt
+from PySide6.QtCore import QDir, QEvent, QSize, Qt
 from PySide6.QtWidgets import (
     QBoxLayout,
     QCheckBox,
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLayout,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -147,6 +148,59 @@ def hint_label(*, wrap: bool = False, rich: bool = False) -> QLabel:
     if rich:
         label.setTextFormat(Qt.TextFormat.RichText)
     return label
+
+
+class SteadyLabel(QWidget):
+    """Holds a label whose text changes often (a status or progress line) so that a new text
+    repaints the label and nothing else.
+
+    A QLabel asks for a new layout at every setText: the request climbs to the window, whose
+    relayout measures every wrapped rich-text label again (and a QTabWidget repaints the
+    whole page). Here the label's parent has no layout: the request stops at this box, which
+    only checks the height the text needs at its width (`heightForWidth` for a wrapped label)
+    and changes its own fixed height, the one thing its layout must hear about, when that
+    changes (a line more or fewer). Put it in the layout instead of the label; the label
+    stays the object to set text on."""
+
+    def __init__(self, label: QLabel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = label
+        label.setParent(self)
+        self.setSizePolicy(label.sizePolicy().horizontalPolicy(), QSizePolicy.Policy.Fixed)
+        self.setMinimumWidth(label.minimumWidth())
+        self._fit()
+
+    def _needed_height(self) -> int:
+        if self.label.hasHeightForWidth():  # word-wrapped: the height its lines need at this width
+            return max(0, self.label.heightForWidth(max(1, self.width())))
+        return self.label.sizeHint().height()
+
+    def _fit(self) -> None:
+        h = self._needed_height()
+        if h != self.minimumHeight() or h != self.maximumHeight():
+            self.setFixedHeight(h)  # the layout hears of it (a line more or fewer)
+        self.label.setGeometry(0, 0, self.width(), h)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self.label.sizeHint().width(), self._needed_height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(self.label.minimumSizeHint().width(), self._needed_height())
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:  # the label's new text: stop here
+            self._fit()
+            return True
+        return super().event(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit()
+
+
+def steady(label: QLabel) -> SteadyLabel:
+    """`label` in a `SteadyLabel`: its new texts do not lay the window out again."""
+    return SteadyLabel(label)
 
 
 def push_button(text: str, tooltip: str | None = None, on_click: Callable[..., Any] | None = None) -> QPushButton:

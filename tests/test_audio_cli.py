@@ -33,7 +33,10 @@ def torch_model():
 def models_dir(torch_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("audio-cli-models")
     export_model_dir(torch_model, root, MODEL)
-    export_model_dir(torch_model, root, "fsdd-wavenet")  # the id `bench audio` looks for
+    export_model_dir(torch_model, root, "fsdd-wavenet")  # the ids `bench audio` looks for
+    from tests.audio_models import export_speech_dir, make_speech
+
+    export_speech_dir(*make_speech(seed=4), root, "fsdd-speech")
     return str(root)
 
 
@@ -160,7 +163,17 @@ def test_bench_reports_the_three_paths(capsys, models_dir, monkeypatch):
     assert r["cached_over_naive"] == pytest.approx(r["onnx_cached"] / r["onnx_naive"], rel=0.05)
     assert r["same_samples_naive"] is True and r["same_samples_torch"] is True
     assert r["samples_timed"] == {"onnx_cached": 600, "onnx_naive": 300, "torch_cached": 300}
+    # the engine's share of the studio's path: the Audio tab's chunking, timed beside onnx_cached
+    assert r["studio_path_samples_per_s"] > 0 and r["studio_path_chunk_samples"] == 400
+    assert r["studio_over_cached"] == pytest.approx(r["studio_path_samples_per_s"] / r["onnx_cached"], rel=0.01)
+    assert r["same_samples_studio"] is True
     assert r["repeats"] == 3
+    sp = r["speech"]  # the speech pipeline on the tab's path: the prior's frames, then the vocoder
+    assert sp["model"] == "fsdd-speech" and sp["frames"] >= 1 and sp["samples"] == sp["frames"] * 4
+    assert sp["prior_frames_per_s"] > 0 and sp["vocoder_samples_per_s"] > 0 and sp["first_audio_s"] > 0
+    assert sp["realtime_factor"] == pytest.approx(sp["samples"] / 8000 / (sp["samples"] / sp["vocoder_samples_per_s"]
+                                                                        + sp["frames"] / sp["prior_frames_per_s"]),
+                                                  rel=0.5)
 
 
 def test_bench_naive_figure_is_the_median_of_several_runs_of_a_few_hundred_samples(capsys, models_dir, monkeypatch):
@@ -189,12 +202,16 @@ def test_bench_write_card_records_the_result_in_the_benched_model(capsys, models
     monkeypatch.setattr("engines.audio.bench.N_TORCH", 100)
     root = tmp_path / "models"
     shutil.copytree(Path(models_dir) / "fsdd-wavenet", root / "fsdd-wavenet")
+    shutil.copytree(Path(models_dir) / "fsdd-speech", root / "fsdd-speech")  # else the shipped one's card is written
     assert main(["bench", "audio", "--models-dir", str(root), "--write-card", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["results"]
     entry = read_card(root / "fsdd-wavenet").card["metrics"]["bench/audio"]
     assert entry["model"] == "fsdd-wavenet" and entry["onnx_cached"] == r["onnx_cached"]
     assert entry["same_samples_naive"] is True and "samples_timed" not in entry  # numbers and strings only
+    assert entry["studio_path_samples_per_s"] == r["studio_path_samples_per_s"]
     assert entry["command"] == f"chainrule bench audio --models-dir {root} --json"
+    speech = read_card(root / "fsdd-speech").card["metrics"]["bench/audio"]
+    assert speech["vocoder_samples_per_s"] == r["speech"]["vocoder_samples_per_s"] and "onnx_cached" not in speech
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shlex
+import threading
 import time
 
 import numpy as np
@@ -224,7 +225,10 @@ def test_a_slow_model_buffers_and_the_status_says_when_the_sound_starts(tab, qtb
     settings(tab, seed=3, seconds=30.0, live=True)
     run = tab.generate()
     p = tab.player
-    qtbot.waitUntil(lambda: run.n_done >= 2400 and p.generation_rate is not None, timeout=RUN_TIMEOUT_MS)
+    # ... and until the status has caught up with everything fed (it follows every LIVE_REDRAW_MS)
+    qtbot.waitUntil(lambda: run.n_done >= 2400 and p.generation_rate is not None
+                    and tab._live_redraw.pending() == 0 and "generation runs at" in tab.status_text(),
+                    timeout=RUN_TIMEOUT_MS)
     (stream,) = FakeStream.made
     assert not stream.pull(4).any() and p.is_buffering
     assert p.generation_rate == pytest.approx(0.6 * RATE)
@@ -422,3 +426,139 @@ def test_the_spectrogram_redraw_is_throttled(qtbot):
     assert plots.cursor_seconds() == 0.25
     plots.set_cursor(None)
     assert plots.cursor_seconds() is None
+
+
+# --- keeping up with the model: what a run costs the UI thread ---------------------------------------------
+def test_chunks_reach_the_player_at_once_and_the_plots_and_status_at_most_every_live_interval(tab, qtbot,
+                                                                                             monkeypatch):
+    # Every redraw is UI time the model's worker does not get on a busy machine: the tab used to redraw
+    # plots, totals and status for every batch of chunks (~30 a second), which halved its speed.
+    from studio.audio import work
+    from studio.tabs import audio_tab
+
+    def quiet_worker(info, *, cancel, **kw):  # the test hands the tab its chunks itself
+        cancel.wait(RUN_TIMEOUT_MS / 1000)
+        return
+        yield
+
+    monkeypatch.setattr(work, "generate_events", quiet_worker)
+    settings(tab, seed=1, seconds=1.0, live=True)
+    run = tab.generate()
+    fed, shown = [], []
+    monkeypatch.setattr(tab.player, "feed", lambda x, **kw: fed.append(len(x)))
+    set_sound = tab.plots.set_sound
+    monkeypatch.setattr(tab.plots, "set_sound", lambda x, **kw: (shown.append(len(x)), set_sound(x, **kw)))
+    rng = np.random.default_rng(0)
+    for k in range(20):  # twenty batches in a row, faster than any redraw
+        tab._on_events(run, [work.Chunk(k * CHUNK, rng.uniform(-0.1, 0.1, (1, CHUNK)).astype(np.float32),
+                                        np.full((1, CHUNK), -5.0, np.float32))])
+    assert fed == [CHUNK] * 20  # the player heard every chunk at once
+    assert shown == [] and "generating… 0.00 / 1.00 s" in tab.status_text()  # nothing was redrawn yet
+    qtbot.waitUntil(lambda: len(shown) == 1, timeout=RUN_TIMEOUT_MS)
+    assert shown == [20 * CHUNK] and "generating… 1.00 / 1.00 s" in tab.status_text()  # one redraw shows all
+    qtbot.wait(3 * audio_tab.LIVE_REDRAW_MS)
+    assert len(shown) == 1  # and nothing is redrawn without news
+    np.testing.assert_array_equal(curve_y(tab.plots.wave_curve), run.samples[0, : 20 * CHUNK])
+    tab.stop()
+    qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
+
+
+def test_a_new_status_or_playback_text_repaints_the_label_not_the_plots(tab, qtbot):
+    # A label's new text asks for a new layout, which Qt's QTabWidget answers by repainting the whole
+    # page: every button and the three plots, ten times a second while a run streams in. The window's
+    # tabs (studio.main_window.PageTabs) repaint only what changed.
+    from PySide6.QtCore import QEvent, QObject
+
+    settings(tab, seed=6, seconds=0.1)
+    run_and_wait(qtbot, tab)  # plots with a sound in them
+    painted = []
+
+    names = {}
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                painted.append(names.get(id(obj), "?"))
+            elif event.type() == QEvent.Type.LayoutRequest:
+                painted.append(f"layout of {names.get(id(obj), '?')}")
+            return False
+
+    spy = Paints()
+    # the labels' boxes (studio.widgets.SteadyLabel) keep a new text from laying out the page and window
+    page = [tab.status.parentWidget().parentWidget()]
+    while page[-1].parentWidget() is not None:
+        page.append(page[-1].parentWidget())
+    names.update({id(tab.plots.viewport()): "plots", id(tab.generate_button): "button", id(tab.seed_spin): "seed",
+                  id(tab.status): "status", **{id(w): f"page {type(w).__name__}" for w in page}})
+    watched = [tab.plots.viewport(), tab.generate_button, tab.seed_spin, tab.status, *page]
+    for w in watched:
+        w.installEventFilter(spy)
+    tab._say("settling")  # one line, as below: the labels keep their height, so nothing moves
+    qtbot.waitUntil(lambda: "status" in painted)
+    qtbot.wait(300)  # whatever the run's end still had to draw
+    painted.clear()
+    for i in range(3):
+        tab._say(f"<b>seed 6</b> · generating… {i / 10:.2f} / 3.00 s · {4000 + 7 * i:,} samples/s")
+        tab.totals.setText(f"<b>{6 + i / 1000:.3f} bits/sample</b> · log p = {-100.5 * i:.1f} nats")
+        tab.playback_label.setText(f"playing {i / 10:.1f} s")
+        qtbot.wait(40)
+    assert "status" in painted  # the label itself is repainted (its parents paint the background under it) ...
+    # ... and nothing is laid out again, nor repainted elsewhere: not the plots, not the buttons
+    assert not {"plots", "button", "seed"} & set(painted) and not [p for p in painted if p.startswith("layout")], \
+        painted
+    for w in watched:
+        w.removeEventFilter(spy)
+
+
+def test_a_growing_sound_computes_each_spectrogram_frame_once(qtbot):
+    plots = AudioPlots()
+    qtbot.addWidget(plots)
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, 4000).astype(np.float32)
+    for n in range(400, 4001, 400):  # ten chunks arrive, and the spectrogram is redrawn after each
+        plots.set_sound(x[:n], total_len=4000)
+        plots.flush()
+    full = spectrum.spectrogram(x, RATE)
+    assert plots.spectrogram_updates == 10
+    np.testing.assert_array_equal(plots.spectrogram_image(), full.db)  # the same as computing it whole
+    assert plots.spectrogram_frames_computed == len(full.db)  # each frame once, not once per redraw
+    y = x[::-1].copy()  # another sound: not mistaken for the old one grown
+    plots.set_sound(y[:2000])
+    plots.flush()
+    np.testing.assert_array_equal(plots.spectrogram_image(), spectrum.spectrogram(y[:2000], RATE).db)
+
+
+def test_a_growing_surprise_track_computes_only_its_new_values():
+    rng = np.random.default_rng(4)
+    lp = -rng.uniform(1.0, 7.0, 3000)
+    lp[500:520] = np.nan  # unknown values stay unknown
+    track = None
+    for n in range(400, 3001, 400):
+        track = spectrum.surprise_bits(lp[:n], previous=track)
+        np.testing.assert_allclose(track, spectrum.surprise_bits(lp[:n]), rtol=1e-12, atol=1e-12, equal_nan=True)
+    # What was computed is reused, not recomputed: change ln p far behind the newest samples, and
+    # the values there do not move (a whole recomputation would change them).
+    old = spectrum.surprise_bits(lp[:2000])
+    changed = lp.copy()
+    changed[:1900] = -1.0
+    grown = spectrum.surprise_bits(changed[:2400], previous=old)
+    np.testing.assert_array_equal(grown[:1900], old[:1900])
+    np.testing.assert_allclose(grown[1990:], spectrum.surprise_bits(lp[:2400])[1990:], rtol=1e-12)
+    # A run's surprise track grows the same way, chunk by chunk, and equals the track of the whole.
+    from studio.audio.runs import Run
+    from studio.audio.work import Chunk
+
+    run = Run("m", 1, 1, 3000 / RATE, 1.0, None, None, RATE, None, None, None, [], None, None)
+    for start in range(0, 3000, CHUNK):
+        end = min(start + CHUNK, 3000)
+        run.add(Chunk(start, np.zeros((1, end - start), np.float32), lp[None, start:end].astype(np.float32)))
+        run.surprise(0)
+    np.testing.assert_allclose(run.surprise(0), spectrum.surprise_bits(lp.astype(np.float32)), rtol=1e-9,
+                               atol=1e-9, equal_nan=True)
+
+
+def test_the_engine_bench_times_the_chunking_the_tab_uses():
+    # `chainrule bench audio` reports `studio_path_samples_per_s`: the tab's engine call, with its chunk size.
+    from engines.audio import bench
+    from studio.audio import work
+
+    assert bench.STUDIO_CHUNK == work.CHUNK_SAMPLES == CHUNK

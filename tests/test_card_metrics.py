@@ -36,3 +36,17 @@ def test_cards_without_records_fall_back_to_their_first_numbers():
 
 def test_human_size():
     assert [human_size(n) for n in (512, 2048, 12_800_000, 3 * 1024 ** 3)] == ["512 B", "2.0 KB", "12.2 MB", "3.0 GB"]
+
+
+def test_speech_model_shows_both_levels_and_how_its_samples_are_recognised():
+    from engines.card_metrics import key_metrics
+
+    metrics = {
+        "fsdd/test": {"task": "likelihood", "vocoder_bits_per_sample": 3.912, "prior_nats_per_frame": 31.97,
+                      "bits_per_sample": 3.912},
+        "fsdd/test/resynthesis": {"task": "resynthesis", "digit_accuracy": 0.95, "speaker_accuracy": 0.8},
+        "generation/recognised": {"task": "generation", "digit_accuracy": 0.85, "speaker_accuracy": 0.7},
+        "bench/audio": {"realtime_factor": 1.7},
+    }
+    assert key_metrics(metrics) == ("test vocoder 3.912 bits/sample, prior 31.97 nats/frame · generated digits "
+                                    "recognised 85% (speaker 70%) · 1.7x real time")

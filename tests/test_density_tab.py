@@ -382,3 +382,33 @@ def test_pending_pixels_show_in_the_canvas_and_thumbnails(tab):
     np.testing.assert_array_equal(tab.canvas.pending(), pending)
     tab.canvas.set_pending(None)
     assert tab.canvas.pending() is None
+
+
+# --- what the recogniser reads ---------------------------------------------------------------------------
+def test_the_recogniser_reads_the_density_samples_and_is_not_a_density_model(qtbot, tmp_path):
+    from engines.recognise import load_recogniser
+    from tests.recogniser_models import export_recogniser_dir, make_image_recogniser
+
+    export_nade_dir(make_nade(dims=784, hidden=4, seed=2), tmp_path, "nade-28",
+                    meta={"command": "test", "iter": 0, "data": {"height": 28, "width": 28}})
+    export_recogniser_dir(make_image_recogniser(seed=1), tmp_path, "reader")
+    judge = load_recogniser(read_card(tmp_path / "reader"))
+    gen = shown_window(qtbot, tmp_path, "Density")
+    tab = next(gen).tab("Density")
+    try:
+        assert tab.model_ids() == ["nade-28"]  # the classifier is no density model
+        tab.set_speed(math.inf)
+        tab.samples_spin.setValue(2)
+        run = run_and_wait(qtbot, tab, tab.sample)
+        for i in range(2):  # each cell of the grid says what its sample reads as
+            v = judge.judge(run.results[(0, i)].image.reshape(1, 28, 28), 2)[0]
+            assert tab.grid.item(i).text() == f"{i + 1}: {v.short()}"
+        v = judge.judge(tab.canvas.pixels, 2)[0]
+        assert tab.reads_as_label.isVisible() and tab.reads_as_text() == f"reads as: {v.short()}"
+    finally:
+        next(gen, None)  # stop, wait until idle, close
+
+
+def test_the_tiny_models_have_no_reading(tab, qtbot):
+    run_and_wait(qtbot, tab, tab.sample)
+    assert not tab.reads_as_label.isVisible() and tab.reads_as_text() == ""

@@ -401,3 +401,72 @@ def test_posterior_aware_inpainting_refuses_a_tempered_or_filtered_config(window
     assert not tab.is_running()
     tab.posterior_check.setChecked(False)  # plain inpainting at any temperature is fine
     assert tab.inpaint() is not None
+
+
+# --- what the recogniser reads ----------------------------------------------------------------------------
+READER = "tiny-image-recogniser"
+BIG = "tiny-28x28"  # 28x28 Bernoulli: the recogniser's size
+
+
+@pytest.fixture(scope="module")
+def reader_models_dir(tmp_path_factory):
+    from tests.recogniser_models import export_recogniser_dir, make_image_recogniser
+
+    root = tmp_path_factory.mktemp("image-tab-reader-models")
+    export_model_dir(make_pixelcnn(seed=5, height=28, width=28, output="bernoulli", levels=2, n_classes=0,
+                                   n_filters=4, n_layers=2, head_filters=8), root, BIG)
+    export_model_dir(make_pixelcnn(seed=3, levels=4, n_classes=3), root, GREY)  # 6x7: nothing reads it
+    export_recogniser_dir(make_image_recogniser(seed=1), root, READER)
+    return root
+
+
+@pytest.fixture
+def reader_tab(qtbot, reader_models_dir):
+    gen = shown_window(qtbot, reader_models_dir, "Image")
+    w = next(gen)
+    t = w.tab("Image")
+    assert t.select_model(BIG)
+    t.set_speed(math.inf)
+    yield t
+    next(gen, None)
+
+
+def judged(models_dir, pixels, levels):
+    from engines.recognise import load_recogniser
+
+    return load_recogniser(read_card(models_dir / READER)).judge(pixels[None], levels)[0]
+
+
+def test_the_recogniser_is_no_image_model_and_reads_each_finished_sample(reader_tab, reader_models_dir, qtbot):
+    tab = reader_tab
+    assert READER not in tab.model_ids() and tab.model_ids() == [BIG, GREY]
+    assert tab.reads_as_label.isVisible() and tab.reads_as_text() == ""  # a blank canvas reads as nothing
+    tab.samples_spin.setValue(3)
+    run = run_and_wait(qtbot, tab, tab.generate)
+    for i in range(3):  # every cell of the grid says what its sample reads as
+        v = judged(reader_models_dir, run.results[i].image, 2)
+        assert run.verdicts[i].label == v.label and tab.grid.item(i).text() == f"{i + 1}: {v.short()}"
+        assert f"reads as: {v.short()}" in tab.grid.item(i).toolTip()
+    shown = judged(reader_models_dir, tab.canvas.pixels, 2)  # the canvas shows sample 1 at the end
+    assert tab.reads_as_text() == f"reads as: {shown.short()}" and shown.label == run.verdicts[0].label
+    tip = tab.reads_as_label.toolTip()  # the three most probable digits, and which recogniser read them
+    assert READER in tip and all(name in tip for _i, name, _p in shown.top(3))
+
+
+def test_a_loaded_or_drawn_image_is_read_and_another_geometry_hides_the_label(reader_tab, reader_models_dir, tmp_path):
+    tab = reader_tab
+    img = np.zeros((28, 28), np.uint8)
+    img[5:23, 12:16] = 255
+    Image.fromarray(img).save(tmp_path / "one.png")
+    assert tab.load_image(str(tmp_path / "one.png"))
+    v = judged(reader_models_dir, tab.canvas.pixels, 2)
+    assert tab.reads_as_text() == f"reads as: {v.short()}"
+    tab.clear()  # an edit: judged again; a blank canvas reads as nothing
+    assert tab.reads_as_text() == ""
+    assert tab.select_model(GREY)  # 6x7: the recogniser cannot read it, so the tab says nothing
+    assert not tab.reads_as_label.isVisible() and tab.reads_as_text() == ""
+
+
+def test_without_a_recogniser_the_tab_shows_no_reading(tab, qtbot):
+    run_and_wait(qtbot, tab, tab.generate)
+    assert not tab.reads_as_label.isVisible() and tab.reads_as_text() == ""

@@ -61,6 +61,52 @@ def test_a_registered_tab_appears_in_order(qtbot):
     assert "Zeta Test" not in [s.name for s in registered_tabs()]
 
 
+def test_a_label_with_a_new_text_repaints_itself_not_its_whole_page(qtbot):
+    # A QLabel asks for a new layout at every setText, and a plain QTabWidget answers every such
+    # request by repainting the whole current page: a status line updated while a model runs
+    # repainted every button and plot of its tab (studio.main_window.PageTabs).
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QPushButton, QVBoxLayout, QWidget
+
+    from studio.main_window import MainWindow
+    from studio.tabs import TabSpec
+
+    parts = {}
+
+    def page(ctx):
+        w = QWidget()
+        layout = QVBoxLayout(w)
+        parts["label"], parts["button"] = QLabel("step 0"), QPushButton("elsewhere on the page")
+        layout.addWidget(parts["label"])
+        layout.addStretch(1)
+        layout.addWidget(parts["button"])
+        return w
+
+    w = MainWindow(tabs=[TabSpec("Page Test", page)])
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    painted = []
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                painted.append(obj.text())
+            return False
+
+    spy = Paints()
+    parts["label"].setText("step 1")  # the first layout after showing may lay out everything
+    qtbot.wait(100)
+    for widget in (parts["label"], parts["button"]):
+        widget.installEventFilter(spy)
+    for i in range(2, 5):  # a progress line: same size, new text
+        parts["label"].setText(f"step {i}")
+        qtbot.wait(40)
+    assert painted and set(painted) <= {"step 2", "step 3", "step 4"}  # the label, not the button
+    for widget in (parts["label"], parts["button"]):
+        widget.removeEventFilter(spy)
+
+
 def test_a_tab_whose_factory_raises_shows_the_error_instead(qtbot):
     def broken(ctx):
         raise RuntimeError("no engine yet")

@@ -61,8 +61,34 @@ def _write_partial(paths: list[str | None], parts: list[np.ndarray], sample_rate
     return written
 
 
+def _speech(info: ModelInfo):
+    """The speech commands module when `info` is a speech (prior + vocoder) model, else None."""
+    from engines.audio.speech import is_speech
+
+    if not is_speech(info):
+        return None
+    from engines.audio import speech_commands
+
+    return speech_commands
+
+
+def _refuse_speech_flags(args: argparse.Namespace, info: ModelInfo) -> None:
+    for name, flag in (("frame_temperature", "--frame-temperature"), ("resynth", "--resynth"), ("task", "--task"),
+                       ("seeds", "--seeds")):
+        if getattr(args, name, None) is not None:
+            raise InputError(f"{flag} does not apply to {info.id}, a WaveNet: it is for speech models "
+                             "(a mel prior + a vocoder, e.g. fsdd-speech)")
+
+
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     from engines.audio.wav import WRITE_FORMATS, write_audio
+
+    speech = _speech(info)
+    if speech is not None:
+        return {**speech.generate(args, info), "family": "speech"}
+    _refuse_speech_flags(args, info)
+    if args.seconds is None:
+        args.seconds = 1.0
 
     count = args.count
     if count < 1 or count > MAX_BATCH:
@@ -128,6 +154,9 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if getattr(args, "audio", None) is None:
         raise InputError(f"{info.id} is an audio model: score it with --audio WAV")
+    speech = _speech(info)
+    if speech is not None:
+        return {**speech.score(args, info), "family": "speech"}
     from engines.audio.wav import read_audio
 
     model = load_audio_model(info, threads=None)
@@ -154,6 +183,10 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     """Bits per sample of whole clips of an fsdd.npz split, conditioned on their true digit and speaker
     (the trainer's `evaluate`, through model.onnx)."""
+    speech = _speech(info)
+    if speech is not None:
+        return {**speech.evaluate(args, info), "family": "speech"}
+    _refuse_speech_flags(args, info)
     model = load_audio_model(info, threads=None)
     data = load_fsdd(args.data, args.split)
     if data.sample_rate != model.sample_rate:
@@ -177,6 +210,11 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 
 
 def print_result(command: str, result: dict[str, Any]) -> None:
+    if result.get("family") == "speech":
+        from engines.audio import speech_commands
+
+        speech_commands.print_result(command, result)
+        return
     if command == "generate":
         for s in result["samples"]:
             head = f"--- sample {s['row'] + 1}" if len(result["samples"]) > 1 else "---"
@@ -196,3 +234,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from engines.audio.bench import run_audio_bench
 
     return run_audio_bench(args.models_dir)
+
+
+def bench_card_parts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """model id -> its part of a `bench audio` result: the WaveNet's figures, and the speech model's."""
+    parts = {result["model"]: {k: v for k, v in result.items() if k != "speech"}}
+    if isinstance(result.get("speech"), dict):
+        parts[result["speech"]["model"]] = result["speech"]
+    return parts

@@ -30,6 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from engines.audio import mulaw
+from engines.audio.mel import frame_of_sample
 from engines.audio.model import AudioModel
 from engines.errors import InputError
 
@@ -118,7 +119,10 @@ class CachedStepper:
     sample runs the same graph, so the samples do not depend on how a run is cut into calls.
     """
 
-    def __init__(self, model: AudioModel, digit_ids: np.ndarray, speaker_ids: np.ndarray) -> None:
+    def __init__(self, model: AudioModel, digit_ids: np.ndarray, speaker_ids: np.ndarray,
+                 frames: np.ndarray | None = None, sample_offset: int = 0) -> None:
+        """A vocoder also takes frames (B, n_mels, F + 1), the silence frame first, and the clip
+        index of the first sample this stepper draws (`sample_offset`: the prompt's length)."""
         self.model = model
         self.batch = B = len(digit_ids)
         self.digit_ids, self.speaker_ids = np.asarray(digit_ids, np.int64), np.asarray(speaker_ids, np.int64)
@@ -134,7 +138,16 @@ class CachedStepper:
         ring_off = np.concatenate([[0], np.cumsum(dil[small])[:-1]])
         self._ring_off, self._ring_dil = ring_off[None, :, None], dil[small][None, :, None]  # (1, Ls, 1)
         self.buffer = np.zeros((int(dil.sum()), B, model.residual_channels), dtype=np.float32)
-        self.cond = np.ascontiguousarray(model.cond(self.digit_ids, self.speaker_ids))
+        self.frames, self.sample_offset = None, int(sample_offset)
+        if model.local:
+            if frames is None:
+                raise ValueError(f"{model.id} is a vocoder: it needs frames")
+            self.frames = np.ascontiguousarray(frames, dtype=np.float32)
+            # (F + 1, 2, L, B, G): each frame's pre-activations; a call gathers its samples' rows
+            self.frame_cond = np.ascontiguousarray(model.cond(self.digit_ids, self.speaker_ids, self.frames))
+            self.cond = None
+        else:
+            self.cond = np.ascontiguousarray(model.cond(self.digit_ids, self.speaker_ids))
         self.t = 0
         self.last_logits: np.ndarray | None = None
         self._session = model.step_session.session
@@ -151,13 +164,22 @@ class CachedStepper:
         Returns the last context sample per row (B,): the input of the first step."""
         ctx = padded_context(context, self.window + 1)
         pre = ctx[-self.window - 1:-1]  # (W,): the samples before the last one
-        li = self.model.layer_inputs(pre[None], self.digit_ids[:1], self.speaker_ids[:1])[:, 0]  # (L, W, R)
         W = len(pre)
+        if self.model.local:
+            # pre[i] is clip sample offset - 1 - W + i; its output predicts sample offset - W + i
+            index = self._frame_index(self.sample_offset - W + np.arange(W))
+            li = self.model.layer_inputs(pre[None], self.digit_ids[:1], self.speaker_ids[:1], self.frames[:1],
+                                         index[None])[:, 0]
+        else:
+            li = self.model.layer_inputs(pre[None], self.digit_ids[:1], self.speaker_ids[:1])[:, 0]  # (L, W, R)
         self.t = 0
         for l, d in enumerate(self.model.dilations):
             taus = np.arange(-d, 0)  # times before the first step; step 0 reads tau = -d
             self.buffer[self.offsets[l] + taus % d] = li[l, W + taus][:, None, :]
         return np.full((self.batch,), ctx[-1], dtype=np.int64)
+
+    def _frame_index(self, sample_index: np.ndarray) -> np.ndarray:
+        return frame_of_sample(sample_index, self.frames.shape[-1] - 1, self.model.mel.hop)
 
     def sample(self, x: np.ndarray, uniforms: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
         """Feed x (B,), draw n <= max_block samples with uniforms (n, B) -> (classes (n, B), logprobs (n, B))."""
@@ -167,9 +189,13 @@ class CachedStepper:
         # slot of big layer l for step k: the input of time t + k - d_l (all before t: d_l >= block)
         big_slots = self._big_off + (self.t + self._steps) % self._big_dil  # (Lb, K)
         inv_t = GREEDY_INV_TEMPERATURE if temperature == 0 else min(1.0 / temperature, GREEDY_INV_TEMPERATURE)
+        cond = self.cond
+        if cond is None:  # a vocoder: the rows of this call's samples (K rows, the last repeated)
+            j = self.sample_offset + self.t + np.minimum(self._steps[0], n - 1)
+            cond = self.frame_cond[self._frame_index(j)]
         samples, logits, li, ring = self._session.run(self._outputs, {
             "sample": np.ascontiguousarray(x, dtype=np.int64), "past": self.buffer[big_slots],
-            "ring": self.buffer[self._small_slots], "cond": self.cond,
+            "ring": self.buffer[self._small_slots], "cond": cond,
             "uniforms": np.ascontiguousarray(uniforms, dtype=np.float32),
             "inv_temperature": np.array([inv_t], dtype=np.float32),
             "ring_slots": self._ring_off + (self.t + self._steps[0, :n, None, None]) % self._ring_dil})

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.audio.mel import MelSpec
 from engines.errors import InputError, ModelLoadError
 from engines.registry import ModelInfo
 from engines.runtime import ModelSession, open_session
@@ -44,6 +45,12 @@ class AudioModel:
     cond_session: ModelSession
     step_session: ModelSession
     decoding_defaults: dict[str, Any] = field(default_factory=dict)
+    mel: MelSpec | None = None  # a vocoder's frame definition (local conditioning); None: global only
+
+    @property
+    def local(self) -> bool:
+        """A vocoder: every sample is conditioned on its log-mel frame."""
+        return self.mel is not None
 
     @property
     def id(self) -> str:
@@ -98,20 +105,37 @@ class AudioModel:
                 np.full((batch,), self.speaker_value(speaker), dtype=np.int64))
 
     # --- raw graph calls -------------------------------------------------------------------
-    def logits(self, audio: np.ndarray, digit_ids: np.ndarray, speaker_ids: np.ndarray) -> np.ndarray:
-        """audio (B, T) classes -> (B, T, levels) float32; output t is the distribution after audio[:, t]."""
-        return self.full.run({"audio": np.ascontiguousarray(audio, dtype=np.int64),
-                              "digit": np.ascontiguousarray(digit_ids, dtype=np.int64),
-                              "speaker": np.ascontiguousarray(speaker_ids, dtype=np.int64)}, ["logits"])[0]
+    def _feeds(self, audio, digit_ids, speaker_ids, frames, frame_index) -> dict[str, np.ndarray]:
+        feeds = {"audio": np.ascontiguousarray(audio, dtype=np.int64),
+                 "digit": np.ascontiguousarray(digit_ids, dtype=np.int64),
+                 "speaker": np.ascontiguousarray(speaker_ids, dtype=np.int64)}
+        if self.local:
+            if frames is None or frame_index is None:
+                raise ValueError(f"{self.id} is a vocoder: it needs frames and frame_index")
+            feeds["frames"] = np.ascontiguousarray(frames, dtype=np.float32)
+            feeds["frame_index"] = np.ascontiguousarray(frame_index, dtype=np.int64)
+        return feeds
 
-    def layer_inputs(self, audio: np.ndarray, digit_ids: np.ndarray, speaker_ids: np.ndarray) -> np.ndarray:
+    def logits(self, audio: np.ndarray, digit_ids: np.ndarray, speaker_ids: np.ndarray,
+               frames: np.ndarray | None = None, frame_index: np.ndarray | None = None) -> np.ndarray:
+        """audio (B, T) classes -> (B, T, levels) float32; output t is the distribution after audio[:, t].
+
+        A vocoder also takes frames (B, n_mels, F) (silence frame first) and frame_index (B, T),
+        the frame of the sample each output predicts (`engines.audio.mel.frame_of_sample`)."""
+        return self.full.run(self._feeds(audio, digit_ids, speaker_ids, frames, frame_index), ["logits"])[0]
+
+    def layer_inputs(self, audio: np.ndarray, digit_ids: np.ndarray, speaker_ids: np.ndarray,
+                     frames: np.ndarray | None = None, frame_index: np.ndarray | None = None) -> np.ndarray:
         """audio (B, T) classes -> (L, B, T, R) float32: the input of every layer at every time."""
-        return self.prime.run({"audio": np.ascontiguousarray(audio, dtype=np.int64),
-                               "digit": np.ascontiguousarray(digit_ids, dtype=np.int64),
-                               "speaker": np.ascontiguousarray(speaker_ids, dtype=np.int64)}, ["layer_inputs"])[0]
+        return self.prime.run(self._feeds(audio, digit_ids, speaker_ids, frames, frame_index), ["layer_inputs"])[0]
 
-    def cond(self, digit_ids: np.ndarray, speaker_ids: np.ndarray) -> np.ndarray:
-        """(B,) ids -> (2, L, B, G) float32: each layer's constant pre-activation for a run."""
+    def cond(self, digit_ids: np.ndarray, speaker_ids: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+        """(B,) ids -> (2, L, B, G) float32: each layer's constant pre-activation for a run.
+
+        A vocoder: frames (B, n_mels, F) -> (F, 2, L, B, G), the pre-activation of every frame."""
+        if self.local:
+            return self.cond_session.run({"frames": np.ascontiguousarray(frames, dtype=np.float32),
+                                          "speaker": np.ascontiguousarray(speaker_ids, dtype=np.int64)}, ["cond"])[0]
         return self.cond_session.run({"digit": np.ascontiguousarray(digit_ids, dtype=np.int64),
                                       "speaker": np.ascontiguousarray(speaker_ids, dtype=np.int64)}, ["cond"])[0]
 
@@ -153,6 +177,11 @@ def load_audio_model(info: ModelInfo, threads: int | None = 1) -> AudioModel:
                             intra_op_threads=n_threads)
 
     n_digits = _int(arch, "n_digits", info.id)
+    mel = None
+    if int(arch.get("n_mels", 0) or 0) > 0:
+        mel = MelSpec.from_dict(card.get("mel"), f"card of {info.id!r}")
+        if mel.n_mels != int(arch["n_mels"]) or mel.hop != int(arch.get("hop", mel.hop)):
+            raise ModelLoadError(f"card of {info.id!r}: the mel settings do not match the vocoder's architecture")
     block = _int(arch, "step_block", info.id)
     if not 2 <= block <= max(dilations):
         raise ModelLoadError(f"card of {info.id!r}: step_block {block} must be in 2..{max(dilations)} (the largest dilation)")
@@ -163,5 +192,5 @@ def load_audio_model(info: ModelInfo, threads: int | None = 1) -> AudioModel:
         dilations=dilations, residual_channels=_int(arch, "residual_channels", info.id),
         gate_channels=_int(arch, "gate_channels", info.id), step_block=block,
         full=session("model", threads), prime=session("prime", threads), cond_session=session("cond", 1),
-        step_session=session("step", 1), decoding_defaults=dict(card.get("decoding_defaults", {}) or {}),
+        step_session=session("step", 1), decoding_defaults=dict(card.get("decoding_defaults", {}) or {}), mel=mel,
     )

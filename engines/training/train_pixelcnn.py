@@ -116,6 +116,8 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
         config = PixelCNNConfig(**ck["config"])
     torch.manual_seed(hp["seed"])
     model = PixelCNN(config)
+    if ck is None and hp.get("init_from"):
+        init_from_onnx(model, hp["init_from"])
     channels_last = bool(hp.get("bf16"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -170,6 +172,30 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
     return store_metrics(ck, ckpt_path, metrics, log_path, t0)
 
 
+def init_from_onnx(model: PixelCNN, path) -> None:
+    """Start from the weights of an exported ``model.onnx`` (a folder or the file): its initializers
+    are named after the state-dict keys (masks baked in, which re-masking leaves unchanged). A
+    parameter the graph does not use (the last layer's horizontal output) is not in it and keeps its
+    initial value; any other missing or differently shaped parameter refuses the whole load."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.onnx"
+    if not path.is_file():
+        raise InputError(f"--init-from {path}: no such model.onnx")
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    state = model.state_dict()
+    params = dict(model.named_parameters())
+    last = f"layers.{len(model.layers) - 1}.h_out."
+    bad = [k for k in params if (k not in inits and not k.startswith(last))
+           or (k in inits and tuple(inits[k].shape) != tuple(state[k].shape))]
+    if bad:
+        raise InputError(f"--init-from {path}: the architecture differs (e.g. {bad[0]}); use the same options")
+    model.load_state_dict({**state, **{k: torch.from_numpy(inits[k].copy()) for k in params if k in inits}})
+
+
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = DEFAULTS
     p.add_argument("--data", required=True, help="mnist.npz (256 levels, labels) or binarized_mnist.npz (0/1)")
@@ -191,6 +217,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-final-eval", dest="final_eval", action="store_false",
                    help="skip the full val/test evaluation of the best checkpoint at the end")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast + channels-last (faster on CPUs with AMX/AVX512-BF16)")
+    p.add_argument("--init-from", metavar="MODEL", help="start from the weights of an exported model (folder or model.onnx)")
     add_run_arguments(p, d)
     return p
 

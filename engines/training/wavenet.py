@@ -14,6 +14,17 @@ of x_<t and gives 256 logits for x_t:
 The kernel-2 causal convolution with dilation d sees h[t - d] and h[t]; stacking the
 dilations gives a receptive field of ``sum(dilations) + 1`` samples.
 
+Local conditioning (the vocoder, ``n_mels > 0``): log-mel frames (``engines.audio.mel``) of
+the clip, with one silence frame in front, are normalised by the training set's per-bin mean
+and std, then
+
+    c = Conv1x1(C -> L * 2G)(tanh(Conv1d(n_mels -> C, kernel 3, edge-padded)(frames)))   (B, L*2G, F+1)
+
+gives every layer's bias at FRAME rate; it is brought to the sample rate by repetition
+(a gather with ``engines.audio.mel.frame_of_sample``: each sample reads its nearest frame).
+Repeating after the projection costs L*2G*(F+1) instead of L*2G*T values of work, and the
+kernel-3 convolution lets each frame's bias see its neighbours (+-10 ms).
+
 Global conditioning: an embedding of the digit (10 values + "none") and one of the speaker
 (6 + "none") each add a per-layer bias to ``a``. Training replaces each with "none" at a
 small rate (``--cond-dropout``), so both may be left unset when generating.
@@ -45,6 +56,12 @@ class WaveNetConfig:
     n_digits: int = 10
     speakers: list[str] = field(default_factory=list)
     sample_rate: int = 8000
+    # local conditioning (a vocoder); 0 mels means none
+    n_mels: int = 0
+    cond_channels: int = 128
+    hop: int = 80
+    mel_mean: list[float] = field(default_factory=list)  # (n_mels,) training-set statistics of the raw frames
+    mel_std: list[float] = field(default_factory=list)
 
     @property
     def dilations(self) -> list[int]:
@@ -83,6 +100,13 @@ class WaveNet(nn.Module):
         nn.init.zeros_(self.digit_bias.weight)
         nn.init.zeros_(self.speaker_bias.weight)
         self.res_skip = nn.ModuleList(nn.Conv1d(G, R + S, kernel_size=1) for _ in range(L))
+        if c.n_mels > 0:
+            self.local_in = nn.Conv1d(c.n_mels, c.cond_channels, kernel_size=3)
+            self.local_out = nn.Conv1d(c.cond_channels, L * 2 * G, kernel_size=1)
+            mean = torch.tensor(c.mel_mean or [0.0] * c.n_mels, dtype=torch.float32)
+            std = torch.tensor(c.mel_std or [1.0] * c.n_mels, dtype=torch.float32)
+            self.register_buffer("mel_mean", mean.view(1, -1, 1), persistent=False)
+            self.register_buffer("mel_std", std.view(1, -1, 1), persistent=False)
         self.head1 = nn.Conv1d(S, S, kernel_size=1)
         self.head2 = nn.Conv1d(S, c.levels, kernel_size=1)
 
@@ -95,18 +119,36 @@ class WaveNet(nn.Module):
         b = self.digit_bias(digit) + self.speaker_bias(speaker)
         return b.view(-1, c.n_layers, 2 * c.gate_channels)
 
-    def forward(self, x: torch.Tensor, digit: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+    def local_bias(self, frames: torch.Tensor) -> torch.Tensor:
+        """Raw log-mel frames (B, n_mels, F) -> every layer's bias at frame rate (B, L * 2G, F)."""
+        z = (frames - self.mel_mean) / self.mel_std
+        return self.local_out(torch.tanh(self.local_in(F.pad(z, (1, 1), mode="replicate"))))
+
+    def forward(self, x: torch.Tensor, digit: torch.Tensor, speaker: torch.Tensor,
+                frames: torch.Tensor | None = None, frame_index: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T) int64 classes -> logits (B, 256, T); output t predicts the sample after x[:, t].
 
         Causal convs are left-padded with zeros, so only outputs with a full receptive field of
         real context (t >= receptive_field - 1) are exact; callers feed silence before a clip.
+        A vocoder also takes frames (B, n_mels, F) and frame_index (B, T): the frame whose bias
+        output t uses (that of the sample it predicts).
         """
-        G = self.config.gate_channels
+        c = self.config
+        G = c.gate_channels
         h = self.embed(x).transpose(1, 2)  # (B, R, T)
         cond = self.cond_bias(digit, speaker).unsqueeze(-1)  # (B, L, 2G, 1)
+        local = None
+        if c.n_mels > 0:
+            if frames is None or frame_index is None:
+                raise ValueError("a vocoder needs frames and frame_index")
+            local = self.local_bias(frames).view(frames.shape[0], c.n_layers, 2 * G, -1)  # (B, L, 2G, F)
+            # repeated to the sample rate one layer at a time: (B, 2G, T) each, never all L at once
+            index = frame_index[:, None, :].expand(-1, 2 * G, -1)
         skip = 0
         for l, (conv, rs) in enumerate(zip(self.dilated, self.res_skip)):
             a = conv(F.pad(h, (conv.dilation[0], 0))) + cond[:, l]  # (B, 2G, T)
+            if local is not None:
+                a = a + local[:, l].gather(2, index)
             z = torch.tanh(a[:, :G]) * torch.sigmoid(a[:, G:])
             out = rs(z)  # (B, R + S, T)
             h = h + out[:, : h.shape[1]]

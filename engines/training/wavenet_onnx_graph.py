@@ -85,6 +85,22 @@ class Dims:
         self.L = len(self.dilations)
         self.n_digits = int(config["n_digits"])
         self.n_speakers = len(config["speakers"])
+        self.n_mels = int(config.get("n_mels", 0) or 0)  # > 0: a vocoder, locally conditioned on frames
+        self.local = self.n_mels > 0
+
+
+def _local_bias(g: _Graph, state: Mapping[str, Any], config: Mapping[str, Any], frames: str) -> str:
+    """Raw log-mel ``frames`` (B, n_mels, F) -> every layer's bias at frame rate (B, L*2G, F), as
+    ``WaveNet.local_bias``: normalise, edge-pad one frame each side, Conv k3, Tanh, Conv 1x1."""
+    D = int(config["n_mels"])
+    mean = np.asarray(config["mel_mean"], dtype=np.float32).reshape(1, D, 1)
+    std = np.asarray(config["mel_std"], dtype=np.float32).reshape(1, D, 1)
+    z = g.node("Div", [g.node("Sub", [frames, g.init("mel_mean", mean)]), g.init("mel_std", std)])
+    z = g.node("Pad", [z, g.const([0, 0, 1, 0, 0, 1])], mode="edge")
+    z = g.node("Conv", [z, g.init("local_in.weight", _f32(state["local_in.weight"])),
+                        g.init("local_in.bias", _f32(state["local_in.bias"]))], kernel_shape=[3])
+    return g.node("Conv", [g.node("Tanh", [z]), g.init("local_out.weight", _f32(state["local_out.weight"])),
+                           g.init("local_out.bias", _f32(state["local_out.bias"]))], kernel_shape=[1])
 
 
 def _finish(g: _Graph, name: str, inputs: list, outputs: list) -> onnx.ModelProto:
@@ -117,7 +133,13 @@ def full_graph(state: Mapping[str, Any], config: Mapping[str, Any], *, output: s
     h = g.node("Transpose", [g.node("Gather", [w("embed.weight"), "audio"])], perm=[0, 2, 1])  # (B, R, T)
     cond = g.node("Add", [g.node("Gather", [w("digit_bias.weight"), "digit"]),
                           g.node("Gather", [w("speaker_bias.weight"), "speaker"])])  # (B, L*2G)
-    conds = g.node("Split", [g.node("Reshape", [cond, g.const([0, L * 2 * G, 1])])], axis=1, n_out=L)  # L x (B, 2G, 1)
+    cond = g.node("Reshape", [cond, g.const([0, L * 2 * G, 1])])  # (B, L*2G, 1)
+    if d.local:
+        # each output's frame: the frame-rate biases gathered at frame_index (repetition up to the sample rate)
+        local = _local_bias(g, state, config, "frames")  # (B, L*2G, F)
+        index = g.node("Expand", [g.node("Unsqueeze", ["frame_index", g.const([1])]), g.const([1, L * 2 * G, 1])])
+        cond = g.node("Add", [cond, g.node("GatherElements", [local, index], axis=2)])  # (B, L*2G, T)
+    conds = g.node("Split", [cond], axis=1, n_out=L)  # L x (B, 2G, 1 or T)
     if L == 1:
         conds = [conds]
     hs, skip = [], None
@@ -137,6 +159,8 @@ def full_graph(state: Mapping[str, Any], config: Mapping[str, Any], *, output: s
         skip = s if skip is None else g.node("Add", [skip, s])
 
     inputs = [_vi("audio", I64, ["batch", "time"]), _vi("digit", I64, ["batch"]), _vi("speaker", I64, ["batch"])]
+    if d.local:
+        inputs += [_vi("frames", F32, ["batch", d.n_mels, "frames"]), _vi("frame_index", I64, ["batch", "time"])]
     if output == "logits":
         y = g.node("Relu", [g.node("Conv", [g.node("Relu", [skip]), w("head1.weight"), w("head1.bias")], kernel_shape=[1])])
         y = g.node("Conv", [y, w("head2.weight"), w("head2.bias")], kernel_shape=[1])  # (B, V, T)
@@ -204,14 +228,17 @@ def step_graph(state: Mapping[str, Any], config: Mapping[str, Any], block: int =
 
     # ---- the main graph: once per call ----------------------------------------------------
     g = _Graph()
-    cond = g.node("Gather", ["cond", g.const(np.array(order))], axis=1)  # (2, L, B, G) in `order`
-    cond_big = g.node("Slice", [cond, g.const([0]), g.const([Lb]), g.const([1])])  # (2, Lb, B, G)
-    cond_small = g.node("Slice", [cond, g.const([Lb]), g.const([L]), g.const([1])])  # (2, Ls, B, G)
+    # a vocoder's cond is per sample: (K, 2, L, B, G) -> (2, L, K, B, G)
+    cond_in = g.node("Transpose", ["cond"], perm=[1, 2, 0, 3, 4]) if d.local else "cond"
+    cond = g.node("Gather", [cond_in, g.const(np.array(order))], axis=1)  # (2, L, [K,] B, G) in `order`
+    cond_big = g.node("Slice", [cond, g.const([0]), g.const([Lb]), g.const([1])])  # (2, Lb, [K,] B, G)
+    cond_small = g.node("Slice", [cond, g.const([Lb]), g.const([L]), g.const([1])])  # (2, Ls, [K,] B, G)
     # every big layer's past taps for the whole block, as one batched MatMul with M = K*B rows
     past = g.node("Reshape", ["past", g.const([Lb, -1, R])])  # (Lb, K*B, R)
     w_past_big = g.init("w_past_big", _f32(k["w_past"][:, big]))  # (2, Lb, R, G)
     pre_big = g.node("Reshape", [g.node("MatMul", [past, w_past_big]), g.const([2, Lb, K, -1, G])])
-    pre_big = g.node("Add", [pre_big, g.node("Unsqueeze", [cond_big, g.const([2])])], out="pre_big")  # (2, Lb, K, B, G)
+    cond_big = cond_big if d.local else g.node("Unsqueeze", [cond_big, g.const([2])])
+    pre_big = g.node("Add", [pre_big, cond_big], out="pre_big")  # (2, Lb, K, B, G)
     g.node("Unsqueeze", ["uniforms", g.const([2])], out="uniforms3")  # (n, B, 1)
     trips = g.node("Squeeze", [g.node("Shape", ["uniforms"], start=0, end=1)], out="trips")
     cond_small = g.node("Identity", [cond_small], out="cond_small")
@@ -224,7 +251,8 @@ def step_graph(state: Mapping[str, Any], config: Mapping[str, Any], block: int =
     pre_b = b.node("Gather", ["pre_big", "k"], axis=2)  # (2, Lb, B, G)
     slots = b.node("Gather", ["ring_slots", "k"], axis=0)  # (Ls, 1): this sample's slot of every small layer
     past_s = b.node("GatherND", ["ring_in", slots])  # (Ls, B, R)
-    pre_s = b.node("Add", [b.node("MatMul", [past_s, b.init("w_past_small", _f32(k["w_past"][:, small]))]), "cond_small"])
+    cond_s = b.node("Gather", ["cond_small", "k"], axis=2) if d.local else "cond_small"  # (2, Ls, B, G)
+    pre_s = b.node("Add", [b.node("MatMul", [past_s, b.init("w_past_small", _f32(k["w_past"][:, small]))]), cond_s])
     pre = b.node("Concat", [pre_b, pre_s], axis=1)  # (2, L, B, G), layers in `order`
     # rows (half, layer, batch): an equal Split gives the 2L per-layer (B, G) halves in one node
     # (measured cheaper than 2L Slice or Gather nodes)
@@ -269,7 +297,8 @@ def step_graph(state: Mapping[str, Any], config: Mapping[str, Any], block: int =
     g.node("Loop", [trips, g.const(np.array(True)), "sample", "ring"],
            outs=["x_last", "ring_out", "samples", "logits", "layer_inputs"], body=body)
     inputs = [_vi("sample", I64, ["batch"]), _vi("past", F32, [Lb, K, "batch", R]),
-              _vi("ring", F32, [int(ds.sum()), "batch", R]), _vi("cond", F32, [2, L, "batch", G]),
+              _vi("ring", F32, [int(ds.sum()), "batch", R]),
+              _vi("cond", F32, [K, 2, L, "batch", G] if d.local else [2, L, "batch", G]),
               _vi("uniforms", F32, ["n", "batch"]), _vi("inv_temperature", F32, [1]), _vi("ring_slots", I64, ["n", Ls, 1])]
     outputs = [_vi("samples", I64, ["n", "batch"]), _vi("logits", F32, ["n", "batch", V]),
                _vi("layer_inputs", F32, ["n", Lb, "batch", R]), _vi("ring_out", F32, [int(ds.sum()), "batch", R])]
@@ -277,11 +306,22 @@ def step_graph(state: Mapping[str, Any], config: Mapping[str, Any], block: int =
 
 
 def cond_graph(state: Mapping[str, Any], config: Mapping[str, Any]) -> onnx.ModelProto:
-    """``cond.onnx``: digit and speaker -> every layer's constant pre-activation (2, L, B, G)."""
+    """``cond.onnx``: digit and speaker -> every layer's constant pre-activation (2, L, B, G).
+
+    A vocoder's: ``frames`` (B, n_mels, F) raw log-mel, ``speaker`` (B,) -> ``cond`` (F, 2, L, B, G),
+    each frame's pre-activation (the host gathers a step call's rows by each sample's frame)."""
     d = Dims(config)
     G, L = d.G, d.L
     k = _step_constants(state, d)
     g = _Graph()
+    if d.local:
+        const = _f32(state["digit_bias.weight"])[d.n_digits] + _f32(k["cond_bias"]).reshape(-1)  # digit is "none"
+        spk = g.node("Gather", [g.init("speaker_table", _f32(state["speaker_bias.weight"]) + const[None]), "speaker"])
+        x = g.node("Add", [_local_bias(g, state, config, "frames"), g.node("Unsqueeze", [spk, g.const([2])])])
+        x = g.node("Reshape", [x, g.const([0, L, 2, G, -1])])  # (B, L, 2, G, F)
+        g.node("Transpose", [x], perm=[4, 2, 1, 0, 3], out="cond")
+        inputs = [_vi("frames", F32, ["batch", d.n_mels, "frames"]), _vi("speaker", I64, ["batch"])]
+        return _finish(g, "wavenet_cond", inputs, [_vi("cond", F32, ["frames", 2, L, "batch", G])])
     digit = _f32(state["digit_bias.weight"]) + _f32(k["cond_bias"]).reshape(1, -1)  # constants folded in
     x = g.node("Add", [g.node("Gather", [g.init("digit_table", digit), "digit"]),
                        g.node("Gather", [g.init("speaker_table", _f32(state["speaker_bias.weight"])), "speaker"])])
@@ -292,6 +332,7 @@ def cond_graph(state: Mapping[str, Any], config: Mapping[str, Any]) -> onnx.Mode
 
 
 STATE_KEYS_PER_LAYER = ("dilated.{l}.weight", "dilated.{l}.bias", "res_skip.{l}.weight", "res_skip.{l}.bias")
+LOCAL_STATE_KEYS = ("local_in.weight", "local_in.bias", "local_out.weight", "local_out.bias")
 STATE_KEYS = ("embed.weight", "digit_bias.weight", "speaker_bias.weight", "head1.weight", "head1.bias",
               "head2.weight", "head2.bias")
 

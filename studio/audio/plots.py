@@ -12,9 +12,13 @@ a stretch of waveform is straight below it and zooming one zooms all:
 A red cursor in every row follows playback. While audio is generated the x range is fixed
 to the whole requested length, so the sound grows left to right instead of rescaling.
 
-Redraws are cheap by construction: the curves downsample to the pixels shown ("peak" mode
-keeps every spike visible) and clip to the view, and the spectrogram (an FFT over the whole
-sound) is recomputed at most every `SPECTROGRAM_INTERVAL_MS`, however often audio arrives.
+Redraws are cheap by construction: the curves downsample to one (min, max) pair per pixel
+column ("peak" mode keeps every spike visible) and clip to the view; the axes (with their
+grids) and curves are cached as pixmaps, so the playback cursor moving over them repaints by
+copying; the spectrogram is redrawn at most every `SPECTROGRAM_INTERVAL_MS`, however often
+audio arrives, and a sound that grows (a run being generated) has only its new frames
+computed; ranges and the message are only touched when they change. What is left grows with
+the sound only through copies and the pixel-column downsampling.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer
 from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QGraphicsItem
 
-from studio.audio.spectrum import FLOOR_DB, TOP_DB, spectrogram
+from studio.audio.spectrum import FLOOR_DB, TOP_DB, Spectrogram, spectrogram
 
 SPECTROGRAM_INTERVAL_MS = 200
 AXIS_WIDTH = 58  # the same left-axis width in every row keeps the time axes aligned
+PEAKS_PER_PIXEL = 1.0  # curves keep one (min, max) pair of samples per pixel column
 UNIFORM_BITS = 8.0  # log2(256): the surprise of a model that knows nothing
 WAVE_PEN = pg.mkPen("#1d4ed8", width=1)
 PROMPT_PEN = pg.mkPen("#9ca3af", width=1)
@@ -48,7 +54,14 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         self._surprise: np.ndarray | None = None
         self._spec_dirty = False
         self._spec_t = 0.0
+        self._spec: Spectrogram | None = None  # the spectrogram shown, and the samples it was computed from
+        self._spec_source = np.zeros(0, np.float32)
+        self._times_cache = np.zeros(0, np.float64)  # sample k's time, k / sample_rate, for the curves' x
+        self._x_length: tuple | None = None  # (seconds asked for, the view range that gave): set_sound's x range
+        self._surprise_top: tuple | None = None  # (top, the view range that gave): the surprise row's y range
+        self._message_text: str | None = None
         self.spectrogram_updates = 0  # how many times the FFT ran (tests check the throttle)
+        self.spectrogram_frames_computed = 0  # frames the FFT computed in all (a growing sound's are not redone)
 
         self.wave = self.addPlot(row=0, col=0)
         self.surprise = self.addPlot(row=1, col=0)
@@ -65,6 +78,10 @@ class AudioPlots(pg.GraphicsLayoutWidget):
             plot.showGrid(x=True, y=True, alpha=0.15)
             for side in ("left", "bottom"):  # seconds stay seconds: no "(x0.001)" rescaling
                 plot.getAxis(side).enableAutoSIPrefix(False)
+            for side in ("left", "bottom"):
+                # An axis draws its grid across the whole plot: cached as a pixmap, a moving cursor or a
+                # growing curve repaints by copying it instead of replaying every tick and grid line.
+                plot.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
             left = plot.getAxis("left")
             left.setWidth(AXIS_WIDTH)
             left.setLabel(label)
@@ -78,12 +95,16 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         self.wave.setYRange(-1.0, 1.0, padding=0.02)
         self.spec.setYRange(0, self.sample_rate / 2, padding=0)
 
-        self.prompt_curve = self.wave.plot(pen=PROMPT_PEN)
-        self.wave_curve = self.wave.plot(pen=WAVE_PEN)
-        self.surprise_curve = self.surprise.plot(pen=SURPRISE_PEN, connect="finite")
+        # Peak downsampling to one (min, max) pair per pixel column: the envelope a waveform shows,
+        # at a fifth of the lines pyqtgraph's default (5 samples per pixel) would draw.
+        self.prompt_curve = self.wave.plot(pen=PROMPT_PEN, autoDownsampleFactor=PEAKS_PER_PIXEL)
+        self.wave_curve = self.wave.plot(pen=WAVE_PEN, autoDownsampleFactor=PEAKS_PER_PIXEL)
+        self.surprise_curve = self.surprise.plot(pen=SURPRISE_PEN, connect="finite",
+                                                 autoDownsampleFactor=PEAKS_PER_PIXEL)
         for curve in (self.prompt_curve, self.wave_curve, self.surprise_curve):
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
+            curve.curve.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.uniform_line = pg.InfiniteLine(pos=UNIFORM_BITS, angle=0, movable=False,
                                             pen=pg.mkPen("#9ca3af", width=1, style=Qt.PenStyle.DotLine),
                                             label="8 bits = knows nothing",
@@ -96,6 +117,7 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         self.image = pg.ImageItem(axisOrder="col-major")
         self.image.setColorMap(pg.colormap.get("inferno"))
         self.image.setLevels((FLOOR_DB, TOP_DB))
+        self.image.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.spec.addItem(self.image)
 
         self.cursors = []
@@ -123,7 +145,25 @@ class AudioPlots(pg.GraphicsLayoutWidget):
     # --- data -------------------------------------------------------------------------------
     def set_sample_rate(self, rate: int) -> None:
         self.sample_rate = int(rate)
+        self._times_cache = np.zeros(0, np.float64)
+        self._spec = None
         self.spec.setYRange(0, self.sample_rate / 2, padding=0)
+
+    def _times(self, n: int) -> np.ndarray:
+        """(n,) seconds of samples 0..n-1: a view of one array, grown (doubling) as the sound grows."""
+        if len(self._times_cache) < n:
+            self._times_cache = np.arange(max(n, 2 * len(self._times_cache)), dtype=np.float64) / self.sample_rate
+        return self._times_cache[:n]
+
+    @staticmethod
+    def _set_range_once(plot, axis: str, lo: float, hi: float, padding: float, last: tuple | None) -> tuple:
+        """plot's `axis` range to [lo, hi], unless the last call asked the same and the view still shows it."""
+        vb = plot.getViewBox()
+        view = tuple(vb.viewRange()[0 if axis == "x" else 1])
+        if last is not None and last[0] == (lo, hi) and last[1] == view:
+            return last
+        (plot.setXRange if axis == "x" else plot.setYRange)(lo, hi, padding=padding)
+        return (lo, hi), tuple(vb.viewRange()[0 if axis == "x" else 1])
 
     def set_sound(self, samples: np.ndarray, *, prompt_len: int = 0, total_len: int | None = None,
                   surprise: np.ndarray | None = None) -> None:
@@ -132,7 +172,7 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         self._samples = x
         self._prompt_len = p = max(0, min(int(prompt_len), len(x)))
-        t = np.arange(len(x), dtype=np.float64) / self.sample_rate
+        t = self._times(len(x))
         if p:
             # The prompt's curve ends on the first generated sample so the line is unbroken.
             self.prompt_curve.setData(t[: p + 1], x[: p + 1])
@@ -146,7 +186,8 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         self.set_message("" if len(x) else "No audio")
         length = max(len(x), int(total_len or 0))
         if length:
-            self.wave.setXRange(0, length / self.sample_rate, padding=0.01)
+            self._x_length = self._set_range_once(self.wave, "x", 0.0, length / self.sample_rate, 0.01,
+                                                  self._x_length)
         self._spec_dirty = True
         self._schedule_spectrogram()
 
@@ -156,11 +197,10 @@ class AudioPlots(pg.GraphicsLayoutWidget):
             self.surprise_curve.setData([], [])
             return
         s = self._surprise
-        t = np.arange(len(s), dtype=np.float64) / self.sample_rate
-        self.surprise_curve.setData(t, s)
+        self.surprise_curve.setData(self._times(len(s)), s)
         finite = s[np.isfinite(s)]
         top = max(UNIFORM_BITS + 3.0, float(finite.max()) * 1.05) if len(finite) else UNIFORM_BITS + 3.0
-        self.surprise.setYRange(0, top, padding=0)
+        self._surprise_top = self._set_range_once(self.surprise, "y", 0.0, top, 0, self._surprise_top)
 
     def clear(self, message: str = "") -> None:
         self.set_sound(np.zeros(0, np.float32))
@@ -169,6 +209,9 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         self.flush()
 
     def set_message(self, text: str) -> None:
+        if not text and not self._message_text:
+            return  # no message, still none (a growing sound sets none at every redraw)
+        self._message_text = text
         self.message.setText(text)
         self.message.setVisible(bool(text))
         vb = self.wave.getViewBox()
@@ -207,9 +250,15 @@ class AudioPlots(pg.GraphicsLayoutWidget):
         x = self._samples
         if not len(x):
             self.image.clear()
+            self._spec = None
             return
-        spec = spectrogram(x, self.sample_rate)
+        prev, src = self._spec, self._spec_source
+        if prev is not None and not (len(src) <= len(x) and np.array_equal(x[: len(src)], src)):
+            prev = None  # another sound, not the same one grown: start over
+        spec = spectrogram(x, self.sample_rate, previous=prev)
+        self._spec, self._spec_source = spec, x.copy()
         self.spectrogram_updates += 1
+        self.spectrogram_frames_computed += spec.new_frames
         self.image.setImage(spec.db, autoLevels=False, levels=(FLOOR_DB, TOP_DB))
         # Frame k is centred on k * hop: each pixel spans [k - 1/2, k + 1/2] hops.
         self.image.setRect(QRectF(-spec.hop_s / 2, 0, spec.duration_s, spec.max_hz))

@@ -47,6 +47,17 @@ class Run:
         self.recording_id: int | None = None  # the Recording continued (its score fills the prompt's surprise)
         self.streamed: int | None = None  # the variation played while generating
         self.underruns = 0
+        # speech models (a mel prior + a vocoder): the frames, both levels' log-likelihoods, the verdict
+        self.speech = False
+        self.mode = "generation"  # generation | continuation | resynthesis
+        self.frame_temperature: float | None = None
+        self.frames: list[np.ndarray] = []  # each (n_mels,): the prompt's or recording's, then the prior's
+        self.prompt_frames = 0
+        self.n_prior_frames = 0
+        self.prior_logprob = 0.0  # ln p(the prior's frames | digit, speaker), nats (stop bits included)
+        self.source_name: str | None = None
+        self.heard: dict = {}  # variation -> studio.audio.speech_work.Heard: what the recogniser hears in it
+        self._surprise: dict[int, np.ndarray] = {}  # variation -> its surprise so far (a growing run extends it)
 
     @property
     def prompt_len(self) -> int:
@@ -73,7 +84,11 @@ class Run:
         return self.samples[v, : self.n_done].copy()
 
     def surprise(self, v: int) -> np.ndarray:
-        bits = surprise_bits(self.logprobs[v, : self.n_done])
+        prev = self._surprise.get(v)
+        if prev is not None and len(prev) > self.n_done:
+            prev = None
+        # What was generated before does not change: only the new samples' surprise is computed.
+        bits = self._surprise[v] = surprise_bits(self.logprobs[v, : self.n_done], previous=prev)
         if self.prompt is None:
             return bits
         before = self.prompt_surprise if self.prompt_surprise is not None else np.full(self.prompt_len, np.nan)
@@ -101,6 +116,7 @@ class Recording:
         self.name = Path(path).name
         self.loaded = loaded  # engines.audio.wav.LoadedAudio
         self.score: work.ScoreDone | None = None
+        self.heard = None  # what the recogniser hears in it (studio.audio.speech_work.Heard)
 
     @property
     def samples(self) -> np.ndarray:

@@ -30,26 +30,43 @@ class Spectrogram:
     db: np.ndarray  # (frames, bins) float32 in [FLOOR_DB, TOP_DB]
     hop_s: float  # seconds between frames
     max_hz: float  # the frequency of the last bin (Nyquist)
+    complete: bool = True  # every frame's window lies within the sound (False: shorter than half a window)
+    new_frames: int = 0  # frames computed by the call that made it (the rest came from `previous`)
 
     @property
     def duration_s(self) -> float:
         return self.db.shape[0] * self.hop_s
 
 
-def spectrogram(samples: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP) -> Spectrogram:
-    """STFT magnitudes in dBFS of `samples` (n,); frames centred on multiples of `hop`."""
+def spectrogram(samples: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: int = HOP, *,
+                previous: Spectrogram | None = None) -> Spectrogram:
+    """STFT magnitudes in dBFS of `samples` (n,); frames centred on multiples of `hop`.
+
+    `previous`: the spectrogram (same rate, n_fft and hop) of a sound that `samples` extends,
+    i.e. `samples` starts with that sound. Its frames are kept and only the new ones computed,
+    so a sound growing while it is generated costs O(new samples) per redraw, not O(sound);
+    the result is the same as without it (a frame is computed only once its window is whole)."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     # Frames whose window would run past the last sample are left out: the abrupt end of a
     # sound still being generated would splash broadband energy over the newest column.
     n_frames = max(1, (len(x) - n_fft // 2) // hop + 1) if len(x) >= n_fft // 2 else 1
-    padded = np.zeros(n_frames * hop + n_fft, np.float32)
-    padded[n_fft // 2: n_fft // 2 + len(x)] = x
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]  # (frames, n_fft)
+    first = 0
+    if previous is not None and previous.complete and previous.db.shape[0] <= n_frames:
+        first = previous.db.shape[0]
+    # frame k covers x[k * hop - n_fft / 2 : k * hop + n_fft / 2] (silence before the sound)
+    lo = first * hop - n_fft // 2
+    padded = np.zeros((n_frames - first) * hop + n_fft, np.float32)
+    part = x[max(0, lo): lo + len(padded)]
+    padded[max(0, -lo): max(0, -lo) + len(part)] = part
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames - first]  # (new frames, n_fft)
     window = np.hanning(n_fft).astype(np.float32)
     mag = np.abs(np.fft.rfft(frames * window, axis=1))  # (frames, n_fft // 2 + 1)
     ref = window.sum() / 2  # a full-scale sine's peak magnitude: 0 dB
-    db = 20 * np.log10(np.maximum(mag / ref, 1e-12))
-    return Spectrogram(np.clip(db, FLOOR_DB, TOP_DB).astype(np.float32), hop / sample_rate, sample_rate / 2)
+    db = np.clip(20 * np.log10(np.maximum(mag / ref, 1e-12)), FLOOR_DB, TOP_DB).astype(np.float32)
+    if first:
+        db = np.concatenate([previous.db, db])
+    return Spectrogram(db, hop / sample_rate, sample_rate / 2, complete=len(x) >= n_fft // 2,
+                       new_frames=n_frames - first)
 
 
 def surprise_window() -> int:
@@ -60,11 +77,25 @@ def surprise_window() -> int:
     return int(SURPRISE_WINDOW)
 
 
-def surprise_bits(logprobs: np.ndarray, window: int | None = None) -> np.ndarray:
-    """Smoothed -log2 p per sample (n,) float64 from ln p (n,); NaN where ln p is unknown."""
+def surprise_bits(logprobs: np.ndarray, window: int | None = None, *,
+                  previous: np.ndarray | None = None) -> np.ndarray:
+    """Smoothed -log2 p per sample (n,) float64 from ln p (n,); NaN where ln p is unknown.
+
+    `previous`: what this function gave (same window) for the first len(previous) of these ln p,
+    for a track that grows while it is generated: only the values whose window reaches past
+    it are recomputed, so each call costs O(new samples + window), not O(track)."""
     lp = np.asarray(logprobs, dtype=np.float64).reshape(-1)
+    full = int(window or surprise_window())
+    if previous is not None and full <= len(previous) <= len(lp):
+        m = len(previous)
+        if m == len(lp):
+            return previous
+        # value i averages ln p over [i - full // 2, i - full // 2 + full): final once that ends by m
+        keep = m - (full - full // 2) + 1
+        start = keep - full // 2  # the first ln p the recomputed values read (>= 1: m >= full)
+        return np.concatenate([previous[:keep], surprise_bits(lp[start:], full)[keep - start:]])
     bits = -lp / math.log(2)
-    w = min(int(window or surprise_window()), len(bits))  # as the engine: never wider than the sound
+    w = min(full, len(bits))  # as the engine: never wider than the sound
     if w <= 1 or len(bits) == 0:
         return bits
     known = np.isfinite(bits)

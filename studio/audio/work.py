@@ -55,7 +55,8 @@ load_model, cached_model, forget_models = ModelCache(_load, "model").functions()
 # --- what a card says (the UI thread must not load ONNX sessions) ------------------------------
 
 def _card_config(card: dict) -> Iterator[dict]:
-    for key in ("architecture", "audio", "conditioning", "config"):
+    # a speech model's "prior" (digits, speakers) comes before its vocoder's "architecture" (no digits)
+    for key in ("conditioning", "prior", "architecture", "audio", "config"):
         v = card.get(key)
         if isinstance(v, dict):
             yield v

@@ -15,7 +15,9 @@ A tab using it (listed before QWidget, so its eventFilter/showEvent win) provide
     _shown_sample, _geometries, model_combo, chosen_model (ModelPickerMixin), _say, _say_error
     (StatusLineMixin), status, progress_label, refresh_models, _update_buttons, _start_score,
     _invalidate_score, _hovered, _on_events, _on_end, _run_status_html(run)
-and its runs are DrawingRuns (studio/image/runs.py).
+and its runs are DrawingRuns (studio/image/runs.py). It lays out `_build_reads_as()` (what the
+image recogniser reads in the canvas) and calls `_find_reader` when it lists its models; the
+mixin judges the canvas after every edit and once a run ends (studio/image/reads_as.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from PySide6.QtWidgets import (
 from studio.image import work
 from studio.image.canvas import ImageCanvas
 from studio.image.drawing import TOOL_LABELS, TOOLS, Geometry
+from studio.image.reads_as import WAITING_TEXT, ImageReader, reads_as_html, reads_as_text, reads_as_tooltip
 from studio.status_line import next_seed_text
 from studio.widgets import STRETCH, check_box, column, open_path, push_button, section_title, spin_box
 from studio.worker_tab import RescoringMixin, RunnerMixin
@@ -215,6 +218,63 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
     def _canvas_edited(self) -> None:
         self._invalidate_score()
         self._update_buttons()
+        self._update_reads_as()
+
+    # --- what the recogniser reads -------------------------------------------------------------
+    def _build_reads_as(self) -> QLabel:
+        """The "reads as: 3 (94%)" label under the canvas (self.reads_as_label), which the caller
+        lays out; hidden while no image recogniser can read the tab's images."""
+        self.reader = ImageReader()
+        self.reads_as_verdict = None  # the Verdict the label shows, if any
+        self.reads_as_label = QLabel("")
+        self.reads_as_label.setObjectName("ReadsAs")
+        self.reads_as_label.setTextFormat(Qt.TextFormat.RichText)
+        self.reads_as_label.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.reads_as_label.hide()
+        return self.reads_as_label
+
+    def _find_reader(self, models=None) -> None:
+        """Pick the image recogniser among `models` (default: the usable classifiers listed now)."""
+        self.reader.set_models(self._usable_models("classifier") if models is None else models)
+
+    def _reads_as_available(self) -> bool:
+        g = self.geom
+        return g is not None and self.reader.reads(g.height, g.width, g.channels)
+
+    def reads_as_text(self) -> str:
+        """What the label says, as plain text ('reads as: 3 (94%)'; '' when it says nothing)."""
+        return reads_as_text(self.reads_as_verdict) if self.reads_as_label.isVisible() else ""
+
+    def _show_verdict(self, verdict) -> None:
+        self.reads_as_verdict = verdict
+        self.reads_as_label.setText(reads_as_html(verdict))
+        self.reads_as_label.setToolTip(reads_as_tooltip(verdict, self.reader.model_id))
+
+    def _update_reads_as(self) -> None:
+        """Judge the canvas as it is now (not while a run paints it: a half-drawn sample is
+        judged when it is finished); a blank canvas reads as nothing."""
+        if not self._reads_as_available():
+            self.reads_as_verdict = None
+            self.reads_as_label.hide()
+            return
+        self.reads_as_label.show()
+        if self.runner.is_busy():
+            return
+        pixels = self.canvas.pixels
+        self._show_verdict(self.reader.judge_one(pixels, self.geom.levels) if pixels.any() else None)
+
+    def _reads_as_waiting(self) -> None:
+        """A sample is being painted: the label waits for it to finish."""
+        if self.reads_as_label.isVisible():
+            self.reads_as_verdict = None
+            self.reads_as_label.setText(f"<span style='color:#9ca3af'>{html.escape(WAITING_TEXT)}</span>")
+            self.reads_as_label.setToolTip("The recogniser reads the sample when it is finished")
+
+    def _judge_sample(self, pixels) -> Any:
+        """The verdict for a finished sample (C, H, W), or None (no recogniser for these images)."""
+        if self.geom is None or not self.reads_as_label.isVisible():
+            return None
+        return self.reader.judge_one(pixels, self.geom.levels)
 
     # --- loading -------------------------------------------------------------------------------
     def load_image(self, path: str | None = None) -> bool:
@@ -289,6 +349,7 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
         self._score_timer.stop()
         self.score_runner.stop()
         self.canvas.set_editable(False)
+        self._reads_as_waiting()
         return cancel
 
     def _on_error(self, run, message: str) -> None:

@@ -30,6 +30,7 @@ class DrawingRun:
         self.t_end: float | None = None
         self.state = "running"  # running | done | stopped | error
         self.touched = False  # the canvas shows this run (the drawing before is an undo step)
+        self.verdicts: dict = {}  # finished sample -> what the image recogniser reads in it (None: nothing)
 
     def seeds_text(self) -> str:
         return f"seed {self.seed}" if self.count == 1 else f"seeds {self.seed}–{self.seed + self.count - 1}"

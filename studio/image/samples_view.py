@@ -1,4 +1,7 @@
-"""A row of thumbnails, one per sample of a run: click one to load it into the canvas."""
+"""A row of thumbnails, one per sample of a run: click one to load it into the canvas.
+
+Each cell is wide enough for its caption ("8: 3 (100%)": the sample's number and what the
+image recogniser reads in it), so the caption is never cut short."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWi
 from studio.image.canvas import to_qimage
 
 THUMB = 64
+WIDEST_CAPTION = "88: 8 (100%)"
 
 
 class SampleGrid(QListWidget):
@@ -26,6 +30,10 @@ class SampleGrid(QListWidget):
         self.setIconSize(QSize(THUMB, THUMB))
         self.setSpacing(4)
         self.setUniformItemSizes(True)
+        # A fixed cell (the thumbnail over the widest caption), given to every item too: sizes
+        # would otherwise be measured on the first caption, "1", and longer ones elided.
+        fm = self.fontMetrics()
+        self.setGridSize(QSize(max(THUMB, fm.horizontalAdvance(WIDEST_CAPTION)) + 12, THUMB + fm.height() + 14))
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setFixedHeight(THUMB + 44)
         self.itemClicked.connect(lambda item: self.picked.emit(int(item.data(Qt.ItemDataRole.UserRole))))
@@ -38,6 +46,7 @@ class SampleGrid(QListWidget):
             item = QListWidgetItem(f"{i + 1}")
             item.setData(Qt.ItemDataRole.UserRole, i)
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
+            item.setSizeHint(self.gridSize() - QSize(4, 4))  # room for the caption a finished sample gets
             self.addItem(item)
             self.set_image(i, blank)
 

@@ -54,7 +54,8 @@ from PySide6.QtCore import QSize
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFrame, QToolButton, QWidget
 
 from engines.errors import ChainruleError, InputError
-from studio.audio import work
+from studio.audio import speech_work, work
+from studio.audio.mel_view import MelView
 from studio.audio.export import AudioExportMixin
 from studio.audio.playback_control import AudioPlaybackMixin
 from studio.audio.plots import AudioPlots
@@ -65,6 +66,7 @@ from studio.decoding_panel import SeedSpinBox, dice_icon
 from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin
 from studio.tabs import register_tab
+from studio.worker import EventThrottle
 from studio.widgets import (
     check_box,
     column,
@@ -76,10 +78,14 @@ from studio.widgets import (
     readout_label,
     spin_box,
     status_label,
+    steady,
 )
 from studio.worker_tab import RescoringMixin, RunnerMixin
 
 RESCORE_DELAY_MS = 150  # a recording is rescored this long after the last change of conditioning
+# While a run streams in, the plots, totals and status follow at most this often (the player is fed at
+# once, every batch): each redraw is UI-thread time the model's worker does not get on a busy machine.
+LIVE_REDRAW_MS = 100
 MAX_RUNS = 12  # runs kept in the Show list (the last one and earlier ones, to compare)
 AUDIO_FILES = "Audio (*.wav *.flac *.ogg *.aiff *.aif);;All files (*)"
 EMPTY_TEXT = (
@@ -107,6 +113,9 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         self.score_runner = ctx.task_runner("Audio score", parent=self)
         self._infos: dict[str, Any] = {}  # model id -> ModelInfo (audio, usable)
         self._model_id: str | None = None
+        self._speech = False  # the chosen model is a speech model (a mel prior + a vocoder)
+        self._new_frames: list = []  # frames the prior wrote since the last redraw
+        self._judge_info = None  # the audio recogniser's ModelInfo (engines.recognise), or None
         self.sample_rate = work.DEFAULT_RATE
         self.run: Run | None = None  # the last run
         self._runs: dict[int, Run] = {}  # id -> run: the last MAX_RUNS, oldest first (the Show list)
@@ -115,6 +124,7 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         self._init_playback()
         self._init_scoring_lifetime(RESCORE_DELAY_MS)  # once the window closes, nothing may start
         self._build()
+        self._live_redraw = EventThrottle(self._redraw_live, LIVE_REDRAW_MS, self)
         self.player = None
         self.set_player(player)
         ctx.modelDirsChanged.connect(self.refresh_models)
@@ -161,11 +171,20 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
                                         checked=True)
         self.batch_spin = spin_box(1, work.MAX_BATCH, 1, "Variations generated at once (one batch, same seed): pick "
                                    "one below to see, play and export")
+        self.frame_temp_spin = QDoubleSpinBox()
+        self.frame_temp_spin.setRange(0.0, 3.0)
+        self.frame_temp_spin.setDecimals(2)
+        self.frame_temp_spin.setSingleStep(0.05)
+        self.frame_temp_spin.setValue(0.6)
+        self.frame_temp_spin.setSpecialValueText("0 (most likely)")
+        self.frame_temp_spin.setToolTip("Speech models: how freely the prior writes the mel frames (the word's "
+                                        "shape and timing). Lower: clearer, more typical; higher: more varied. "
+                                        "The likelihoods are always those of the model itself")
         bar = labelled_row(("Model:", (self.model_combo, 2)), ("Digit:", self.digit_combo),
                            ("Speaker:", (self.speaker_combo, 1)), ("Seconds:", self.seconds_spin),
                            ("Temperature:", self.temperature_spin))
         bar2 = labelled_row(("Seed:", self.seed_spin, self.dice, self.new_seed_check),
-                            ("Variations:", self.batch_spin), spacing=12)
+                            ("Variations:", self.batch_spin), ("Frame temperature:", self.frame_temp_spin), spacing=12)
 
         # Run, playback and recording controls
         self.generate_button = push_button("Generate", "Generate new audio with these settings", self.generate)
@@ -181,18 +200,31 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         self.continue_check = check_box("Continue this recording", "Generate goes on from the end of the loaded "
                                         "recording (the model hears it first)")
         self.continue_check.toggled.connect(lambda _c: self._update_status())
+        self.respeak_button = push_button(
+            "Re-speak", "Speech models: the vocoder says the loaded recording again from its own mel frames, in the "
+            "chosen speaker's voice (or its own, with speaker none)", self.respeak)
         self._build_export_controls()
         controls = hbox(self.generate_button, self.stop_button, self._separator(), self.play_button,
                        self.stop_play_button, self.loop_check, self.live_check, self._separator(),
                        "Show:", (self.show_combo, 1))
-        controls2 = hbox(self.load_button, self.continue_check, (self.playback_label, 1), self.with_prompt_check,
-                        self.export_wav_button, self.export_flac_button)
+        # steady(): these labels change several times a second while a run plays; a new text must not
+        # lay the window out again (studio.widgets.SteadyLabel)
+        controls2 = hbox(self.load_button, self.continue_check, self.respeak_button, (steady(self.playback_label), 1),
+                         self.with_prompt_check, self.export_wav_button, self.export_flac_button)
 
         self.plots = AudioPlots()
         self.plots.setMinimumHeight(260)
+        self.mel_view = MelView()
+        self.mel_view.setToolTip("The mel frames the prior writes (or the recording's, when re-speaking), "
+                                 "left to right as they come; the vocoder then speaks them")
+        self.mel_view.setVisible(False)
         self.totals = readout_label("AudioTotals")
+        self.heard_label = readout_label("AudioHeard")
+        self.heard_label.setToolTip("What the recogniser (a digit and speaker classifier on log-mel frames) hears "
+                                    "in the shown sound")
         self.status = status_label("AudioStatus")
-        main = column(bar, bar2, controls, controls2, (self.plots, 1), self.totals, self.status)
+        main = column(bar, bar2, controls, controls2, self.mel_view, (self.plots, 1), steady(self.totals),
+                      steady(self.heard_label), steady(self.status))
         self._build_model_pages(main, EMPTY_TEXT, "AudioEmptyState")
 
     @staticmethod
@@ -204,7 +236,10 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
 
     # --- models ----------------------------------------------------------------------------------
     def refresh_models(self) -> None:
+        from engines.recognise import find_recogniser
+
         models = self._usable_models("audio")
+        self._judge_info = find_recogniser(self.ctx.list_models(), "audio")  # says what a sound is heard as
         self._infos = {m.id: m for m in models}
         self._fill_model_combo((m.id, m.id, self._model_tooltip(m)) for m in models)
         self._show_models_found(bool(models), EMPTY_TEXT)
@@ -227,6 +262,10 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             self.stop()
         self._model_id = model_id
         info = self._infos.get(model_id) if model_id else None
+        self._speech = info is not None and speech_work.is_speech_card(info.card)
+        self.mel_view.setVisible(self._speech)
+        if self._speech:
+            self.frame_temp_spin.setValue(speech_work.card_frame_temperature(info.card))
         if info is not None:
             self.sample_rate = work.card_sample_rate(info.card)
             self.plots.set_sample_rate(self.sample_rate)
@@ -310,6 +349,8 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             return None
         seconds, temperature, batch = self.seconds_spin.value(), self.temperature_spin.value(), self.batch_spin.value()
         digit, speaker = self.digit(), self.speaker()
+        if self._speech:
+            return self._start_speech(info, resynth=False)
         prompt = rec = None
         try:
             work.check_settings(seconds, temperature, batch)
@@ -345,19 +386,108 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         self._show()
         if self.live_check.isChecked() and self._play_available:
             self._start_live_playback(run)
+        rate, judge = self.sample_rate, self._judge_info
         self._start_on_runner(
-            lambda: work.generate_events(info, seconds=seconds, temperature=temperature, seed=seed, digit=digit,
-                                         speaker=speaker, batch=batch, prompt=prompt, cancel=cancel), run)
+            lambda: speech_work.judged_wavenet_events(work.generate_events(
+                info, seconds=seconds, temperature=temperature, seed=seed, digit=digit, speaker=speaker, batch=batch,
+                prompt=prompt, cancel=cancel), prompt, rate, judge), run)
         self._update_buttons()
         self._update_status()
         return run
+
+    # --- speech models: the prior writes frames, the vocoder speaks them ---------------------------------
+    def respeak(self) -> Run | None:
+        """The vocoder says the loaded recording again from its own frames, in the chosen speaker's voice."""
+        info = self.chosen_model()
+        if info is None:
+            return None
+        if not self._speech:
+            self._say_error("Re-speak needs a speech model (a mel prior + a vocoder, e.g. fsdd-speech)")
+            return None
+        if self.recording is None:
+            self._say_error("Load a recording first: Re-speak says it again from its own mel frames")
+            return None
+        return self._start_speech(info, resynth=True)
+
+    def _start_speech(self, info, *, resynth: bool) -> Run | None:
+        if self.runner.is_busy():
+            self._say_error("A run is in progress: stop it first.")
+            return None
+        temperature, ft = self.temperature_spin.value(), self.frame_temp_spin.value()
+        digit, speaker = self.digit(), self.speaker()
+        rec = self.recording if (resynth or self.continue_check.isChecked()) else None
+        if not resynth and self.continue_check.isChecked() and rec is None:
+            self._say_error("“Continue this recording” is ticked but no recording is loaded: load one, or untick it")
+            return None
+        prompt = rec.samples.copy() if rec is not None and not resynth else None
+        if self.new_seed_check.isChecked():
+            self.randomize_seed()
+        seed = self.seed_spin.value()
+        mode = "resynthesis" if resynth else ("continuation" if prompt is not None else "generation")
+        cli = work.command_line(speech_work.cli_arguments(
+            info, seed=seed, digit=digit, speaker=speaker, frame_temperature=ft, temperature=temperature,
+            prompt_path=rec.path if prompt is not None else None, resynth_path=rec.path if resynth else None,
+            out=f"{info.id}-seed{seed}.wav"))
+        prompt_surprise = None
+        if prompt is not None and rec.score is not None and self._score_matches(rec.score, info.id, digit, speaker):
+            prompt_surprise = rec.score.surprise_bits
+        run = Run(info.id, seed, 1, work.MIN_SECONDS, temperature, None if resynth else digit, speaker,
+                  self.sample_rate, prompt, rec.name if prompt is not None else None,
+                  rec.path if prompt is not None else None, list(rec.loaded.notes) if prompt is not None else [],
+                  prompt_surprise, cli)
+        run.speech, run.mode, run.frame_temperature = True, mode, ft
+        run.source_name = rec.name if rec is not None else None
+        run.recording_id = rec.id if prompt is not None else None
+        self.run = run
+        self._runs[run.id] = run
+        while len(self._runs) > MAX_RUNS:
+            del self._runs[next(iter(self._runs))]
+        self._new_frames = []
+        self.mel_view.clear_frames()
+        self._cancel = cancel = threading.Event()
+        self._fill_show_combo(select=("run", 0))
+        self._show()
+        if self.live_check.isChecked() and self._play_available:
+            self._start_live_playback(run)
+        resynth_samples = rec.samples.copy() if resynth else None
+        judge = self._judge_info
+        self._start_on_runner(
+            lambda: speech_work.speech_events(info, seed=seed, digit=digit, speaker=speaker, frame_temperature=ft,
+                                              temperature=temperature, prompt=prompt, resynth=resynth_samples,
+                                              cancel=cancel, judge_info=judge), run)
+        self._update_buttons()
+        self._update_status()
+        return run
+
+    def _hop_seconds(self) -> float:
+        info = self._infos.get(self._model_id) if self._model_id else None
+        mel = (info.card.get("mel") if info is not None else None) or {}
+        hop = mel.get("hop", 80) if isinstance(mel, dict) else 80
+        return float(hop) / self.sample_rate if isinstance(hop, (int, float)) and hop > 0 else 0.01
+
+    def _on_speech_event(self, run: Run, ev) -> None:
+        if isinstance(ev, speech_work.FramesStarted):
+            run.frames = [f for f in ev.frames.T]
+            run.prompt_frames = ev.frames.shape[1]
+            self._new_frames = []
+            self.mel_view.start(ev.frames, ev.floor, self._hop_seconds())
+        elif isinstance(ev, speech_work.FrameWritten):
+            run.frames.append(ev.frame)
+            run.prior_logprob += ev.logprob
+            run.n_prior_frames += 1
+            self._new_frames.append(ev.frame)
+        elif isinstance(ev, speech_work.Heard):
+            run.heard[ev.variation] = ev
+            self._show_heard()
 
     def _on_events(self, run: Run, batch: list) -> None:
         if run is not self.run:
             return
         fed = []
         for ev in batch:
-            if isinstance(ev, work.Chunk):
+            if isinstance(ev, (speech_work.FramesStarted, speech_work.FrameWritten, speech_work.Heard)):
+                self._on_speech_event(run, ev)
+            elif isinstance(ev, work.Chunk):
                 run.add(ev)
                 if run.streamed is not None:
                     fed.append(ev.samples[run.streamed])
@@ -371,6 +501,15 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
                     run.logprobs = np.full((run.batch, ev.n_samples), np.nan)
         if fed and self._live(run):
             self.player.feed(np.concatenate(fed))
+        self._live_redraw.push(run)  # the plots and status follow (_redraw_live), at most every LIVE_REDRAW_MS
+
+    def _redraw_live(self, runs: list) -> None:
+        run = runs[-1]
+        if run is not self.run:
+            return
+        if self._new_frames:  # the frames the prior wrote since the last redraw
+            self.mel_view.add(self._new_frames)
+            self._new_frames = []
         if self.shown_run() is run:
             self._show(live=True)
         self._update_status()
@@ -378,6 +517,10 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
     def _on_end(self, run: Run, state: str) -> None:
         if run is not self.run:
             return
+        self._live_redraw.clear()  # the end redraws everything
+        if self._new_frames:
+            self.mel_view.add(self._new_frames)
+            self._new_frames = []
         run.state = state
         run.t_end = time.perf_counter()
         if self._live(run):
@@ -416,10 +559,14 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             score = rec.score if rec.score is not None and self._score_current(rec.score) else None
             self.plots.set_sound(rec.samples, surprise=None if rec.score is None else rec.score.surprise_bits)
             self._show_recording_totals(rec, score)
+        self._show_heard()
         if not live:
             self.plots.flush()
 
     def _show_run_totals(self, run: Run, v: int) -> None:
+        if run.speech:
+            self._show_speech_totals(run)
+            return
         if not run.n_done:
             self.totals.setText("")
             return
@@ -432,6 +579,33 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             f"<b>{-lp / work.LN2 / n:.3f} bits/sample</b> · log p = {lp:.1f} nats over {n:,} generated samples "
             f"({n / run.sample_rate:.2f} s){prompt} · {cond} · measured at temperature 1")
 
+    def _show_speech_totals(self, run: Run) -> None:
+        parts = []
+        if run.n_prior_frames:
+            parts.append(f"log p(frames | {conditioning_text(run.digit, run.speaker)}) = {run.prior_logprob:.1f} nats "
+                         f"over {run.n_prior_frames} frames ({run.prior_logprob / run.n_prior_frames:.2f}/frame)")
+        elif run.mode == "resynthesis":
+            parts.append(f"re-speaking {html.escape(run.source_name or 'the recording')} from its own "
+                         f"{len(run.frames)} frames, speaker {html.escape(run.speaker or 'none')}")
+        if run.n_done:
+            lp, n = run.total_logprob(0), run.n_done
+            parts.append(f"<b>log p(audio | frames) = {lp:.1f} nats</b> ({-lp / work.LN2 / n:.3f} bits/sample over "
+                         f"{n:,} samples, {n / run.sample_rate:.2f} s)")
+        parts.append("measured at temperature 1")
+        self.totals.setStyleSheet("")
+        self.totals.setText(" · ".join(parts))
+
+    def _show_heard(self) -> None:
+        """What the recogniser hears in the shown sound (blank when nothing was judged)."""
+        what = self.shown()
+        heard = None
+        if what is not None and what[0] == "run":
+            run = self.shown_run()
+            heard = run.heard.get(what[1]) if run is not None else None
+        elif what is not None and self.recording is not None:
+            heard = self.recording.heard
+        self.heard_label.setText("" if heard is None else f"heard as: <b>{html.escape(heard.text())}</b>")
+
     def _show_recording_totals(self, rec: Recording, score: work.ScoreDone | None) -> None:
         notes = ""
         if rec.loaded.notes:
@@ -443,6 +617,13 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             return
         s = rec.score
         stale = "" if score is not None else " · <i>updating…</i>"
+        prior = getattr(s, "prior_logprob", None)
+        if prior is not None and s.n_frames:
+            self.totals.setText(
+                f"<b>{s.bits_per_sample:.3f} bits/sample</b> given its frames · log p(audio | frames) = "
+                f"{s.total_logprob:.1f} nats · log p(frames | {conditioning_text(s.digit, s.speaker)}) = {prior:.1f} "
+                f"nats ({prior / s.n_frames:.2f}/frame) · {head}{stale}")
+            return
         self.totals.setText(
             f"<b>{s.bits_per_sample:.3f} bits/sample</b> · log p = {s.total_logprob:.1f} nats · "
             f"{conditioning_text(s.digit, s.speaker)} · {head}{stale}")
@@ -515,12 +696,18 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         if rec is None or info is None or key is None:
             return
         samples, digit, speaker = rec.samples, self.digit(), self.speaker()
-        self.score_runner.start(lambda: work.score_events(info, samples, digit, speaker, key),
+        events = speech_work.speech_score_events if self._speech else speech_work.judged_score_events
+        judge = self._judge_info
+        self.score_runner.start(lambda: events(info, samples, digit, speaker, key, judge_info=judge),
                                 on_events=self._on_score, on_errored=self._score_failed)
 
     def _on_score(self, batch: list) -> None:
         rec = self.recording
         for ev in batch:
+            if isinstance(ev, speech_work.Heard) and rec is not None and ev.key is not None and ev.key[0] == rec.id:
+                rec.heard = ev
+                self._show_heard()
+                continue
             if not isinstance(ev, work.ScoreDone) or rec is None or ev.key is None or ev.key[0] != rec.id:
                 continue  # an answer about a recording that is gone
             rec.score = ev
@@ -592,9 +779,16 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         has_sound = self.shown_length() > 0
         self.generate_button.setEnabled(has_model and not busy)
         self.stop_button.setEnabled(busy)
-        for w in (self.digit_combo, self.seconds_spin, self.temperature_spin, self.seed_spin, self.dice,
-                  self.new_seed_check, self.batch_spin, self.load_button):
+        for w in (self.digit_combo, self.temperature_spin, self.seed_spin, self.dice, self.new_seed_check,
+                  self.load_button):
             w.setEnabled(has_model and not busy)
+        # a speech model's prior decides the length, and it speaks one utterance per run
+        for w in (self.seconds_spin, self.batch_spin):
+            w.setEnabled(has_model and not busy and not self._speech)
+            w.setToolTip(w.toolTip().split("\n")[0] + ("\n(a speech model's prior decides the length, one "
+                                                       "utterance per run)" if self._speech else ""))
+        self.frame_temp_spin.setEnabled(has_model and not busy and self._speech)
+        self.respeak_button.setEnabled(has_model and not busy and self._speech and self.recording is not None)
         self.speaker_combo.setEnabled(has_model and not busy and self.speaker_combo.count() > 1)
         self.model_combo.setEnabled(not busy)
         self.continue_check.setEnabled(not busy and self.recording is not None)

@@ -60,6 +60,7 @@ from studio.image import work as image_work
 from studio.image.canvas import MAX_ZOOM
 from studio.image.drawing import Geometry, inpaint_mask
 from studio.image.drawing_tab import DrawingTabMixin
+from studio.image.reads_as import reads_as_text
 from studio.image.samples_view import SampleGrid
 from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin
@@ -205,7 +206,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             "that reproduce the last run", self.export_png)
         self.progress_label = hint_label()
         centre = column(
-            section_title("Canvas"), self.canvas_scroll,
+            section_title("Canvas"), self.canvas_scroll, self._build_reads_as(),
             hbox(self.sample_button, self.inpaint_button, self.compare_button, self.stop_button, STRETCH),
             pacing, hbox(self.progress_label, STRETCH, self.export_button), STRETCH)
 
@@ -257,6 +258,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
              for model_id, m in self._infos.items()),
             fallback=PREFERRED["made"])  # the shipped MADE first: it does everything the tab offers
         self._show_models_found(bool(self._infos), EMPTY_TEXT, problems)
+        self._find_reader(models)
         self._model_id = None  # the comparison's models may have changed: rebuild it
         self._model_changed()
 
@@ -286,6 +288,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         self._invalidate_score()
         self._update_buttons()
         self._update_status()
+        self._update_reads_as()
         if notes:
             self._say(notes)
 
@@ -502,10 +505,17 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         g = self.geom
         shape = (1, g.height, g.width)
         tip = run.sample_tip(ev)
+        verdict = run.verdicts[(ev.lane, ev.sample)] = self._judge_sample(ev.image.reshape(shape))
+        if verdict is not None:
+            tip += f"\n{reads_as_text(verdict)}"
         if run.kind == "compare":
-            self.lanes.set_caption(ev.lane, run.lane_caption(ev), tip + "\n" + run.command(ev.lane))
+            self.lanes.set_caption(ev.lane, run.lane_caption(ev) + (f"\n{reads_as_text(verdict)}" if verdict else ""),
+                                   tip + "\n" + run.command(ev.lane))
         elif run.count > 1:
-            self.grid.set_image(ev.sample, ev.image.reshape(shape), tooltip=tip)
+            self.grid.set_image(ev.sample, ev.image.reshape(shape), tooltip=tip,
+                                text=f"{ev.sample + 1}" + (f": {verdict.short()}" if verdict else ""))
+        if run.kind != "compare" and ev.sample == (self._shown_sample or 0) and verdict is not None:
+            self._show_verdict(verdict)  # the canvas shows this sample
 
     def _on_end(self, run: Run, state: str) -> None:
         if run is not self.run:
@@ -533,6 +543,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         self._invalidate_score()
         self._update_buttons()
         self._update_status()
+        self._update_reads_as()
 
     def pick_sample(self, index: int) -> bool:
         """Load sample `index` of the last run into the canvas (one undo step)."""

@@ -55,6 +55,7 @@ from studio.image.canvas import MAX_ZOOM
 from studio.image.drawing import Geometry, completion_mask, convert_drawing, ink_value, inpaint_mask
 from studio.image.drawing_tab import DrawingTabMixin
 from studio.image.likelihood_panel import LikelihoodPanelMixin
+from studio.image.reads_as import reads_as_text
 from studio.image.runs import Run, sample_tooltip
 from studio.image.samples_view import SampleGrid
 from studio.model_picker import ModelPickerMixin
@@ -195,7 +196,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             "Export GIF…", "An animation of the painting of the sample on the canvas", self.export_gif)
         self.progress_label = hint_label()
         centre = column(
-            section_title("Canvas"), (self.canvas_scroll, 1),
+            section_title("Canvas"), (self.canvas_scroll, 1), self._build_reads_as(),
             hbox(self.generate_button, self.complete_button, self.inpaint_button, self.stop_button, STRETCH),
             hbox(self.posterior_check, self.candidates_spin, STRETCH),
             hbox(self.progress_label, STRETCH, self.export_png_button, self.export_gif_button))
@@ -230,7 +231,9 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             usable.append(m)
         self._fill_model_combo((m.id, m.id, self._model_tooltip(m)) for m in usable)
         self._show_models_found(bool(usable), EMPTY_TEXT, problems)
+        self._find_reader()
         self._model_changed()
+        self._update_reads_as()  # the same model (no change) may have a recogniser now
 
     def _model_tooltip(self, m) -> str:
         g = self._geometries[m.id]
@@ -275,6 +278,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         self._invalidate_score()
         self._update_buttons()
         self._update_status()
+        self._update_reads_as()
         if notes:
             self._say(f"Model {html.escape(model_id)} draws {geometry.describe()} images: the drawing was "
                       + html.escape("; ".join(notes)) + " (undo history cleared).")
@@ -430,6 +434,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
                     run.touched = True
                 self._shown_sample = ev.sample
                 self.canvas.set_pixels(ev.images[0])
+                self._reads_as_waiting()
                 painted = True
             elif isinstance(ev, work.SampleDone):
                 self._sample_done(run, ev)
@@ -457,11 +462,16 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             if ev.candidates is not None:
                 final = ev.candidates.copy()
             rec.finish(final)
+        verdict = run.verdicts[ev.sample] = self._judge_sample(ev.image)
         if run.count > 1:
-            self.grid.set_image(ev.sample, ev.image, tooltip=sample_tooltip(ev))
+            tip = sample_tooltip(ev)
+            self.grid.set_image(ev.sample, ev.image, tooltip=tip + (f"\n{reads_as_text(verdict)}" if verdict else ""),
+                                text=f"{ev.sample + 1}" + (f": {verdict.short()}" if verdict else ""))
         self._shown_sample = ev.sample
         self.canvas.set_pixels(ev.image)
         self.canvas.set_marker(None)
+        if verdict is not None:
+            self._show_verdict(verdict)
 
     def _on_end(self, run: Run, state: str) -> None:
         if run is not self.run:
@@ -487,6 +497,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             self.heatmap.set_stale(False)
         self._update_buttons()
         self._update_status()
+        self._update_reads_as()  # the canvas as the run left it (a stopped painting: what was painted)
 
     def _show_sample(self, run: Run, sample: int) -> None:
         done = run.results[sample]
