@@ -108,8 +108,23 @@ def thread_cpu_seconds() -> dict[int, float] | None:
     return out
 
 
-def engine_rate(model, *, seconds: float, seed: int, digit, speaker, chunk_samples: int) -> float:
-    """Samples per second of the tab's generation call, pulled chunk by chunk on this thread."""
+def engine_rate(model, *, seconds: float, seed: int, digit, speaker, chunk_samples: int,
+                frame_temperature: float | None = None) -> float:
+    """Samples per second of the tab's generation call, pulled chunk by chunk on this thread. A speech
+    model (frame_temperature given): `speak`, the vocoder's samples over its own time (after the prior,
+    as the tab's status counts from the first audio)."""
+    if frame_temperature is not None:
+        from engines.audio.speech import FrameEvent, speak
+
+        t0, n = None, 0
+        for ev in speak(model, seed=seed, digit=digit, speaker=speaker, frame_temperature=frame_temperature,
+                        chunk_samples=chunk_samples):
+            if isinstance(ev, FrameEvent):
+                t0 = None
+            elif hasattr(ev, "samples"):
+                t0 = t0 or time.perf_counter()
+                n += ev.samples.shape[1]
+        return n / (time.perf_counter() - t0)
     from engines.audio.generate import generate_audio_chunks
 
     t0 = time.perf_counter()
@@ -135,7 +150,7 @@ def main(argv=None) -> int:
 
     from engines.audio.playback import Player
     from studio.app import configure_app
-    from studio.audio import work
+    from studio.audio import speech_work, work
     from studio.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -160,9 +175,12 @@ def main(argv=None) -> int:
         app.processEvents()
 
     info = tab.chosen_model()
-    model = work.load_model(info)  # loading is not generation: the tab's run finds it cached
+    speech = speech_work.is_speech_card(info.card)  # a mel prior + a vocoder: its prior decides the length
+    # loading is not generation: the tab's run finds it cached
+    model = speech_work.load_speech(info) if speech else work.load_model(info)
     chunk = work.CHUNK_SAMPLES  # what the tab's worker asks the engine for
-    kw = dict(seconds=args.seconds, seed=args.seed, digit=args.digit, speaker=args.speaker, chunk_samples=chunk)
+    kw = dict(seconds=args.seconds, seed=args.seed, digit=args.digit, speaker=args.speaker, chunk_samples=chunk,
+              frame_temperature=tab.frame_temp_spin.value() if speech else None)
     before = engine_rate(model, **kw)
 
     loop = QEventLoop()

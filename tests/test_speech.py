@@ -288,3 +288,27 @@ def test_eval_generation_judges_every_digit_and_speaker(capsys, models_dir, monk
     assert r["digit_accuracy"] == pytest.approx(0.1) and r["speaker_accuracy"] == pytest.approx(1 / len(SPEAKERS))
     assert r["digit_accuracy_three"] == 1.0 and r["digit_accuracy_seven"] == 0.0
     assert all(n > 0 for n in heard)
+
+
+def test_ctrl_c_while_speaking_keeps_the_audio_so_far(capsys, models_dir, tmp_path, monkeypatch):
+    from engines.audio import speech_commands
+    from engines.cli import main
+
+    real = speech_commands.speak
+
+    def interrupted(*a, **k):
+        n_chunks = 0
+        for ev in real(*a, **k):
+            yield ev
+            if hasattr(ev, "samples"):
+                n_chunks += 1
+                if n_chunks == 1:  # the user presses Ctrl-C once audio is coming
+                    raise KeyboardInterrupt
+
+    monkeypatch.setattr(speech_commands, "speak", interrupted)
+    out = tmp_path / "part.wav"
+    code = main(["generate", "audio", "--model", MODEL, "--models-dir", models_dir, "--digit", "1", "--seed", "3",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted after" in err
+    assert len(read_audio(out).samples) > 0

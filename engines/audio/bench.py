@@ -120,6 +120,9 @@ def bench_speech(info: ModelInfo, repeats: int | None = None) -> dict[str, Any]:
     - `vocoder_samples_per_s`: the vocoder speaking them (cached steps, 400-sample chunks);
     - `realtime_factor`: seconds of audio per second of the whole run (prior + vocoder), > 1 keeps up;
     - `first_audio_s`: from the request to the first chunk of audio (the prior's frames, then one chunk).
+    - `cond_ms_frame_rate` vs `cond_ms_sample_rate`: why the vocoder repeats frames AFTER its per-layer
+      projection: cond.onnx over one second of frames (100), and the same network run over those frames
+      repeated to the sample rate (8,000 positions), the least an upsample-then-project design costs.
     Medians of `repeats` runs with the same seed (same frames, same audio)."""
     from engines.audio.speech import FrameEvent, load_speech_model, speak
 
@@ -146,7 +149,19 @@ def bench_speech(info: ModelInfo, repeats: int | None = None) -> dict[str, Any]:
         voc_rates.append(n_samples / (t_end - t_frames))
         rt.append(n_samples / model.sample_rate / (t_end - t0))
         first.append(t_first - t0)
+    voc, hop = model.vocoder, model.mel.hop
+    frames = np.full((1, model.mel.n_mels, model.sample_rate // hop + 1), model.prior.floor + 5.0, np.float32)
+    spk = np.array([0], np.int64)
+    cond_ms = []
+    for x in (frames, np.repeat(frames, hop, axis=2)):
+        times = []
+        for _ in range(max(3, repeats)):
+            t0 = time.perf_counter()
+            voc.cond(spk, spk, x)
+            times.append(time.perf_counter() - t0)
+        cond_ms.append(1000 * statistics.median(times))
     return {"model": info.id, "batch": 1, "threads": 1, "digit": SPEECH_DIGIT, "speaker": SPEECH_SPEAKER,
+            "cond_ms_frame_rate": round(cond_ms[0], 3), "cond_ms_sample_rate": round(cond_ms[1], 3),
             "frames": n_frames, "samples": n_samples, "chunk_samples": STUDIO_CHUNK,
             "prior_frames_per_s": round(statistics.median(prior_rates), 1),
             "vocoder_samples_per_s": round(statistics.median(voc_rates), 1),

@@ -95,12 +95,25 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     print_notes(notes)
     t0 = time.perf_counter()
     if resynth:
-        frames, chunks = resynthesize(model, recording, seed=seed, speaker=args.speaker, temperature=temperature)
-        result = run_to_end(model, chunks)
-        result.frames = frames
+        frames, events = resynthesize(model, recording, seed=seed, speaker=args.speaker, temperature=temperature)
     else:
-        result = run_to_end(model, speak(model, seed=seed, digit=args.digit, speaker=args.speaker,
-                                         frame_temperature=ft, temperature=temperature, prompt=recording))
+        frames, events = None, speak(model, seed=seed, digit=args.digit, speaker=args.speaker, frame_temperature=ft,
+                                     temperature=temperature, prompt=recording)
+    got: list = []
+    try:
+        for ev in events:
+            got.append(ev)
+    except KeyboardInterrupt:  # Ctrl-C: keep the audio spoken so far, then stop as interrupted
+        part = run_to_end(model, got).samples
+        if args.out is not None and len(part):
+            whole = part if recording is None or resynth else np.concatenate([recording, part])
+            write_audio(args.out, whole, model.sample_rate)
+            print(f"chainrule: interrupted after {len(part) / model.sample_rate:.2f} s of audio: wrote it to "
+                  f"{args.out}", file=sys.stderr)
+        raise
+    result = run_to_end(model, got)
+    if frames is not None:
+        result.frames = frames
     elapsed = time.perf_counter() - t0
     audio = result.samples if recording is None or resynth else np.concatenate([recording, result.samples])
     if args.out is not None:
