@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
         elif modality == "image":
             g.add_argument("--label", type=int, help="digit to condition on")
+            g.add_argument("--guidance", type=float, metavar="W",
+                           help="classifier-free guidance toward --label (0 off): log p(x|label) + W (log p(x|label) - log p(x))")
             g.add_argument("--init", help="PNG whose known pixels are kept")
             g.add_argument("--mask", help="PNG: white pixels are regenerated")
             g.add_argument("--candidates", type=int, metavar="K",

@@ -121,6 +121,9 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     check_count(args.count)
     if getattr(args, "label", None) is not None:
         raise InputError(f"{info.id} is an unconditional density model: it takes no label (leave --label out)")
+    if getattr(args, "guidance", None):
+        raise InputError(f"--guidance does not apply to {info.id}: an unconditional density model has no label to "
+                         "guide toward")
     if getattr(args, "candidates", None) is not None:
         raise InputError("--candidates is for PixelCNN models; density models inpaint exactly without it "
                          "(MADE conditions on every known pixel)")

@@ -7,6 +7,10 @@ Two ways of producing the same sample (same seed, same sampler chain), timed sid
   with cached features (see `engines.image.sampler`).
 `same_samples` checks that both produced the same image. The fast figure is the median of
 `repeats` runs (it includes the per-pixel distributions the studio streams); naive runs once.
+For a label-conditioned model, `guided_seconds_per_image` is the fast sampler with
+classifier-free guidance (`GUIDANCE`): the label and "no label" rows run as one batch of 2 per
+step, timed alternately with the unguided runs, and `guided_over_plain` is the cost of guidance
+(below 2: the two passes share each ONNX Runtime call).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from engines.registry import ModelInfo, get_model
 
 BENCH_MODELS = ("mnist-pixelcnn", "bmnist-pixelcnn")
 SEED = 0
+GUIDANCE = 3.0
 
 
 def _find(models_dir: Sequence[str]) -> list[ModelInfo]:
@@ -42,18 +47,26 @@ def bench_model(info: ModelInfo, repeats: int = 3, naive: bool = True) -> dict[s
     s = model.shape
     config = DecodingConfig(strategy="sample", temperature=1.0)
     label = 0 if model.n_classes else None
-    times, fast_images = [], None
+    times, guided_times, fast_images = [], [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         sampler = PixelSampler(model, config, SEED, label=label, method="fast").run()
         times.append(time.perf_counter() - t0)
         fast_images = sampler.images
+        if label is not None:
+            t0 = time.perf_counter()
+            PixelSampler(model, config, SEED, label=label, method="fast", guidance=GUIDANCE).run()
+            guided_times.append(time.perf_counter() - t0)
     fast = statistics.median(times)
     result: dict[str, Any] = {
         "model": info.id, "image": f"{s.width}x{s.height}x{s.channels}", "batch": 1,
         "provider": model.full.provider, "fast_seconds_per_image": round(fast, 4),
         "fast_pixels_per_second": round(s.dims / fast, 1),
     }
+    if guided_times:
+        guided = statistics.median(guided_times)
+        result.update({"guided_seconds_per_image": round(guided, 4), "guidance": GUIDANCE,
+                       "guided_over_plain": round(guided / fast, 2)})
     if naive:
         t0 = time.perf_counter()
         naive_images = PixelSampler(model, config, SEED, label=label, method="naive").run().images

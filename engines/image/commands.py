@@ -17,7 +17,7 @@ from engines.generation import resolve_seed
 from engines.image.data import load_split
 from engines.image.model import ImageModel, load_image_model
 from engines.image.png import read_image, write_image
-from engines.image.sampler import PixelSampler, check_config, posterior_resample, score_images
+from engines.image.sampler import PixelSampler, check_config, check_guidance, posterior_resample, score_images
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
@@ -76,6 +76,10 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     candidates = getattr(args, "candidates", None)
     if candidates is not None:
         check_candidates_config(config)
+    guidance = check_guidance(model, getattr(args, "guidance", None) or 0.0, label)
+    if guidance > 0 and candidates is not None:
+        raise InputError("--candidates weighs completions drawn from the model's own conditionals; with --guidance "
+                         "they are not: use one or the other")
     # the step graphs are optional in a card: without them every pixel runs the full network (same samples)
     method = "fast" if model.has_fast_path else "naive"
     refuse_overwriting_inputs(args.out, args.count, {flag: getattr(args, flag, None) for flag in ("init", "mask")})
@@ -86,17 +90,21 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
                              "explain the known pixels that follow the masked ones")
         if not 1 <= candidates <= MAX_CANDIDATES:
             raise InputError(f"candidates = {candidates} is invalid: must be in 1..{MAX_CANDIDATES}")
+    if guidance > 0:
+        notes = [*notes, f"guidance {guidance:g}: samples follow log p(x|label) + {guidance:g} (log p(x|label) - "
+                         "log p(x)); the log-probabilities reported are the unguided conditional model's"]
     print_notes(notes)
     seed = resolve_seed(config)
     s = model.shape
     settings = {**config.to_dict(), "seed": seed, "label": label, "init": getattr(args, "init", None),
-                "mask": getattr(args, "mask", None), "candidates": candidates, "count": args.count, "method": method}
+                "mask": getattr(args, "mask", None), "candidates": candidates, "count": args.count, "method": method,
+                "guidance": guidance}
     samples: list[dict[str, Any]] = []
     for i in range(args.count):
         sample_seed = seed + i  # each sample is reproducible on its own
         K = candidates or 1
         sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K,
-                               method=method, distributions=False).run()
+                               method=method, distributions=False, guidance=guidance).run()
         posterior = None
         if candidates is not None:
             post = posterior_resample(model, sampler.images, mask, sample_seed, label, sampler.sampled_logprobs)

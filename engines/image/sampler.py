@@ -15,6 +15,15 @@ the same numbers (up to float rounding) and therefore the same samples for the s
 Both run the same loop and the same sampler chain (`engines.decoding`): one seeded
 `rng.random(B)` per sampled value, whichever path produced the logits.
 
+Classifier-free guidance (`guidance` w > 0, label-conditioned models trained with label
+dropout): every step runs the label and "no label" together as one batch of 2B rows over the
+same image, and the sampler chain gets, per value,
+
+    log p_cond + w (log p_cond - log p_uncond)      (renormalised by the chain's softmax)
+
+so w = 0 is plain sampling. The reported log-probabilities stay those of the unguided
+conditional model: guidance buys fidelity to the label at the price of likelihood, visibly.
+
 Completion / inpainting: `mask` (H, W) bool, True = regenerate. Known pixels are kept
 exactly; masked pixels are sampled in raster order, so they see the known pixels above and
 to the left but not those below / to the right. `posterior_resample` corrects for that:
@@ -37,6 +46,21 @@ from engines.errors import DecodingError, InputError
 from engines.image.model import ImageModel
 
 METHODS = ("fast", "naive")
+MAX_GUIDANCE = 20.0  # w beyond this only sharpens toward the label's mode; more is a typo
+
+
+def check_guidance(model: ImageModel, guidance, label: int | None) -> float:
+    """The guidance weight as a float; InputError when it is not a number in 0..MAX_GUIDANCE, or when
+    it is asked of a model with no label to guide toward."""
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+            or not 0 <= guidance <= MAX_GUIDANCE:
+        raise InputError(f"guidance = {guidance!r} is invalid: must be a number in 0..{MAX_GUIDANCE:g} (0 is off)")
+    if guidance > 0 and model.n_classes == 0:
+        raise InputError(f"guidance needs a label-conditioned model; {model.id!r} is unconditional "
+                         "(leave --guidance out)")
+    if guidance > 0 and label is None:
+        raise InputError("guidance pushes samples toward a label: give --label D too (or leave --guidance out)")
+    return float(guidance)
 LN2 = math.log(2)
 
 
@@ -187,8 +211,9 @@ class PixelSampler:
 
     def __init__(self, model: ImageModel, config: DecodingConfig, seed: int, *, label: int | None = None,
                  init: np.ndarray | None = None, mask: np.ndarray | None = None, batch: int = 1,
-                 method: str = "fast", distributions: bool = True):
+                 method: str = "fast", distributions: bool = True, guidance: float = 0.0):
         check_config(config)
+        self.guidance = check_guidance(model, guidance, label)
         if method not in METHODS:
             raise InputError(f"method {method!r} is not one of {', '.join(METHODS)}")
         if not isinstance(batch, int) or batch < 1:
@@ -226,7 +251,13 @@ class PixelSampler:
         B = img.shape[0]
         chain = build_chain(self.config, self.seed)
         histories: list[list[int]] = [[] for _ in range(B)]  # images use no penalties (check_config)
-        oracle = _Fast(model, self.labels) if self.method == "fast" else _Naive(model, self.labels)
+        w = self.guidance
+        labels = self.labels
+        if w > 0:  # rows B..2B-1: the same images with no label (one batched call per step, not two)
+            labels = np.concatenate([labels, model.labels(None, B)])
+            img = np.concatenate([img, img])
+            self.image = img[:B]  # a view: readers of `images` see each value as it is drawn
+        oracle = _Fast(model, labels) if self.method == "fast" else _Naive(model, labels)
         rows = np.flatnonzero(mask.any(axis=1))
         last_row = int(rows[-1])
         index = 0
@@ -242,12 +273,14 @@ class PixelSampler:
                 for ch in range(s.channels):
                     if should_stop is not None and should_stop():
                         return
-                    logits = model.distribution_logits(oracle.logits(img, r, c, ch))  # (B, V)
-                    own = log_softmax(logits)  # (B, V) the model's distribution
+                    logits = model.distribution_logits(oracle.logits(img, r, c, ch))  # (B or 2B, V)
+                    own = log_softmax(logits[:B])  # (B, V) the (conditional) model's own distribution
+                    if w > 0:
+                        logits = own + w * (own - log_softmax(logits[B:]))
                     processed = chain.process(logits, histories)
                     values = chain.select(processed)  # (B,)
                     chain.accept(values)
-                    img[:, ch, r, c] = values
+                    img[:, ch, r, c] = np.tile(values, img.shape[0] // B)
                     lps = own[np.arange(B), values]
                     self.sampled_logprobs += lps
                     yield PixelEvent(

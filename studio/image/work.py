@@ -153,9 +153,9 @@ def sampling_method(model) -> str:
 def generate_events(info: ModelInfo, config: DecodingConfig, seed: int, *, label: int | None = None,
                     init: np.ndarray | None = None, mask: np.ndarray | None = None, count: int = 1,
                     candidates: int | None = None, pace: Pace | None = None,
-                    cancel: threading.Event | None = None) -> Iterator[Any]:
+                    cancel: threading.Event | None = None, guidance: float = 0.0) -> Iterator[Any]:
     """Sample `count` images (sample i with seed + i), streaming every value; see the module doc."""
-    from engines.image.sampler import PixelSampler, check_config, posterior_resample, score_images
+    from engines.image.sampler import PixelSampler, check_config, check_guidance, posterior_resample, score_images
 
     cancel = cancel or threading.Event()
     if not 1 <= count <= MAX_SAMPLES:
@@ -169,6 +169,10 @@ def generate_events(info: ModelInfo, config: DecodingConfig, seed: int, *, label
     check_config(config)
     model = load_model(info)
     model.label_value(label)  # a bad label is refused before any work
+    check_guidance(model, guidance, label)
+    if guidance > 0 and candidates is not None:
+        raise InputError("posterior-aware inpainting weighs completions drawn from the model's own conditionals; "
+                         "with guidance they are not: set guidance to 0 or untick it")
     method = sampling_method(model)
     K = candidates or 1
     s = model.shape
@@ -178,7 +182,8 @@ def generate_events(info: ModelInfo, config: DecodingConfig, seed: int, *, label
     wait = (pace or Pace()).waiter(cancel)
     for i in range(count):
         sample_seed = seed + i  # as the CLI: each sample is reproducible on its own
-        sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K, method=method)
+        sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K, method=method,
+                               guidance=guidance)
         yield SampleStarted(i, sample_seed, sampler.images.copy())
         for ev in sampler.steps(cancel.is_set):
             yield PixelStep(i, ev)
@@ -310,13 +315,16 @@ def read_mask_file(path: str | os.PathLike, geometry, source_size: tuple[int, in
 
 # --- the command line -----------------------------------------------------------------------------------
 
-def cli_arguments(info: ModelInfo, config: DecodingConfig, seed: int, label: int | None, count: int) -> list[str]:
+def cli_arguments(info: ModelInfo, config: DecodingConfig, seed: int, label: int | None, count: int,
+                  guidance: float = 0.0) -> list[str]:
     """`chainrule` arguments that reproduce a Generate run (every sample, same seeds)."""
     from engines.cli import reproducing_arguments
 
     args = reproducing_arguments(["generate", "image"], info, config) + ["--seed", str(seed)]
     if label is not None:
         args += ["--label", str(label)]
+    if guidance > 0:
+        args += ["--guidance", repr(float(guidance))]
     if count != 1:
         args += ["--count", str(count)]
     return args

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QSlider, QWidget
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QLabel, QSlider, QWidget
 
 from engines.decoding import build_chain
 from engines.errors import ChainruleError, InputError
@@ -144,12 +144,23 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         self.label_combo.setToolTip("The digit the model draws (a class-conditional model); "
                                     "“any” samples without a label")
         self.label_combo.currentIndexChanged.connect(lambda _i: self._label_changed())
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, 20.0)
+        self.guidance_spin.setDecimals(1)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setValue(0.0)
+        self.guidance_spin.setSpecialValueText("off")
+        self.guidance_spin.setToolTip(
+            "Classifier-free guidance toward the digit: each pixel is drawn from log p(x|digit) + w (log p(x|digit) "
+            "- log p(x)). Higher w: more clearly the digit asked for, less likely under the model. The likelihoods "
+            "shown stay those of the unguided conditional model. Needs a digit (not “any”).")
         self.samples_spin = spin_box(1, work.MAX_SAMPLES, 1, "Samples per run (sample i uses seed + i); more than "
                                      "one shows a grid to choose from")
         self._build_speed_controls(DEFAULT_SPEED, 120, 64,
                                    "How fast the image paints itself (changes a running painting too)")
         bar = labelled_row(("Model:", (self.model_combo, 2)), ("Digit:", self.label_combo),
-                           ("Samples:", self.samples_spin), ("Speed:", self.speed_slider, self.speed_label),
+                           ("Guidance:", self.guidance_spin), ("Samples:", self.samples_spin),
+                           ("Speed:", self.speed_slider, self.speed_label),
                            spacing=10)
 
         # Tools
@@ -317,6 +328,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
 
     def _label_changed(self) -> None:
         self._invalidate_score()
+        self._update_buttons()  # guidance needs a digit
         self._update_status()
 
     def _label_name(self, label: int) -> str:
@@ -379,13 +391,19 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
                 self._say_error("Posterior-aware inpainting needs plain sampling: set temperature 1 and turn off "
                                 f"the filters in the Decoding panel (now: {', '.join(problems)}), or untick it.")
                 return None
+        guidance = self.guidance_spin.value() if label is not None else 0.0
+        if guidance > 0 and candidates is not None:
+            self._say_error("Posterior-aware inpainting weighs completions drawn from the model's own conditionals; "
+                            "with guidance they are not: set Guidance to off, or untick posterior-aware.")
+            return None
         count = self.samples_spin.value()
         seed = resolve_seed(config)
         cli = None  # Complete and Inpaint start from the canvas, which the CLI reads from files
         if kind == "generate":
-            cli = shlex.join(["chainrule", *work.cli_arguments(info, config, seed, label, count)])
+            cli = shlex.join(["chainrule", *work.cli_arguments(info, config, seed, label, count, guidance)])
         run = Run(kind, info.id, seed, count, candidates, label, (pixels, layer), cli)
-        run.chain = build_chain(config, seed).name
+        run.guidance = guidance
+        run.chain = build_chain(config, seed).name + (f" · guidance {guidance:g}" if guidance else "")
         self._live_probs = None
         cancel = self._begin_run(run)
         self.heatmap.set_stale(True)
@@ -402,7 +420,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         pace = self.pace
         self._start_on_runner(
             lambda: work.generate_events(info, config, seed, label=label, init=init, mask=mask, count=count,
-                                         candidates=candidates, pace=pace, cancel=cancel), run)
+                                         candidates=candidates, pace=pace, cancel=cancel, guidance=guidance), run)
         self._update_buttons()
         self._update_status()
         return run
@@ -440,6 +458,8 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
                 self._sample_done(run, ev)
             elif isinstance(ev, work.RunStarted):
                 run.chain, run.method, run.n_values = ev.chain, ev.method, ev.n_values
+                if getattr(run, "guidance", 0):
+                    run.chain += f" · guidance {run.guidance:g} (likelihoods: the unguided model's)"
                 run.t0 = ev.t
         if painted and run.current in run.images and not run.results.get(run.current):
             imgs = run.images[run.current]
@@ -577,6 +597,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         for w in (self.generate_button, self.complete_button, self.inpaint_button, self.samples_spin):
             w.setEnabled(has_model and not busy)
         self.label_combo.setEnabled(has_model and not busy and bool(self.geom.n_classes))
+        self.guidance_spin.setEnabled(has_model and not busy and bool(self.geom.n_classes) and self.label() is not None)
         self.export_png_button.setEnabled(has_model and not busy)
         self.export_gif_button.setEnabled(not busy and len(self._gif_frames) > 1)
 
