@@ -190,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--limit", type=int, help="first N examples of the split, in order")
     p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
-    p.add_argument("--task", choices=("likelihood", "generation", "resynthesis"),
-                   help="speech models: what to measure (generation and resynthesis are judged by the recogniser)")
-    p.add_argument("--seeds", type=int, help="speech models, --task generation: clips per digit and speaker")
+    p.add_argument("--task", choices=("likelihood", "generation", "resynthesis", "recognition"),
+                   help="what to measure: likelihood (default); speech models: generation, resynthesis; image and "
+                        "density models: recognition (how the recogniser reads their samples)")
+    p.add_argument("--seeds", type=int, help="--task generation: clips per digit and speaker; --task recognition: "
+                                             "samples per digit (x10 for unconditional models)")
     p.add_argument("--write-card", action="store_true", help="record the result (and this command) in the model's card.json metrics")
 
     p = sub.add_parser("bench", help="speed benchmarks on the shipped models")
@@ -265,6 +267,8 @@ _KIND_FLAGS = {
     "speaker": (("audio",), "it is the voice a WaveNet audio model is conditioned on"),
     "ensemble": (("density",), "it sets how many MADE mask sets are mixed"),
     "ordering": (("density",), "it picks the pixel ordering of a MADE density model"),
+    "task": (("audio", "image", "density"), "it picks a speech, image or density model's evaluation"),
+    "seeds": (("audio", "image", "density"), "it sets how many samples a speech, image or density evaluation draws"),
 }
 _KIND_WORDS = {"text": "a text model", "image": "a PixelCNN image model", "audio": "a WaveNet audio model",
                "density": "an unconditional density model (NADE/MADE)"}
@@ -345,6 +349,8 @@ def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> N
     task = getattr(args, "task", None)
     if task == "generation":  # speech: recognition of its own samples (no data split is read)
         key = "generation/recognised"
+    elif task == "recognition":  # images: the recogniser reading samples (and test-split completions)
+        key = "recognition"
     elif task == "resynthesis":  # speech: recognition of the split re-spoken by the vocoder
         key += "/resynthesis"
     write_card_metric(model, key, result, _command_line(args))

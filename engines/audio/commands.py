@@ -75,6 +75,8 @@ def _speech(info: ModelInfo):
 def _refuse_speech_flags(args: argparse.Namespace, info: ModelInfo) -> None:
     for name, flag in (("frame_temperature", "--frame-temperature"), ("resynth", "--resynth"), ("task", "--task"),
                        ("seeds", "--seeds")):
+        if name == "task" and getattr(args, name, None) == "likelihood":
+            continue
         if getattr(args, name, None) is not None:
             raise InputError(f"{flag} does not apply to {info.id}, a WaveNet: it is for speech models "
                              "(a mel prior + a vocoder, e.g. fsdd-speech)")

@@ -221,6 +221,13 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 
 def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     """Exact average NLL over a split of binarized_mnist.npz (first --limit images, in order)."""
+    task = getattr(args, "task", None)
+    if task == "recognition":
+        from engines.image.recognition import density_recognition
+
+        return density_recognition(info, n=10 * (getattr(args, "seeds", None) or 10))
+    if task not in (None, "likelihood"):
+        raise InputError(f"--task {task} is for speech models; a density model measures likelihood or recognition")
     model = load_density_model(info, threads=None)
     k = _ensemble_arg(model, args)
     data = load_split(args.data, args.split)
@@ -261,6 +268,11 @@ def ascii_art(rows: list) -> str:
 
 
 def print_result(command: str, result: dict[str, Any]) -> None:
+    if result.get("task") == "recognition":
+        from engines.image.recognition import print_recognition
+
+        print_recognition(result)
+        return
     if command == "generate":
         for i, s in enumerate(result["samples"]):
             head = f"--- sample {i + 1}" if len(result["samples"]) > 1 else "---"

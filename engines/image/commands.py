@@ -163,6 +163,17 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 
 def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     """Exact average NLL over a split of mnist.npz / binarized_mnist.npz (first --limit images, in order)."""
+    task = getattr(args, "task", None)
+    if task == "recognition":
+        from engines.image.recognition import pixelcnn_recognition
+
+        per_digit = getattr(args, "seeds", None) or 10
+        progress = Progress(per_digit * 10 * 3, "recognise")
+        result = pixelcnn_recognition(info, per_digit=per_digit, data=args.data, progress=progress)
+        progress.close()
+        return result
+    if task not in (None, "likelihood"):
+        raise InputError(f"--task {task} is for speech models; an image model measures likelihood or recognition")
     model = load_image_model(info, threads=None, fast=False)
     data = load_split(args.data, args.split)
     s = model.shape
@@ -205,6 +216,11 @@ def ascii_art(pixels: list, levels: int) -> str:
 
 
 def print_result(command: str, result: dict[str, Any]) -> None:
+    if result.get("task") == "recognition":
+        from engines.image.recognition import print_recognition
+
+        print_recognition(result)
+        return
     if command == "generate":
         for i, s in enumerate(result["samples"]):
             head = f"--- sample {i + 1}" if len(result["samples"]) > 1 else "---"
