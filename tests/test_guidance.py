@@ -123,3 +123,26 @@ def test_image_tab_guides_toward_the_digit_like_the_cli(qtbot, models_dir, capsy
         want = PixelSampler(model, PLAIN, 4, label=6, guidance=2.5).run().images[0]
         got = tab.canvas.state()[0]
         assert np.array_equal(np.asarray(got).reshape(want.shape), want)
+
+
+def test_card_default_guidance_applies_with_a_label_and_is_refused_when_absurd(capsys, models_dir, tmp_path):
+    import json
+    import shutil
+
+    from engines.image.sampler import card_guidance
+
+    root = tmp_path / "m"
+    shutil.copytree(Path(models_dir) / "tiny-mnist", root / "tiny-mnist")
+    card_path = root / "tiny-mnist" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["guidance_default"] = 2.0
+    card_path.write_text(json.dumps(card))
+    r, _ = run_cli(capsys, str(root), "generate", "image", "--model", "tiny-mnist", "--label", "1", "--seed", "0")
+    assert r["settings"]["guidance"] == 2.0
+    r, _ = run_cli(capsys, str(root), "generate", "image", "--model", "tiny-mnist", "--seed", "0")
+    assert r["settings"]["guidance"] == 0.0  # no label: nothing to guide toward
+    r, _ = run_cli(capsys, str(root), "generate", "image", "--model", "tiny-mnist", "--label", "1", "--guidance", "0",
+                   "--seed", "0")
+    assert r["settings"]["guidance"] == 0.0
+    for bad in ("x", -3, 1e9, float("nan"), True, None):
+        assert card_guidance({"guidance_default": bad}) == 0.0

@@ -17,7 +17,8 @@ from engines.generation import resolve_seed
 from engines.image.data import load_split
 from engines.image.model import ImageModel, load_image_model
 from engines.image.png import read_image, write_image
-from engines.image.sampler import PixelSampler, check_config, check_guidance, posterior_resample, score_images
+from engines.image.sampler import (PixelSampler, card_guidance, check_config, check_guidance, posterior_resample,
+                                   score_images)
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
@@ -76,7 +77,10 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     candidates = getattr(args, "candidates", None)
     if candidates is not None:
         check_candidates_config(config)
-    guidance = check_guidance(model, getattr(args, "guidance", None) or 0.0, label)
+    guidance = getattr(args, "guidance", None)
+    if guidance is None:  # the card's default, toward a label; plain sampling without one
+        guidance = card_guidance(info.card) if label is not None and candidates is None else 0.0
+    guidance = check_guidance(model, guidance, label)
     if guidance > 0 and candidates is not None:
         raise InputError("--candidates weighs completions drawn from the model's own conditionals; with --guidance "
                          "they are not: use one or the other")

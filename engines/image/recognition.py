@@ -78,7 +78,9 @@ def pixelcnn_recognition(info, *, per_digit: int = 10, data: str | None = None, 
         labels, conf = _read(judge, images, s.levels)
         out.update({"n_samples": len(images), **_spread(labels, conf)})
     else:
-        w = DEFAULT_GUIDANCE if guidance is None else float(guidance)
+        from engines.image.sampler import card_guidance
+
+        w = guidance if guidance is not None else (card_guidance(info.card) or DEFAULT_GUIDANCE)
         for name, g in (("w0", 0.0), ("guided", w)):
             ok, confs = 0, []
             for d in range(10):

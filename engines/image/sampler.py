@@ -49,6 +49,14 @@ METHODS = ("fast", "naive")
 MAX_GUIDANCE = 20.0  # w beyond this only sharpens toward the label's mode; more is a typo
 
 
+def card_guidance(card: dict) -> float:
+    """The guidance a model's card says it starts with (`guidance_default`); 0 when absent or not a
+    number in range (a card is the user's file: a bad value must not break sampling)."""
+    value = card.get("guidance_default", 0.0) if isinstance(card, dict) else 0.0
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok and 0 <= value <= MAX_GUIDANCE else 0.0
+
+
 def check_guidance(model: ImageModel, guidance, label: int | None) -> float:
     """The guidance weight as a float; InputError when it is not a number in 0..MAX_GUIDANCE, or when
     it is asked of a model with no label to guide toward."""

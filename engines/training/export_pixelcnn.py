@@ -111,7 +111,7 @@ def output_type(cfg: PixelCNNConfig) -> str:
     return "bernoulli" if cfg.output == "bernoulli" else f"categorical{cfg.levels}"
 
 
-def build_card(model: PixelCNN, ck: dict, *, model_id: str, name: str | None = None,
+def build_card(model: PixelCNN, ck: dict, *, model_id: str, name: str | None = None, guidance: float = 0.0,
                description: str | None = None) -> dict:
     cfg = model.config
     data = ck.get("data", {})
@@ -153,16 +153,19 @@ def build_card(model: PixelCNN, ck: dict, *, model_id: str, name: str | None = N
                      "trained_seconds": ck.get("trained_s"), "hparams": ck.get("hparams", {})},
         "metrics": metrics,
         "decoding_defaults": {"strategy": "sample", "temperature": 1.0},
+        # classifier-free guidance a conditional model starts with (generate image --guidance; the Image tab);
+        # chosen by `chainrule eval --task recognition` (README), 0 for unconditional models
+        "guidance_default": float(guidance) if cfg.n_classes else 0.0,
     }
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: str | None = None,
-                      name: str | None = None) -> dict:
+                      name: str | None = None, guidance: float = 0.0) -> dict:
     """Export `ckpt_path` to `out_dir` (three .onnx files + card.json); return the card."""
     out = Path(out_dir)
     model, ck = load_checkpoint(ckpt_path)
     export_onnx(model, out)
-    card = build_card(model, ck, model_id=model_id or out.name, name=name)
+    card = build_card(model, ck, model_id=model_id or out.name, name=name, guidance=guidance)
     atomic.write_json(out / "card.json", card)
     return card
 
@@ -174,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="model folder to write the .onnx files and card.json into")
     p.add_argument("--id", default=None, help="model id (default: the folder name)")
     p.add_argument("--name", default=None, help="display name")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="the classifier-free guidance a conditional model starts with (the card's guidance_default)")
     args = p.parse_args(argv)
-    card = export_checkpoint(args.ckpt, args.out, model_id=args.id, name=args.name)
+    card = export_checkpoint(args.ckpt, args.out, model_id=args.id, name=args.name, guidance=args.guidance)
     print(json.dumps({k: card[k] for k in ("id", "parameters", "output", "conditioning", "files", "metrics")}, indent=2))
     return 0
 

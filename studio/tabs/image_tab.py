@@ -273,6 +273,10 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             self.canvas.set_geom(geometry, pixels, mask)
             self._source_size = None
         self._fill_labels(geometry)
+        from engines.image.sampler import card_guidance
+
+        info = self._infos.get(model_id)
+        self.guidance_spin.setValue(card_guidance(info.card) if info is not None else 0.0)
         binary = geometry.levels == 2
         self.ink_slider.setVisible(not binary)
         self.ink_caption.setVisible(not binary)
