@@ -108,3 +108,24 @@ def test_respeak_says_the_recording_again_in_another_voice(qtbot, tab, tmp_path)
     assert run.mode == "resynthesis" and run.n_done == 200 and run.n_prior_frames == 0
     assert tab.mel_view.frames.shape[1] == 1 + 200 // TINY_MEL["hop"]
     assert "--resynth" in run.cli and "--speaker jackson" in run.cli
+
+
+def test_continue_primes_both_levels_with_the_recording(qtbot, tab, models_dir, tmp_path):
+    path = tmp_path / "rec.wav"
+    rec = (0.3 * np.sin(np.arange(120) / 5.0)).astype(np.float32)
+    write_audio(path, rec, TINY_MEL["sample_rate"])
+    assert tab.load_recording(str(path))
+    tab.continue_check.setChecked(True)
+    tab.set_seed(2, fixed=True)
+    assert tab.set_digit(8) and tab.set_speaker("george")
+    run = run_and_wait(qtbot, tab, tab.generate)
+    assert run.mode == "continuation" and "--prompt" in run.cli
+    n_prompt = 1 + 120 // TINY_MEL["hop"]
+    assert run.prompt_frames == n_prompt and len(run.frames) == n_prompt + run.n_prior_frames
+    model = load_speech_model(read_card(models_dir / MODEL))
+    from engines.audio.wav import read_audio
+
+    loaded = read_audio(path).samples  # what the tab read (16-bit)
+    want = run_to_end(model, speak(model, seed=2, digit=8, speaker="george", frame_temperature=0.6, prompt=loaded))
+    assert np.array_equal(run.generated(0), want.samples)
+    assert np.array_equal(run.sound(0)[:120], loaded)  # the recording, then the continuation
