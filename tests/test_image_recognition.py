@@ -61,6 +61,7 @@ def test_conditional_and_completion_figures_count_the_digits_asked_for(models_di
     assert r["conditional_confidence_w0"] == pytest.approx(0.1 * 0.9 + 0.9 * 0.1 / 9)
     assert r["completion_images"] == 10 and r["completion_accuracy"] == pytest.approx(0.1)
     assert r["completion_posterior_accuracy"] == pytest.approx(0.1) and r["guidance"] == recognition.DEFAULT_GUIDANCE
+    assert r["inpainting_accuracy"] == pytest.approx(0.1) and r["inpainting_posterior_accuracy"] == pytest.approx(0.1)
     assert all(shape[1:] == (28, 28) for shape, _ in judge.seen)
 
 

@@ -172,7 +172,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         from engines.image.recognition import pixelcnn_recognition
 
         per_digit = getattr(args, "seeds", None) or 10
-        progress = Progress(per_digit * 10 * 3, "recognise")
+        progress = Progress(per_digit * 10 * 4, "recognise")
         result = pixelcnn_recognition(info, per_digit=per_digit, data=args.data, progress=progress)
         progress.close()
         return result
