@@ -51,7 +51,7 @@ VOCODER_IO = {
     "step": {"inputs": ["sample", "past", "ring", "cond", "uniforms", "inv_temperature", "ring_slots"],
              "outputs": ["samples", "logits", "layer_inputs", "ring_out"]},
 }
-DECODING_DEFAULTS = {"strategy": "sample", "temperature": 1.0, "frame_temperature": 0.6}
+DECODING_DEFAULTS = {"strategy": "sample", "temperature": 1.0, "frame_temperature": 0.5}  # benchmarks/tune_speech_defaults.py (README)
 
 
 def export_prior(prior: MelPrior, path: Path) -> None:
