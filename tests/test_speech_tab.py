@@ -58,7 +58,10 @@ def run_and_wait(qtbot, tab, action):
 def test_speech_model_turns_wavenet_settings_off_and_frames_on(tab):
     assert tab._speech and tab.mel_view.isVisibleTo(tab)
     assert not tab.seconds_spin.isEnabled() and not tab.batch_spin.isEnabled()
-    assert tab.frame_temp_spin.isEnabled() and tab.frame_temp_spin.value() == pytest.approx(0.6)
+    from engines.training.export_speech import DECODING_DEFAULTS
+
+    assert tab.frame_temp_spin.isEnabled()
+    assert tab.frame_temp_spin.value() == pytest.approx(DECODING_DEFAULTS["frame_temperature"])  # the card's
     assert not tab.respeak_button.isEnabled()  # no recording yet
     assert tab.select_model("tiny-wavenet")
     assert not tab.mel_view.isVisibleTo(tab) and tab.seconds_spin.isEnabled() and not tab.frame_temp_spin.isEnabled()
@@ -126,6 +129,7 @@ def test_continue_primes_both_levels_with_the_recording(qtbot, tab, models_dir, 
     from engines.audio.wav import read_audio
 
     loaded = read_audio(path).samples  # what the tab read (16-bit)
-    want = run_to_end(model, speak(model, seed=2, digit=8, speaker="george", frame_temperature=0.6, prompt=loaded))
+    want = run_to_end(model, speak(model, seed=2, digit=8, speaker="george",
+                                   frame_temperature=tab.frame_temp_spin.value(), prompt=loaded))
     assert np.array_equal(run.generated(0), want.samples)
     assert np.array_equal(run.sound(0)[:120], loaded)  # the recording, then the continuation
