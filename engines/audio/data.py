@@ -68,3 +68,12 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
     return AudioSplit(split=split, clips=clips, digits=labels[keep].astype(np.int64),
                       speaker_ids=np.array([sid[str(speakers[i])] for i in keep], dtype=np.int64),
                       speakers=names, sample_rate=rate, filenames=[str(filenames[i]) for i in keep])
+
+
+def load_train_val(path: str | Path) -> tuple[AudioSplit, AudioSplit]:
+    """The train and val splits of fsdd.npz, for a trainer; an empty one is an InputError naming it."""
+    train, val = load_fsdd(path, "train"), load_fsdd(path, "val")
+    for split in (train, val):
+        if len(split) == 0:
+            raise InputError(f"{path}: the {split.split} split is empty")
+    return train, val

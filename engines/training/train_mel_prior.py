@@ -15,9 +15,6 @@ split's NLL in nats per frame (frame density plus the stop bit) picks the best c
 from __future__ import annotations
 
 import argparse
-import math
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -25,10 +22,10 @@ import numpy as np
 import torch
 
 from engines.audio import mulaw
-from engines.audio.data import AudioSplit, load_fsdd
+from engines.audio.data import AudioSplit, load_fsdd, load_train_val
 from engines.audio.mel import MelSpec, log_mel
-from engines.errors import InputError
 from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
+from engines.training.run_files import start_run
 from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.mel_prior import MelPrior, MelPriorConfig
 
@@ -72,15 +69,8 @@ def evaluate(model: MelPrior, frames, split: AudioSplit, batch: int = 50) -> dic
 
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
-    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    torch.set_num_threads(hp["threads"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    tr, va = load_fsdd(data_path, "train"), load_fsdd(data_path, "val")
-    for split in (tr, va):
-        if len(split) == 0:
-            raise InputError(f"{data_path}: the {split.split} split is empty")
+    hp, out, command = start_run(out_dir, hp, DEFAULTS, command)
+    tr, va = load_train_val(data_path)
     spec = MelSpec(sample_rate=tr.sample_rate)
     ftr, fva = split_frames(tr, spec), split_frames(va, spec)
     allf = np.concatenate(ftr, axis=0).astype(np.float64)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import torch
 from engines.errors import InputError
 from engines.image.data import load_split
 from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
+from engines.training.run_files import start_run
 from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.pixelcnn import PixelCNN, PixelCNNConfig
 
@@ -91,11 +90,7 @@ def _tensors(split, n_classes: int, limit: int | None = None):
 
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
-    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    torch.set_num_threads(hp["threads"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    hp, out, command = start_run(out_dir, hp, DEFAULTS, command)
 
     train_split = load_split(data_path, "train")
     val_split = load_split(data_path, "val")

@@ -20,8 +20,6 @@ binarized models' samples as well as grey ones. Validation: the last 10,000 trai
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from engines.audio.mel import MelSpec, log_mel
 from engines.errors import InputError
 from engines.image.data import load_split
 from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
+from engines.training.run_files import start_run
 from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.recogniser import AudioRecogniser, AudioRecogniserConfig, ImageRecogniser, audio_loss
 
@@ -121,11 +120,7 @@ def build(config: dict) -> torch.nn.Module:
 
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
-    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    torch.set_num_threads(hp["threads"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    hp, out, command = start_run(out_dir, hp, DEFAULTS, command)
     ck = load_resume(out) if resume else None
     torch.manual_seed(hp["seed"])
     if hp["task"] == "audio":

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -29,10 +27,10 @@ import numpy as np
 import torch
 
 from engines.audio import mulaw
-from engines.audio.data import AudioSplit, load_fsdd
+from engines.audio.data import AudioSplit, load_fsdd, load_train_val
 from engines.audio.mel import MelSpec, frame_of_sample, log_mel, with_silence_frame
-from engines.errors import InputError
 from engines.training.cli_args import add_run_arguments, add_schedule_arguments, run_trainer
+from engines.training.run_files import start_run
 from engines.training.loop import fit, load_checkpoint, load_resume, store_metrics
 from engines.training.wavenet import WaveNet, WaveNetConfig
 
@@ -119,15 +117,8 @@ def evaluate(model: WaveNet, split: AudioSplit, frames: list[np.ndarray], limit:
 
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
-    hp = {**DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    torch.set_num_threads(hp["threads"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    train_split, val_split = load_fsdd(data_path, "train"), load_fsdd(data_path, "val")
-    for split in (train_split, val_split):
-        if len(split) == 0:
-            raise InputError(f"{data_path}: the {split.split} split is empty")
+    hp, out, command = start_run(out_dir, hp, DEFAULTS, command)
+    train_split, val_split = load_train_val(data_path)
     spec = MelSpec(sample_rate=train_split.sample_rate)
     train_frames, val_frames = clip_frames(train_split, spec), clip_frames(val_split, spec)
     mean, std = mel_stats(train_frames)
