@@ -42,3 +42,25 @@ def test_half_then_resume_equals_straight(tmp_path, capsys, family, extra):
     assert [r["iter"] for r in records if r["event"] == "eval"] == [3, 4, 6, 8]
     last = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()][-2]
     assert last["event"] == "eval" and last["iter"] == 8 and last["val_nats_per_image"] == records[-2]["val_nats_per_image"]
+
+
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
+    """Checkpoints load with weights_only=True: a pickle that would run code on load is refused instead."""
+    import pickle
+
+    import torch
+
+    from engines.training.loop import load_checkpoint, load_resume
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "last.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(pickle.UnpicklingError):
+        load_resume(tmp_path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "last.pt", lambda config: torch.nn.Linear(1, 1))
+    assert not marker.exists()

@@ -187,7 +187,7 @@ def export_made(model: MADE, folder: str | Path, meta: dict | None = None, *, mo
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: str | None = None,
                       name: str | None = None) -> dict:
     """Export a `chainrule train nade|made` checkpoint to `out_dir`; return the card."""
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     family = ck.get("family")
     if family == "nade":
         model = NADE(**ck["config"])

@@ -72,7 +72,7 @@ class _CacheWrapper(torch.nn.Module):
 
 def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, dict]:
     """Load a training checkpoint; the model comes back in eval mode (dropout off)."""
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model = GPT(GPTConfig(**ck["config"]))
     model.load_state_dict(ck["model"])
     model.eval()

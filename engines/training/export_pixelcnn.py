@@ -46,7 +46,7 @@ FILES = {"model": "model.onnx", "row_step": "row_step.onnx", "pixel_step": "pixe
 
 
 def load_checkpoint(ckpt_path: str | Path) -> tuple[PixelCNN, dict]:
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model = PixelCNN(PixelCNNConfig(**ck["config"]))
     model.load_state_dict(ck["model"])
     return model.eval(), ck

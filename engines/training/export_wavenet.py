@@ -47,7 +47,7 @@ LN2 = math.log(2)
 
 
 def load_checkpoint(ckpt_path: str | Path) -> tuple[WaveNet, dict]:
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model = WaveNet(WaveNetConfig(**ck["config"]))
     model.load_state_dict(ck["model"])
     return model.eval(), ck

@@ -48,7 +48,7 @@ def lr_at(it: int, progress: float, lr: float, min_lr: float, warmup_iters: int)
 
 def load_checkpoint(path, build: Callable[[dict], torch.nn.Module]) -> tuple[torch.nn.Module, dict]:
     """(build(ck["config"]) with the checkpoint's weights, the checkpoint dict)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     model = build(ck["config"])
     model.load_state_dict(ck["model"])
     return model, ck
@@ -59,7 +59,7 @@ def load_resume(out: Path) -> dict:
     src = out / "last.pt" if (out / "last.pt").exists() else out / "ckpt.pt"
     if not src.exists():
         raise InputError(f"--resume: no checkpoint (last.pt or ckpt.pt) in {out}")
-    return torch.load(src, map_location="cpu", weights_only=False)
+    return torch.load(src, map_location="cpu", weights_only=True)
 
 
 def store_metrics(ck: dict, ckpt_path: Path, metrics: dict, log_path: Path | None, t0: float) -> dict:

@@ -133,7 +133,7 @@ def train(data_path, out_dir, *, n_layer=DEFAULTS["n_layer"], n_head=DEFAULTS["n
         src = last_path if last_path.exists() else best_path
         if not src.exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")
-        ck = torch.load(src, map_location="cpu", weights_only=False)
+        ck = torch.load(src, map_location="cpu", weights_only=True)
         ck_tokenizer = (ck.get("tokenizer") or {"type": "char"})["type"]
         if ck_tokenizer != tokenizer:
             raise ValueError(f"--resume: {src} was trained with the {ck_tokenizer} tokenizer, not {tokenizer}")
