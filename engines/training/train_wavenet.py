@@ -85,18 +85,55 @@ def clip_logprobs(model: WaveNet, clip: np.ndarray, digit: int, speaker: int) ->
     return lp.gather(0, torch.from_numpy(clip)[None]).squeeze(0).double().numpy()
 
 
-def evaluate(model: WaveNet, split: AudioSplit, limit: int | None = None) -> dict:
-    """NLL of whole clips, conditioned on their true digit and speaker: bits and nats per sample."""
+def nll_over_clips(model: WaveNet, n_clips: int, clip_lp) -> dict:
+    """Bits and nats per sample over clips 0..n_clips-1, `clip_lp(i)` giving clip i's ln p per sample (eval mode)."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    idx = range(len(split)) if limit is None else range(min(limit, len(split)))
-    for i in idx:
-        lp = clip_logprobs(model, split.clips[i], int(split.digits[i]), int(split.speaker_ids[i]))
+    for i in range(n_clips):
+        lp = clip_lp(i)
         total -= float(lp.sum())
         n += len(lp)
     model.train(was_training)
-    return {"nats_per_sample": total / n, "bits_per_sample": total / n / LN2, "n_samples": n, "n_clips": len(idx)}
+    return {"nats_per_sample": total / n, "bits_per_sample": total / n / LN2, "n_samples": n, "n_clips": n_clips}
+
+
+def evaluate(model: WaveNet, split: AudioSplit, limit: int | None = None) -> dict:
+    """NLL of whole clips, conditioned on their true digit and speaker: bits and nats per sample."""
+    return nll_over_clips(model, len(split) if limit is None else min(limit, len(split)), lambda i: clip_logprobs(
+        model, split.clips[i], int(split.digits[i]), int(split.speaker_ids[i])))
+
+
+def bits_report(hp: dict, n_train_samples: int):
+    """The `report` of `fit` for a WaveNet-family trainer: epoch and bits per sample (train, val, best)."""
+    def report(it: int, train_loss: float, val: dict, best_val: float) -> tuple[dict, str]:
+        rec = {"epoch": round(it * hp["batch_size"] * hp["window"] / n_train_samples, 3),
+               "train_bits_per_sample": round(train_loss / LN2, 4), "val_bits_per_sample": round(val["bits_per_sample"], 4),
+               "best_val_bits_per_sample": round(best_val / LN2, 4)}
+        return rec, (f"train {rec['train_bits_per_sample']:.4f}  val {rec['val_bits_per_sample']:.4f} bits/sample  "
+                     f"best {rec['best_val_bits_per_sample']:.4f}")
+    return report
+
+
+def add_wavenet_arguments(p: argparse.ArgumentParser, d: dict, cond_help: str) -> None:
+    """The options every WaveNet-family trainer takes (architecture, batches, schedule, evaluation, run)."""
+    p.add_argument("--data", required=True, help="fsdd.npz")
+    p.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
+    p.add_argument("--residual-channels", type=int, default=d["residual_channels"])
+    p.add_argument("--gate-channels", type=int, default=d["gate_channels"])
+    p.add_argument("--skip-channels", type=int, default=d["skip_channels"])
+    p.add_argument("--n-stacks", type=int, default=d["n_stacks"])
+    p.add_argument("--layers-per-stack", type=int, default=d["layers_per_stack"], help="dilations 1 .. 2^(n-1)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--window", type=int, default=d["window"], help="target samples per window")
+    add_schedule_arguments(p, d)
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"])
+    p.add_argument("--cond-dropout", type=float, default=d["cond_dropout"], help=cond_help)
+    p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
+    p.add_argument("--eval-clips", type=int, default=d["eval_clips"], help="validation clips per periodic eval")
+    p.add_argument("--no-final-eval", dest="final_eval", action="store_false")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
+    add_run_arguments(p, d)
 
 
 def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
@@ -128,13 +165,7 @@ def train(data_path, out_dir, *, resume=False, command=None, **hp) -> dict:
             logits = model(x, digit, speaker)[:, :, rf - 1:]
         return model.loss(logits, y)
 
-    def report(it: int, train_loss: float, val: dict, best_val: float) -> tuple[dict, str]:
-        rec = {"epoch": round(it * hp["batch_size"] * hp["window"] / train_split.n_samples, 3),
-               "train_bits_per_sample": round(train_loss / LN2, 4), "val_bits_per_sample": round(val["bits_per_sample"], 4),
-               "best_val_bits_per_sample": round(best_val / LN2, 4)}
-        return rec, (f"train {rec['train_bits_per_sample']:.4f}  val {rec['val_bits_per_sample']:.4f} bits/sample  "
-                     f"best {rec['best_val_bits_per_sample']:.4f}")
-
+    report = bits_report(hp, train_split.n_samples)
     return fit(model=model, optimizer=optimizer, out=out, hp=hp, command=command, resume_ck=ck,
                meta={"config": config.to_dict(), "parameters": n_params, "data": dataset},
                start_extra={"receptive_field": rf},
@@ -159,25 +190,7 @@ def final_evaluation(ckpt_path: Path, data_path, log_path: Path | None = None) -
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    d = DEFAULTS
-    p.add_argument("--data", required=True, help="fsdd.npz")
-    p.add_argument("--out", required=True, help="output dir: ckpt.pt, last.pt, log.jsonl")
-    p.add_argument("--residual-channels", type=int, default=d["residual_channels"])
-    p.add_argument("--gate-channels", type=int, default=d["gate_channels"])
-    p.add_argument("--skip-channels", type=int, default=d["skip_channels"])
-    p.add_argument("--n-stacks", type=int, default=d["n_stacks"])
-    p.add_argument("--layers-per-stack", type=int, default=d["layers_per_stack"], help="dilations 1 .. 2^(n-1)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--window", type=int, default=d["window"], help="target samples per window")
-    add_schedule_arguments(p, d)
-    p.add_argument("--grad-clip", type=float, default=d["grad_clip"])
-    p.add_argument("--cond-dropout", type=float, default=d["cond_dropout"],
-                   help="probability of replacing the digit (and, independently, the speaker) by 'none'")
-    p.add_argument("--eval-interval", type=int, default=d["eval_interval"])
-    p.add_argument("--eval-clips", type=int, default=d["eval_clips"], help="validation clips per periodic eval")
-    p.add_argument("--no-final-eval", dest="final_eval", action="store_false")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16)")
-    add_run_arguments(p, d)
+    add_wavenet_arguments(p, DEFAULTS, "probability of replacing the digit (and, independently, the speaker) by 'none'")
     return p
 
 

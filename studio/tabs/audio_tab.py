@@ -238,8 +238,9 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
     def refresh_models(self) -> None:
         from engines.recognise import find_recogniser
 
-        models = self._usable_models("audio")
-        self._judge_info = find_recogniser(self.ctx.list_models(), "audio")  # says what a sound is heard as
+        usable = self._usable_models()  # one scan of the models folders for the tab's models and its recogniser
+        models = [m for m in usable if m.kind == "audio"]
+        self._judge_info = find_recogniser(usable, "audio")  # says what a sound is heard as
         self._infos = {m.id: m for m in models}
         self._fill_model_combo((m.id, m.id, self._model_tooltip(m)) for m in models)
         self._show_models_found(bool(models), EMPTY_TEXT)
