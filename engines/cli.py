@@ -10,6 +10,7 @@ Errors are one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -18,8 +19,9 @@ import shlex
 import sys
 from typing import Any, Sequence
 
-from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig
-from engines.errors import ChainruleError
+from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig, unused_reason, unused_settings
+from engines.card_schema import printable
+from engines.errors import ChainruleError, DecodingError
 
 # kind -> module implementing generate/score/evaluate/bench for that kind of model.
 MODALITY_COMMANDS = {
@@ -48,7 +50,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"chainrule: error: {message}\n")
+        # argparse quotes the offending values: a newline or ESC in one must not split or forge the line
+        self.exit(EXIT_USAGE, f"chainrule: error: {printable(message)}\n")
 
 
 # --- decoding options --------------------------------------------------------------
@@ -80,17 +83,30 @@ _DECODING_FIELDS = (
 )
 
 
-def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> DecodingConfig:
-    """Card defaults, overridden by whatever the user passed; validated on creation."""
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None, *,
+                     refuse_unused: bool = True) -> DecodingConfig:
+    """Card defaults, overridden by whatever the user passed; validated on creation. With
+    `refuse_unused` (once the card's defaults are known), a flag the resulting strategy does not
+    read (--num-beams without beam search, --temperature with greedy) is refused, not ignored."""
     values: dict[str, Any] = dict(defaults or {})
+    given = []
     for name in _DECODING_FIELDS:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
+            given.append(name)
     chain = getattr(args, "chain", None)
     if chain is not None:
         values["chain"] = tuple(s.strip().replace("-", "_") for s in chain.split(",") if s.strip())
-    return DecodingConfig.from_dict(values)
+        given.append("chain")
+    config = DecodingConfig.from_dict(values)
+    unused = unused_settings(config, given) if refuse_unused else []
+    if unused:
+        flag = "--no-early-stopping" if unused[0] == "early_stopping" else "--" + unused[0].replace("_", "-")
+        beam_available = getattr(args, "modality", "text") == "text"
+        raise DecodingError(f"{flag} does not apply to --strategy {config.strategy}: "
+                            f"{unused_reason(unused[0], config.strategy, beam_available)}; or leave {flag} out")
+    return config
 
 
 _FLAG_OF = {
@@ -112,13 +128,15 @@ def reproducing_arguments(command: list[str], info, config: DecodingConfig) -> l
     args = [*command, "--model", info.id]
     if info.source not in ("shipped", "user"):
         args += ["--models-dir", str(info.path.parent)]
+    # only the settings the strategy reads: the CLI refuses the others (config_from_args)
+    unused = set(unused_settings(config, [*_FLAG_OF, "chain", "early_stopping"]))
     for name, flag in _FLAG_OF.items():
         value = getattr(config, name)
-        if base is None or getattr(base, name) != value:
+        if name not in unused and (base is None or getattr(base, name) != value):
             args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    if base is None or tuple(base.chain) != tuple(config.chain):
+    if "chain" not in unused and (base is None or tuple(base.chain) != tuple(config.chain)):
         args += ["--chain", ",".join(config.chain)]
-    if not config.early_stopping and (base is None or base.early_stopping):
+    if "early_stopping" not in unused and not config.early_stopping and (base is None or base.early_stopping):
         args.append("--no-early-stopping")
     return args
 
@@ -225,7 +243,7 @@ def _print_json(obj: Any) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from engines.card_metrics import human_size, key_metrics
-    from engines.registry import list_models
+    from engines.registry import list_models, printable
     from engines.runtime import runtime_info
 
     provider = runtime_info()["provider"]
@@ -240,7 +258,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for m in models:
         metrics = key_metrics(m.metrics)
         params = f"{m.parameters:,}" if isinstance(m.parameters, int) else "?"
-        rows.append((m.id, m.kind, params, human_size(m.size_bytes), metrics or "-", "ok" if m.usable else f"unusable: {m.problem}"))
+        status = "ok" if m.usable else f"unusable: {m.problem}"
+        # Every cell comes from a card: escaped, so an id holding ESC or a newline cannot fake a row.
+        rows.append(tuple(printable(c) for c in (m.id, m.kind, params, human_size(m.size_bytes), metrics or "-", status)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
@@ -274,13 +294,31 @@ _KIND_WORDS = {"text": "a text model", "image": "a PixelCNN image model", "audio
                "density": "an unconditional density model (NADE/MADE)"}
 
 
+# Options of `eval` that only some --task values read (None: no --task, i.e. likelihood).
+_TASK_FLAGS = {
+    "seeds": ("generation", "recognition"),
+    "limit": (None, "likelihood", "resynthesis"),
+    "ensemble": (None, "likelihood"),
+}
+
+
 def refuse_unused_flags(args: argparse.Namespace, model) -> None:
-    """ChainruleError for the first option of `_KIND_FLAGS` given for a kind of model that does not use it."""
+    """ChainruleError for the first option of `_KIND_FLAGS` given for a kind of model that does not use it,
+    then for the first of `_TASK_FLAGS` that the chosen --task does not read."""
     for name, (kinds, use) in _KIND_FLAGS.items():
         if getattr(args, name, None) is not None and model.kind not in kinds:
             flag = "--" + name.replace("_", "-")
             raise ChainruleError(f"{flag} does not apply to {model.id}, {_KIND_WORDS.get(model.kind, model.kind + ' model')}: "
                                  f"{use}; leave {flag} out")
+    if args.command != "eval":
+        return
+    task = getattr(args, "task", None)
+    for name, tasks in _TASK_FLAGS.items():
+        if getattr(args, name, None) is not None and task not in tasks:
+            shown = "likelihood (the default)" if task is None else task
+            raise ChainruleError(f"--{name} does not apply to --task {shown}: it is read only by --task "
+                                 f"{' or '.join(t or 'likelihood' for t in tasks if t != 'likelihood')}; "
+                                 f"leave --{name} out")
 
 
 def cmd_modality(args: argparse.Namespace) -> int:
@@ -288,7 +326,7 @@ def cmd_modality(args: argparse.Namespace) -> int:
 
     kind = args.modality if args.command == "generate" else None
     if kind is not None:
-        config_from_args(args)  # refuse bad decoding values before any model work
+        config_from_args(args, refuse_unused=False)  # bad values before any model work (the card's strategy: later)
     model = get_model(args.model, args.models_dir)
     if model.kind == "classifier":
         modality = model.card.get("modality") if model.card.get("modality") in ("audio", "image") else "audio|image"
@@ -459,20 +497,52 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+def _raise_terminated(signum, frame) -> None:
+    from engines.errors import Terminated
+
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) for the body: every Ctrl-C path (keep what was
+    made, remove temporary files, say one line) runs for it too. Only the main thread can install it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return COMMANDS[args.command](args)
-    except ChainruleError as exc:
-        print(f"chainrule: error: {exc}", file=sys.stderr)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engines.errors import Terminated
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _sigterm_as_interrupt():
+            args = build_parser().parse_args(argv)
+            args.argv = argv
+            return COMMANDS[args.command](args)
+    except ChainruleError as exc:  # messages quote paths and ids: escaped, so the one line stays one line
+        print(f"chainrule: error: {printable(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("chainrule: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143, 128 + 15): one line, what was kept
+        note = getattr(exc, "chainrule_note", None)
+        word = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"chainrule: {word}" + (f" {note}" if note else ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # `chainrule ... | head`
         return 0
+    except OSError as exc:  # the file system said no (disk full, permission, name too long): not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"chainrule: error: {printable(exc.strerror or exc)}{printable(where)}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # a bug: still one line, unless debugging
         if os.environ.get("CHAINRULE_DEBUG"):
             raise

@@ -5,7 +5,7 @@ they take the same way live here, so a rule or a message changes in one place:
 
 * output files: `check_out_path` (before any work), `sample_paths` (one --out, several
   samples), `refuse_overwriting_inputs` (an --out that names an input file);
-* input checks: `check_count` (--count), `eval_size` and `refuse_empty_split` (eval's --limit);
+* input checks: `check_count` (--count, against the caps in `engines.limits`), `eval_size` and `refuse_empty_split` (eval's --limit);
 * what a command prints besides its result: `print_notes`, `print_model_and_seed`;
 * the images `generate image` / `eval` take, for PixelCNN and density models alike:
   `read_init_and_mask`, `check_image_geometry`.
@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from engines import limits
 from engines.errors import InputError
 
 # --- output files ------------------------------------------------------------------
@@ -35,10 +36,16 @@ def check_out_path(out: str | None) -> None:
         return
     target = Path(out).expanduser()
     folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name (e.g. {target / 'sample'}<suffix>)")
-    if not folder.is_dir():
-        raise InputError(f"--out {out}: folder {folder} does not exist (create it first); nothing was generated")
+    try:  # is_dir() raises OSError for a name over the OS limit (ENAMETOOLONG) on Python 3.11
+        if target.is_dir():
+            raise InputError(f"--out {out} is a folder; give a file name (e.g. {target / 'sample'}<suffix>)")
+        if not folder.is_dir():
+            raise InputError(f"--out {out}: folder {folder} does not exist (create it first); nothing was generated")
+        if len(os.fsencode(target.name)) > 255:
+            raise InputError(f"--out: the file name is {len(os.fsencode(target.name))} bytes long; at most 255 "
+                             "fit in a folder; nothing was generated")
+    except OSError as exc:
+        raise InputError(f"--out {out}: {exc.strerror or exc}; nothing was generated") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: folder {folder} is not writable; nothing was generated")
 
@@ -76,10 +83,10 @@ def refuse_overwriting_inputs(out: str | None, count: int, inputs: Mapping[str, 
 # --- input checks ------------------------------------------------------------------
 
 
-def check_count(count: int) -> None:
-    """--count must ask for at least one sample."""
-    if count < 1:
-        raise InputError(f"count = {count} is invalid: must be >= 1")
+def check_count(count: int, seed: int | None = None, cap: int = limits.MAX_COUNT) -> None:
+    """--count must ask for 1..cap samples, and sample i's seed (seed + i) must stay below 2**63."""
+    limits.count_in_range(count, "--count", cap)
+    limits.check_seed_range(seed, count)
 
 
 def refuse_empty_split(n: int, args: argparse.Namespace) -> None:

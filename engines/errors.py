@@ -24,3 +24,15 @@ class DecodingError(ChainruleError, ValueError):
 
 class InputError(ChainruleError, ValueError):
     """User input (a prompt, an image, a recording, a mask) cannot be used."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt (the CLI installs the handler), so a
+    terminated command stops the way an interrupted one does: what was made is kept, temporary
+    files are removed, one line is said."""
+
+
+def stopped_note(exc: BaseException, note: str) -> None:
+    """Attach what a command kept when it was stopped (`exc` is the KeyboardInterrupt it re-raises)
+    to the one line the CLI says: "chainrule: interrupted NOTE"."""
+    exc.chainrule_note = note  # type: ignore[attr-defined]

@@ -6,6 +6,8 @@
   says why in words a user can act on.
 - ONNX Runtime's own logging is turned down: asking for CUDA where its libraries are
   missing prints a long error before falling back to the CPU.
+- A failed run (inputs the graph cannot take) is one `ModelRunError` naming the file, and
+  ORT logs nothing about it on stderr (`GuardedSession`).
 - Any failure to open a model (missing, empty, truncated, not ONNX, inputs/outputs that
   differ from what the model card promises) raises one `ModelLoadError` naming the file.
 - `StatefulRunner` keeps per-step state (KV caches, WaveNet queues) as `OrtValue`s bound
@@ -30,7 +32,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from engines.errors import ModelLoadError
+from engines.errors import ChainruleError, ModelLoadError
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -89,6 +91,58 @@ def _captured_stderr_fd():
             os.close(saved)
             tmp.seek(0)
             buf.append(tmp.read().decode("utf-8", "replace"))
+
+
+class ModelRunError(ChainruleError):
+    """ONNX Runtime refused or failed a run (inputs the graph cannot take, memory): one line naming the file."""
+
+
+# Every exception type ONNX Runtime's bindings raise (Fail, InvalidArgument, RuntimeException, ...).
+_ORT_ERRORS = tuple(t for t in vars(ort.capi.onnxruntime_pybind11_state).values()
+                    if isinstance(t, type) and issubclass(t, Exception))
+
+
+def _quiet_run_options() -> ort.RunOptions:
+    """Runs log nothing: a failed kernel would print a red multi-line ORT log on stderr before its
+    exception, which `GuardedSession` turns into the one line the user sees."""
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4  # fatal only
+    return ro
+
+
+_QUIET_RUN = _quiet_run_options()  # one, reused: runs only read it (steps run thousands of times a second)
+
+
+def _run_error(path: Path, exc: BaseException) -> ModelRunError:
+    text = str(exc).strip()
+    detail = text.splitlines()[0] if text else type(exc).__name__
+    detail = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", detail)  # ORT's code prefix
+    return ModelRunError(f"{path}: ONNX Runtime could not run the model on this input: {detail}")
+
+
+class GuardedSession:
+    """An `ort.InferenceSession` whose `run` and `run_with_iobinding` log nothing and raise one
+    `ModelRunError` naming the model file instead of ORT's own exception types (which the CLI would
+    otherwise report as an internal error). Everything else is the session's own attribute."""
+
+    def __init__(self, session: ort.InferenceSession, path: Path):
+        self._session = session
+        self._path = path
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+    def run(self, output_names, input_feed, run_options=None):
+        try:
+            return self._session.run(output_names, input_feed, run_options or _QUIET_RUN)
+        except _ORT_ERRORS as exc:
+            raise _run_error(self._path, exc) from exc
+
+    def run_with_iobinding(self, binding, run_options=None):
+        try:
+            return self._session.run_with_iobinding(binding, run_options or _QUIET_RUN)
+        except _ORT_ERRORS as exc:
+            raise _run_error(self._path, exc) from exc
 
 
 def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
@@ -186,7 +240,7 @@ def open_session(
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: cannot be loaded as an ONNX model (truncated or corrupt?): {detail}") from exc
     used = sess.get_providers()
-    ms = ModelSession(path=path, session=sess, provider=used[0], cuda_unavailable_reason=_cuda_reason(used, "".join(log)))
+    ms = ModelSession(path=path, session=GuardedSession(sess, path), provider=used[0], cuda_unavailable_reason=_cuda_reason(used, "".join(log)))
     _check_io(path, ms.input_names, expect_inputs, "input(s)")
     _check_io(path, ms.output_names, expect_outputs, "output(s)")
     return ms

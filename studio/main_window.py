@@ -129,7 +129,17 @@ class MainWindow(QMainWindow):
         uses = bool(getattr(widget, "uses_decoding_panel", True))
         self._placing_dock = True
         try:
-            self.decoding_dock.setVisible(uses and self._dock_wanted)
+            show = uses and self._dock_wanted
+            changed = show != self.decoding_dock.isVisible()
+            self.decoding_dock.setVisible(show)
+            if changed:
+                # Lay the window out now, not at the next turn: the new page gets its final width
+                # before it is first painted, so it is painted once, not at the old width and then
+                # again (the Audio tab's plots, painted twice per switch, took over 100 ms). Not
+                # before the window is shown: nothing is painted yet, and laying out a window not
+                # yet given its size would size it to its contents.
+                if self.isVisible():
+                    self.layout().activate()
         finally:
             self._placing_dock = False
 

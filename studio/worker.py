@@ -75,15 +75,24 @@ class GeneratorWorker(QRunnable):
     yield often.
     """
 
+    # Workers alive (not yet garbage): a finished one must not linger. Tests count them.
+    _live: "weakref.WeakSet[GeneratorWorker]" = weakref.WeakSet()
+
     def __init__(self, gen_factory: GenFactory) -> None:
         super().__init__()
         # Python owns this object (TaskRunner keeps a reference until it is done); letting the
         # pool delete the C++ side behind the wrapper's back is a classic PySide crash.
         self.setAutoDelete(False)
-        self._gen_factory = gen_factory
+        self._gen_factory: GenFactory | None = gen_factory
         self._stop = threading.Event()
         self._done = threading.Event()
         self.signals = WorkerSignals()
+        GeneratorWorker._live.add(self)
+
+    @classmethod
+    def live_count(cls) -> int:
+        """Workers not yet freed (finished ones are freed once their runner has let go)."""
+        return len(cls._live)
 
     # --- control (any thread) ----------------------------------------------------------
     def stop(self) -> None:
@@ -116,38 +125,85 @@ class GeneratorWorker(QRunnable):
             self._stop.set()
 
     def run(self) -> None:  # noqa: D401 - Qt's name
-        gen: Iterator[Any] | None = None
         try:
-            if self._stop.is_set():  # stopped while still queued: never start the work
-                self._emit("stopped")
-                return
-            self._emit("started")
-            try:
-                gen = iter(self._gen_factory())
-                for item in gen:
-                    # The check sits between next() and emit, so after stop() not one more
-                    # item is emitted, however fast the generator yields.
-                    if self._stop.is_set():
-                        break
-                    self._emit("yielded", item)
-                    if self._stop.is_set():
-                        break
-            except BaseException as exc:  # noqa: BLE001 - a worker must never kill the app
-                if not isinstance(exc, ChainruleError):
-                    log.error("worker raised", exc_info=exc)
-                self._emit("errored", error_message(exc))
-                return
-            finally:
-                # Run the generator's cleanup (close files, release sessions) on this thread.
-                close = getattr(gen, "close", None)
-                if close is not None:
-                    try:
-                        close()
-                    except Exception:  # noqa: BLE001 - cleanup trouble must not mask the outcome
-                        log.exception("closing the generator raised")
-            self._emit("stopped" if self._stop.is_set() else "finished")
+            self._run_body()
         finally:
             self._done.set()
+
+    def _run_body(self) -> None:
+        """Everything `run` does but saying it is done (`_Submission` says that itself)."""
+        gen: Iterator[Any] | None = None
+        factory, self._gen_factory = self._gen_factory, None  # its captured closure goes with the run
+        if self._stop.is_set() or factory is None:  # stopped while still queued: never start
+            self._emit("stopped")
+            return
+        self._emit("started")
+        try:
+            gen = iter(factory())
+            for item in gen:
+                # The check sits between next() and emit, so after stop() not one more
+                # item is emitted, however fast the generator yields.
+                if self._stop.is_set():
+                    break
+                self._emit("yielded", item)
+                if self._stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - a worker must never kill the app
+            if not isinstance(exc, ChainruleError):
+                log.error("worker raised", exc_info=exc)
+            self._emit("errored", error_message(exc))
+            return
+        finally:
+            # Run the generator's cleanup (close files, release sessions) on this thread.
+            close = getattr(gen, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - cleanup trouble must not mask the outcome
+                    log.exception("closing the generator raised")
+            gen = None  # nor does the generator's frame outlive the run
+        self._emit("stopped" if self._stop.is_set() else "finished")
+
+
+class _Submission:
+    """What a TaskRunner hands the pool for one worker: a plain callable, not the QRunnable.
+
+    PySide keeps every QRunnable given to `QThreadPool.start` referenced by the pool for good
+    (with autoDelete off, which a Python-owned runnable needs), so each finished worker stayed
+    alive with its signals, relay and captured closure: about 7.5 KB a run, without end. A
+    callable is let go once it has run. It holds the worker only until the run ends, and drops
+    that reference *before* marking the worker done, so the runner (on the UI thread), which
+    reaps done workers, always holds the last reference: the worker's QObjects are freed on
+    the thread they live on, never on the pool thread while queued signals still head for them.
+    `take()` withdraws a worker that has not started (what `QThreadPool.tryTake` did).
+    """
+
+    __slots__ = ("_lock", "_worker", "_done")
+
+    def __init__(self, worker: GeneratorWorker) -> None:
+        self._lock = threading.Lock()
+        self._worker: GeneratorWorker | None = worker
+        self._done = worker._done
+
+    def __call__(self) -> None:  # the pool thread
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is None:  # taken back before it ran
+            return
+        try:
+            worker._run_body()
+        finally:
+            del worker  # the last reference this thread holds, before the runner may let go
+            self._done.set()
+
+    def take(self) -> bool:
+        """Withdraw the worker if it has not started: it will never run (True), else False."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is None:
+            return False
+        worker.mark_done()
+        return True
 
 
 class EventThrottle(QObject):
@@ -286,6 +342,13 @@ class TaskRunner(QObject):
         self._callbacks: dict[str, Callable | None] = {}
         # Every worker not yet done, superseded ones included: wait_idle waits for them all.
         self._workers: dict[int, GeneratorWorker] = {}
+        self._submissions: dict[int, _Submission] = {}  # what the pool was given, per task
+        # A worker says it ended a moment before its pool thread lets go of it; a worker still
+        # held when its end arrives is reaped by this timer, so none lingers until the next run.
+        self._reap_timer = QTimer(self)
+        self._reap_timer.setSingleShot(True)
+        self._reap_timer.setInterval(50)
+        self._reap_timer.timeout.connect(self._reap_later)
         _RUNNERS.add(self)
         # If the owner (a tab) is deleted mid-task, its workers must not run on unseen.
         # The lambda holds the dict, not self, which is gone by then.
@@ -343,7 +406,8 @@ class TaskRunner(QObject):
             "stopped": on_stopped, "errored": on_errored,
         }
         self._workers[task_id] = worker
-        self._pool.start(worker)
+        submission = self._submissions[task_id] = _Submission(worker)
+        self._pool.start(submission)  # a callable, not the QRunnable: see _Submission
         if not was_busy:  # replacing a running task: still busy, nothing to announce
             self.busyChanged.emit(True)
         return task_id
@@ -372,8 +436,8 @@ class TaskRunner(QObject):
         """
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
         for tid, worker in list(self._workers.items()):
-            if self._pool.tryTake(worker):  # still queued, never ran: it will not run now
-                worker.mark_done()
+            submission = self._submissions.get(tid)
+            if submission is not None and submission.take():  # still queued: it will not run now
                 if tid == self._current_id:  # it will never say so itself
                     self._on_end(tid, "stopped", None)
                 continue
@@ -395,8 +459,15 @@ class TaskRunner(QObject):
         self._reap()
 
     def _reap(self) -> None:
+        """Let go of every worker that is done: the last reference, so it is freed now."""
         for tid in [t for t, w in self._workers.items() if w.is_done()]:
             del self._workers[tid]
+            self._submissions.pop(tid, None)
+        if any(tid != self._current_id for tid in self._workers) and not self._reap_timer.isActive():
+            self._reap_timer.start()  # ended (or stopped) ones still finishing: look again soon
+
+    def _reap_later(self) -> None:
+        self._reap()
 
     def _on_started(self, tid: int) -> None:
         if tid == self._current_id:

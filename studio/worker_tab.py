@@ -8,8 +8,9 @@ RunnerMixin
 
 RescoringMixin
     A tab that scores what it shows on `self.score_runner` a moment after each change (a
-    single-shot `self._score_timer` calling the tab's `_start_score`), and never once the
-    window has closed: the close stops the timer and sets `self._cancel`, then calls the
+    single-shot `self._score_timer` calling the tab's `_start_score`; a tab may defer it while
+    hidden by setting `self._score_deferred`, and its `_schedule_score` runs once it is shown),
+    and never once the window has closed: the close stops the timer and sets `self._cancel`, then calls the
     tab's `_window_closed` (for anything else to stop). Listed before QWidget, so its
     eventFilter and showEvent are the ones Qt calls.
 
@@ -51,6 +52,7 @@ class RescoringMixin:
         """The rescoring timer, and the window's close (once it closes, no scoring may start)."""
         self._closed = False
         self._filtering = False
+        self._score_deferred = False  # a scoring asked for while hidden: it starts when shown
         self._score_timer = QTimer(self)
         self._score_timer.setSingleShot(True)
         self._score_timer.setInterval(delay_ms)
@@ -92,3 +94,6 @@ class RescoringMixin:
     def showEvent(self, event) -> None:  # noqa: N802
         self._closed = False
         super().showEvent(event)
+        if self._score_deferred:  # set by a tab's `_schedule_score` while it was hidden
+            self._score_deferred = False
+            self._schedule_score()

@@ -163,7 +163,7 @@ def test_bad_files_raise_one_input_error_naming_the_file(tmp_path):
             read_audio(path)
         assert message in str(info.value), name
         assert name in str(info.value)
-    with pytest.raises(InputError, match="is not a file"):
+    with pytest.raises(InputError, match="is a folder, not a file"):
         read_audio(tmp_path)
 
 

@@ -15,10 +15,10 @@ from engines.audio.generate import MAX_BATCH, generate_audio_chunks
 from engines.audio.model import AudioModel, load_audio_model
 from engines.audio.scoring import SURPRISE_WINDOW, score_audio, score_clips
 from engines.cli import config_from_args
-from engines.cli_common import (check_out_path, eval_size, print_model_and_seed, print_notes,
+from engines.cli_common import (check_count, check_out_path, eval_size, print_model_and_seed, print_notes,
                                 refuse_overwriting_inputs, sample_paths)
 from engines.decoding.config import DecodingConfig
-from engines.errors import InputError
+from engines.errors import InputError, stopped_note
 from engines.generation import resolve_seed
 from engines.progress import Progress
 from engines.registry import ModelInfo
@@ -93,9 +93,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         args.seconds = 1.0
 
     count = args.count
-    if count < 1 or count > MAX_BATCH:
-        raise InputError(f"--count {count} is invalid: must be in 1..{MAX_BATCH} (the samples are generated "
-                         "together, as one batch)")
+    check_count(count, cap=MAX_BATCH)  # the samples are generated together, as one batch
     if args.out is not None and Path(args.out).suffix.lower() not in WRITE_FORMATS:
         raise InputError(f"--out {args.out}: audio is written as {' or '.join(WRITE_FORMATS)} (choose one of those suffixes)")
     check_out_path(args.out)  # before any work: nothing generated is lost to a bad --out
@@ -124,15 +122,16 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
             parts.append(chunk.samples)
             lps.append(chunk.logprobs)
             progress.advance(chunk.samples.shape[1])
-    except KeyboardInterrupt:  # Ctrl-C: keep what was generated, then stop as interrupted
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what was generated, then stop as interrupted
         progress.close()
         written = _write_partial(paths, parts, model.sample_rate)
         done = sum(p.shape[1] for p in parts)
+        # said by the CLI in its one "interrupted" line (stderr holds one line, not two)
         if written:
-            print(f"chainrule: interrupted after {done / model.sample_rate:.2f} s of {args.seconds:g} s: "
-                  f"wrote what was generated so far to {', '.join(written)}", file=sys.stderr)
+            stopped_note(exc, f"after {done / model.sample_rate:.2f} s of {args.seconds:g} s: "
+                              f"wrote what was generated so far to {', '.join(written)}")
         elif args.out is not None:
-            print("chainrule: interrupted before the first chunk was generated: nothing written", file=sys.stderr)
+            stopped_note(exc, "before the first chunk was generated: nothing written")
         raise
     progress.close()
     samples, logprobs = np.concatenate(parts, axis=1), np.concatenate(lps, axis=1).astype(np.float64)

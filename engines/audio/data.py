@@ -16,6 +16,7 @@ import numpy as np
 
 from engines.audio import mulaw
 from engines.errors import InputError
+from engines.limits import MAX_AUDIO_RATE, check_regular_file
 
 SPLIT_TAKES = {"test": range(0, 5), "val": range(5, 10), "train": range(10, 50)}
 
@@ -43,8 +44,7 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
     path = Path(path)
     if split not in SPLIT_TAKES:
         raise InputError(f"unknown split {split!r}: choose train, val or test")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
+    check_regular_file(path, "data file")  # a FIFO, device or folder: refused before opening
     try:
         d = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -61,6 +61,7 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
         except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f"{path}: not an fsdd.npz file (needs audio, offsets, labels, speakers, index, "
                              f"sample_rate): {exc}") from None
+    check_fsdd_arrays(path, audio, offsets, labels, speakers, takes, rate)
     names = sorted(set(str(s) for s in speakers))
     sid = {n: i for i, n in enumerate(names)}
     keep = np.flatnonzero(np.isin(takes, list(SPLIT_TAKES[split])))
@@ -68,6 +69,37 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
     return AudioSplit(split=split, clips=clips, digits=labels[keep].astype(np.int64),
                       speaker_ids=np.array([sid[str(speakers[i])] for i in keep], dtype=np.int64),
                       speakers=names, sample_rate=rate, filenames=[str(filenames[i]) for i in keep])
+
+
+def check_fsdd_arrays(path: Path, audio, offsets, labels, speakers, takes, rate: int) -> None:
+    """InputError unless the arrays of fsdd.npz fit together: clip i is audio[offsets[i]:offsets[i + 1]],
+    so the offsets must be N + 1 whole numbers rising from 0 to at most len(audio). Without this
+    check a broken file scores empty or overlapping clips and prints a meaningless NLL."""
+    def bad(why: str) -> InputError:
+        return InputError(f"{path}: not a usable fsdd.npz file: {why}")
+
+    if audio.ndim != 1 or audio.dtype.kind not in "iu":
+        raise bad(f"audio must be one row of integer (int16) samples, not {audio.dtype} of shape {audio.shape}")
+    n = len(labels) if labels.ndim == 1 else -1
+    if n < 1:
+        raise bad("labels must be one row with an entry per clip")
+    for name, a in (("speakers", speakers), ("index", takes)):
+        if a.ndim != 1 or len(a) != n:
+            raise bad(f"{name} has shape {a.shape}; expected one entry per clip ({n})")
+    for name, a in (("labels", labels), ("index", takes), ("offsets", offsets)):
+        if a.dtype.kind not in "iu":
+            raise bad(f"{name} must be whole numbers, not {a.dtype}")
+    if offsets.shape != (n + 1,):
+        raise bad(f"offsets has shape {offsets.shape}; expected {n + 1} (one more than the {n} clips)")
+    if offsets[0] != 0 or offsets[-1] > len(audio):
+        raise bad(f"offsets must start at 0 and end within the {len(audio)} audio samples "
+                  f"(they run from {int(offsets[0])} to {int(offsets[-1])})")
+    steps = np.diff(offsets)
+    if (steps <= 0).any():
+        i = int(np.flatnonzero(steps <= 0)[0])
+        raise bad(f"offsets must rise: clip {i} runs from {int(offsets[i])} to {int(offsets[i + 1])} (empty or backwards)")
+    if not 0 < rate <= MAX_AUDIO_RATE:
+        raise bad(f"sample_rate {rate} Hz is not a rate audio is recorded at (1..{MAX_AUDIO_RATE} Hz)")
 
 
 def load_train_val(path: str | Path) -> tuple[AudioSplit, AudioSplit]:

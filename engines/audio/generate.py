@@ -29,13 +29,14 @@ from typing import Iterator
 
 import numpy as np
 
+from engines import limits
 from engines.audio import mulaw
 from engines.audio.mel import frame_of_sample
 from engines.audio.model import AudioModel
 from engines.errors import InputError
 
-MAX_SECONDS = 300.0  # five minutes of audio per request; more is a mistake, not a request
-MAX_BATCH = 64
+MAX_SECONDS = limits.MAX_GENERATE_SECONDS  # the caps live in engines.limits with the others
+MAX_BATCH = limits.MAX_AUDIO_BATCH
 DEFAULT_CHUNK = 800  # 0.1 s at 8 kHz: the streaming granularity
 GREEDY_INV_TEMPERATURE = 1e30  # temperature 0: the step graph's softmax becomes one-hot at the argmax
 

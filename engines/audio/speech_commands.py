@@ -29,7 +29,7 @@ from engines.audio.scoring import SURPRISE_WINDOW, smooth_surprise
 from engines.audio.speech import (SpeechModel, frames_of_audio, load_speech_model, resynthesize, run_to_end,
                                   score_prior, score_vocoder, speak)
 from engines.cli_common import check_out_path, eval_size, print_notes, refuse_overwriting_inputs
-from engines.errors import InputError
+from engines.errors import InputError, stopped_note
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
@@ -80,6 +80,9 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     resynth, prompt_path = getattr(args, "resynth", None), getattr(args, "prompt", None)
     if resynth and prompt_path:
         raise InputError("--resynth and --prompt do not go together: re-speak a recording, or continue it")
+    if resynth and getattr(args, "frame_temperature", None) is not None:
+        raise InputError("--frame-temperature does not apply to --resynth: the recording's own frames are used, "
+                         "none are sampled")
     if resynth and args.digit is not None:
         raise InputError("--digit does not apply to --resynth: the recording's own frames say what is spoken")
     check_out_path(args.out)
@@ -103,13 +106,13 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     try:
         for ev in events:
             got.append(ev)
-    except KeyboardInterrupt:  # Ctrl-C: keep the audio spoken so far, then stop as interrupted
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the audio spoken so far, then stop as interrupted
         part = run_to_end(model, got).samples
         if args.out is not None and len(part):
             whole = part if recording is None or resynth else np.concatenate([recording, part])
             write_audio(args.out, whole, model.sample_rate)
-            print(f"chainrule: interrupted after {len(part) / model.sample_rate:.2f} s of audio: wrote it to "
-                  f"{args.out}", file=sys.stderr)
+            # said by the CLI in its one "interrupted" line (stderr holds one line, not two)
+            stopped_note(exc, f"after {len(part) / model.sample_rate:.2f} s of audio: wrote it to {args.out}")
         raise
     result = run_to_end(model, got)
     if frames is not None:

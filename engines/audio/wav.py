@@ -26,13 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from engines import limits
 from engines.atomic import atomic_path
 from engines.errors import InputError
 
 DEFAULT_RATE = 8000
-MAX_RATE = 768_000  # the highest rate any real recording uses; beyond it a header is lying
-MAX_CHANNELS = 64
-MAX_SECONDS = 600.0  # ten minutes: enough for any prompt; beyond it a mistake, not a recording
+# the caps live in engines.limits with the others; read here as module names (tests patch them)
+MAX_RATE = limits.MAX_AUDIO_RATE
+MAX_CHANNELS = limits.MAX_AUDIO_CHANNELS
+MAX_SECONDS = limits.MAX_AUDIO_SECONDS
+MAX_VALUES = limits.MAX_AUDIO_VALUES
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 # libsndfile subtype -> how its samples were stored, for the notes (16-bit PCM needs none).
@@ -68,12 +71,8 @@ def read_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE) -> Load
     p = Path(path)
     if sample_rate <= 0:
         raise InputError(f"sample rate {sample_rate} is invalid: must be a positive number of Hz")
-    if not p.exists():
-        raise InputError(f"audio file {p} not found")
-    if not p.is_file():
-        raise InputError(f"audio file {p} is not a file")
-    if p.stat().st_size == 0:
-        raise InputError(f"audio file {p} is empty (0 bytes)")
+    # stat() first: a FIFO would block, a name over the OS limit raises OSError, a device never ends
+    limits.check_regular_file(p, "audio file")
     try:
         info = sf.info(str(p))
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
@@ -91,6 +90,10 @@ def read_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE) -> Load
     if frames / rate > MAX_SECONDS:
         raise InputError(f"audio file {p} is {frames / rate:.1f} s long; at most {MAX_SECONDS:g} s can be "
                          "used: cut it shorter")
+    if frames * channels > MAX_VALUES:  # from the header: nothing decoded yet
+        raise InputError(f"audio file {p} holds {frames * channels:,} samples ({frames / rate:.1f} s x {channels} "
+                         f"channel(s) at {rate} Hz); at most {MAX_VALUES:,} can be decoded: cut it shorter or "
+                         "resample it to a lower rate")
     try:
         data, _ = sf.read(str(p), dtype="float32", always_2d=True)  # (frames, channels)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, MemoryError) as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+from engines import limits
 from engines.errors import DecodingError
 
 STRATEGIES = ("greedy", "sample", "beam")
@@ -94,8 +95,13 @@ def _validate(c: DecodingConfig) -> None:
 
     if c.strategy not in STRATEGIES:
         raise bad("strategy", c.strategy, f"choose one of {', '.join(STRATEGIES)}")
+    # The upper and lower caps (engines.limits) keep logits / temperature and logits x penalty
+    # finite in float32: beyond them the sampler would overflow into NaN.
     if not _is_number(c.temperature) or c.temperature < 0:
         raise bad("temperature", c.temperature, "must be a number >= 0 (0 means greedy)")
+    if c.temperature != 0 and not limits.MIN_TEMPERATURE <= c.temperature <= limits.MAX_TEMPERATURE:
+        raise bad("temperature", c.temperature, f"must be 0 (greedy) or in {limits.MIN_TEMPERATURE:g}.."
+                  f"{limits.MAX_TEMPERATURE:g}")
     if not isinstance(c.top_k, int) or isinstance(c.top_k, bool) or c.top_k < 0:
         raise bad("top_k", c.top_k, "must be a whole number >= 1, or 0 to turn it off")
     if not _is_number(c.top_p) or not 0 < c.top_p <= 1:
@@ -106,6 +112,9 @@ def _validate(c: DecodingConfig) -> None:
         raise bad("typical_p", c.typical_p, "must be in (0, 1]; 1 turns it off")
     if not _is_number(c.repetition_penalty) or c.repetition_penalty <= 0:
         raise bad("repetition_penalty", c.repetition_penalty, "must be > 0; 1 turns it off")
+    if not limits.MIN_REPETITION_PENALTY <= c.repetition_penalty <= limits.MAX_REPETITION_PENALTY:
+        raise bad("repetition_penalty", c.repetition_penalty, f"must be in {limits.MIN_REPETITION_PENALTY:g}.."
+                  f"{limits.MAX_REPETITION_PENALTY:g}; 1 turns it off")
     if not isinstance(c.no_repeat_ngram, int) or isinstance(c.no_repeat_ngram, bool) or c.no_repeat_ngram < 0:
         raise bad("no_repeat_ngram", c.no_repeat_ngram, "must be a whole number >= 1, or 0 to turn it off")
     unknown = [n for n in c.chain if n not in FILTER_NAMES]
@@ -113,14 +122,16 @@ def _validate(c: DecodingConfig) -> None:
         raise bad("chain", ",".join(c.chain), f"unknown sampler(s) {', '.join(unknown)}; known: {', '.join(FILTER_NAMES)}")
     if len(set(c.chain)) != len(c.chain):
         raise bad("chain", ",".join(c.chain), "names a sampler twice")
-    if not isinstance(c.num_beams, int) or isinstance(c.num_beams, bool) or c.num_beams < 1:
-        raise bad("num_beams", c.num_beams, "must be a whole number >= 1")
-    if not _is_number(c.length_penalty):
-        raise bad("length_penalty", c.length_penalty, "must be a finite number")
+    if not isinstance(c.num_beams, int) or isinstance(c.num_beams, bool) or not 1 <= c.num_beams <= limits.MAX_NUM_BEAMS:
+        raise bad("num_beams", c.num_beams, f"must be a whole number in 1..{limits.MAX_NUM_BEAMS}")
+    if not _is_number(c.length_penalty) or abs(c.length_penalty) > limits.MAX_ABS_LENGTH_PENALTY:
+        raise bad("length_penalty", c.length_penalty, f"must be a number in -{limits.MAX_ABS_LENGTH_PENALTY:g}.."
+                  f"{limits.MAX_ABS_LENGTH_PENALTY:g}")
     if not isinstance(c.early_stopping, bool):
         raise bad("early_stopping", c.early_stopping, "must be true or false")
-    if not isinstance(c.num_return_sequences, int) or isinstance(c.num_return_sequences, bool) or not 1 <= c.num_return_sequences:
-        raise bad("num_return_sequences", c.num_return_sequences, "must be a whole number >= 1")
+    if not isinstance(c.num_return_sequences, int) or isinstance(c.num_return_sequences, bool) \
+            or not 1 <= c.num_return_sequences <= limits.MAX_NUM_BEAMS:
+        raise bad("num_return_sequences", c.num_return_sequences, f"must be a whole number in 1..{limits.MAX_NUM_BEAMS}")
     if c.strategy == "beam" and c.num_return_sequences > c.num_beams:
         raise bad(
             "num_return_sequences", c.num_return_sequences,
@@ -128,3 +139,28 @@ def _validate(c: DecodingConfig) -> None:
         )
     if c.seed is not None and (not isinstance(c.seed, int) or isinstance(c.seed, bool) or not 0 <= c.seed < 2**63):
         raise bad("seed", c.seed, "must be a whole number in [0, 2**63)")
+
+
+# Which settings only one strategy reads (build_chain / beam_search). A setting the user gave
+# that the chosen strategy does not read is refused, never silently ignored.
+BEAM_ONLY = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences")
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p", "typical_p", "chain")
+
+
+def unused_settings(config: DecodingConfig, given: Iterable[str]) -> list[str]:
+    """The names in `given` (settings the user set) that `config.strategy` does not read."""
+    given = set(given)
+    unused = [n for n in BEAM_ONLY if n in given and config.strategy != "beam"]
+    return unused + [n for n in SAMPLING_ONLY if n in given and config.strategy != "sample"]
+
+
+def unused_reason(name: str, strategy: str, beam_available: bool = True) -> str:
+    """Why `name` does nothing under `strategy`, and what to do instead (for a refusal)."""
+    if name in BEAM_ONLY:
+        if not beam_available:
+            return "it is a beam-search setting, and beam search is only for text models"
+        more = "; for several samples use --count" if name == "num_return_sequences" else ""
+        return f"it is a beam-search setting (add --strategy beam{more})"
+    if strategy == "greedy":
+        return "greedy decoding always takes the most likely value (use --strategy sample)"
+    return "beam search keeps the most likely sequences and does not sample (use --strategy sample)"

@@ -118,7 +118,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model = load_density_model(info)
     config = config_from_args(args, model.decoding_defaults)
     temperature = check_config(config)
-    check_count(args.count)
+    check_count(args.count, config.seed)
     if getattr(args, "label", None) is not None:
         raise InputError(f"{info.id} is an unconditional density model: it takes no label (leave --label out)")
     if getattr(args, "guidance", None):

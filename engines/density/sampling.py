@@ -108,7 +108,9 @@ def _probabilities(logit: np.ndarray, temperature: float) -> np.ndarray:
     z = np.asarray(logit, dtype=np.float64)
     if temperature == 0:
         return (z > 0).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-z / temperature))
+    # sigmoid as exp(-log(1 + e^-x)): logaddexp never overflows, so a sharp temperature or an
+    # extreme logit gives 0 or 1, not a RuntimeWarning
+    return np.exp(-np.logaddexp(0.0, -z / temperature))
 
 
 def sample_events(model: DensityModel, *, order_name: str = "raster", seed: int, count: int = 1,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from engines import limits
 from engines.cli import config_from_args
 from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_size, print_model_and_seed,
                                 print_notes, read_init_and_mask, refuse_overwriting_inputs, sample_paths)
@@ -23,7 +24,7 @@ from engines.progress import Progress
 from engines.registry import ModelInfo
 
 LN2 = math.log(2)
-MAX_CANDIDATES = 1024
+MAX_CANDIDATES = limits.MAX_CANDIDATES
 
 
 def _pixels_json(pixels: np.ndarray) -> list:
@@ -69,7 +70,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model = load_image_model(info)
     config = config_from_args(args, model.decoding_defaults)
     check_config(config)
-    check_count(args.count)
+    check_count(args.count, config.seed)
     if getattr(args, "ordering", None):
         raise InputError("--ordering is for density models; a PixelCNN samples in raster order")
     label = getattr(args, "label", None)
@@ -133,12 +134,10 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         if posterior is not None:
             sample["posterior"] = posterior
         samples.append(sample)
-        sample["_image"] = image
-    for path, sample in zip(sample_paths(args.out, len(samples)), samples):
-        image = sample.pop("_image")
-        if path is not None:
-            write_image(path, image, s.levels)
-        sample["path"] = path
+        # written as soon as it is done: Ctrl-C or SIGTERM later loses none of the finished images
+        sample["path"] = sample_paths(args.out, args.count)[i]
+        if sample["path"] is not None:
+            write_image(sample["path"], image, s.levels)
     return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
 
 

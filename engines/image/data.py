@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import InputError
+from engines.limits import check_regular_file
 
 SPLITS = ("train", "val", "test")
 MNIST_TRAIN = 50000  # mnist: the first 50000 of x_train train, the rest validate
@@ -35,13 +36,26 @@ class ImageSplit:
 
 
 def _open(path: str | Path):
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"data file {p} not found")
+    p = check_regular_file(path, "data file")  # a FIFO, device or folder: refused before opening
     try:
-        return np.load(p, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        d = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{p} is not a readable .npz file: {exc}") from exc
+    if not isinstance(d, np.lib.npyio.NpzFile):
+        raise InputError(f"{p} holds a single array (.npy), not an .npz archive of splits "
+                         "(x_train/x_test for mnist, train/valid/test for binarized mnist)")
+    return d
+
+
+def check_pixel_values(x: np.ndarray, path: str | Path, split: str, levels: int) -> None:
+    """InputError unless `x` holds whole numbers in 0..levels-1: a float, negative or NaN value
+    would be cast to some pixel value and scored as if it were one (a meaningless NLL)."""
+    if x.dtype.kind not in "biu":
+        raise InputError(f"{path}: the {split} images are {x.dtype} values; expected whole numbers 0..{levels - 1} "
+                         "(uint8)")
+    if x.size and int(x.min()) < 0:
+        raise InputError(f"{path}: the {split} images hold negative values (down to {int(x.min())}); "
+                         f"expected 0..{levels - 1}")
 
 
 def load_split(path: str | Path, split: str) -> ImageSplit:
@@ -65,7 +79,9 @@ def load_split(path: str | Path, split: str) -> ImageSplit:
             else:
                 raise InputError(f"{path}: unknown layout (arrays {', '.join(sorted(keys))}); "
                                  "expected x_train/x_test (mnist) or train/valid/test (binarized mnist)")
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        except InputError:
+            raise  # already one line naming the file (an InputError is a ValueError too)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f"{path}: cannot read the {split} split: {exc}") from exc
     x = np.asarray(x)
     if x.ndim == 2:  # (N, H*W) flattened square images
@@ -77,8 +93,14 @@ def load_split(path: str | Path, split: str) -> ImageSplit:
         x = x[:, None]
     if x.ndim != 4:
         raise InputError(f"{path}: {split} images have shape {x.shape}; expected (N, H, W) or (N, C, H, W)")
+    check_pixel_values(x, path, split, levels)
     if x.size and int(x.max()) >= levels:
         raise InputError(f"{path}: {split} has values up to {int(x.max())}, more than {levels} levels")
+    if y is not None:
+        y = np.asarray(y)
+        # whole-valued floats are fine as labels; NaN, 2.5 or strings are not
+        if not (y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all())):
+            raise InputError(f"{path}: the {split} labels are not whole numbers ({y.dtype})")
     labels = None if y is None else np.asarray(y).astype(np.int64).reshape(-1)
     if labels is not None and len(labels) != len(x):
         raise InputError(f"{path}: {len(labels)} labels for {len(x)} images in the {split} split")

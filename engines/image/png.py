@@ -17,16 +17,18 @@ A mode Pillow cannot convert (e.g. "La") is an `InputError` naming the file too.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engines import limits
 from engines.atomic import atomic_path
 from engines.errors import InputError
 
-MAX_PIXELS = 40_000_000  # refuse images bigger than this (decompression bombs)
+MAX_PIXELS = limits.MAX_IMAGE_PIXELS  # width x height from the header, checked before decoding
 
 
 @dataclass
@@ -38,23 +40,25 @@ class LoadedImage:
 
 def _open(path: str | os.PathLike, what: str) -> Image.Image:
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{what} {p} not found")
-    if not p.is_file():
-        raise InputError(f"{what} {p} is not a file")
-    if p.stat().st_size == 0:
-        raise InputError(f"{what} {p} is empty (0 bytes)")
+    # stat() first: a FIFO would block, a name over the OS limit raises OSError, a device never ends
+    limits.check_regular_file(p, what)
     try:
-        with Image.open(p) as im:
+        # Image.open reads only the header; Pillow's own bomb check would warn on stderr there,
+        # ours (below, on the same header size and a lower cap) refuses in one line instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
             w, h = im.size
             if w * h > MAX_PIXELS:
-                raise InputError(f"{what} {p} is {w}x{h} pixels, too large to use")
+                raise InputError(f"{what} {p} is {w}x{h} pixels, too large to use (at most {MAX_PIXELS:,} pixels; "
+                                 "nothing was decoded)")
             im.load()
             return im.copy()
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{what} {p} is too large to use: {exc}") from exc
+        raise InputError(f"{what} {p} is too large to use (more than {MAX_PIXELS:,} pixels; nothing was decoded)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot read {what} {p}: not a readable image (corrupt or truncated?): {detail}") from exc

@@ -11,8 +11,9 @@ from engines import atomic
 from engines.cli import config_from_args
 from engines.cli_common import (check_count, check_out_path, eval_size, print_model_and_seed, print_notes,
                                 refuse_empty_split, sample_paths)
-from engines.errors import InputError
+from engines.errors import InputError, stopped_note
 from engines.generation import resolve_seed
+from engines.limits import check_regular_file
 from engines.progress import Progress
 from engines.registry import ModelInfo
 from engines.text.model import load_text_model
@@ -32,7 +33,10 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     check_out_path(getattr(args, "out", None))  # before any work: nothing generated is lost
     model = load_text_model(info)
     config = config_from_args(args, model.decoding_defaults)
-    check_count(args.count)
+    check_count(args.count, config.seed)
+    if config.strategy == "beam" and args.count != 1:
+        raise InputError(f"--count does not apply to --strategy beam: beam search returns --num-return-sequences "
+                         f"hypotheses (at most --num-beams, {config.num_beams}); leave --count out")
     plan = plan_prompt(model, args.prompt, args.max_new_tokens)
     print_notes(plan.notes)
     seed = resolve_seed(config)
@@ -47,17 +51,44 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
                 "beam_score": beam.score, "stopped_by": stop,
             })
     else:
-        for i in range(args.count):
-            # sample i uses seed + i, so each sample is reproducible on its own (CLI and studio)
-            events = list(stream_tokens(model, plan.ids, config, args.max_new_tokens, seed=seed + i, stop_strings=args.stop, n_alternatives=0))
+        record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
+        paths = sample_paths(args.out, args.count)
+        events: list = []
+
+        def sample_of(i: int, stop_reason: str | None = None) -> dict[str, Any]:
             ids = [e.token_id for e in events]
             text, stop = trim_at_stop(model.tokenizer.decode(ids), args.stop)
             lps = [e.logprob for e in events]
-            samples.append({
+            return {
                 "text": text, "tokens": [e.text for e in events], "token_ids": ids, "logprobs": lps,
-                "total_logprob": float(sum(lps)), "n": len(ids), "seed": seed + i, "stopped_by": stop,
-                "window_slides": events[-1].window_slides if events else 0,
-            })
+                "total_logprob": float(sum(lps)), "n": len(ids), "seed": seed + i, "stopped_by": stop_reason or stop,
+                "window_slides": events[-1].window_slides if events else 0, "path": paths[i],
+            }
+
+        try:
+            for i in range(args.count):
+                # sample i uses seed + i, so each sample is reproducible on its own (CLI and studio)
+                events = []
+                for ev in stream_tokens(model, plan.ids, config, args.max_new_tokens, seed=seed + i,
+                                        stop_strings=args.stop, n_alternatives=0):
+                    events.append(ev)
+                samples.append(sample_of(i))
+                # written as soon as it is done: an interrupt later loses none of the finished samples
+                _write_sample(paths[i], samples[-1], record)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the sample being made too, then stop
+            done = len(samples)
+            if events and done < args.count:
+                samples.append(sample_of(done, "interrupted"))
+                _write_sample(paths[done], samples[-1], record)
+            if args.out is None:  # nothing on disk: the text on stdout is what the user keeps
+                for s in samples:
+                    print(s["text"])
+            where = (f"wrote what was generated so far to {', '.join(str(s['path']) for s in samples)}"
+                     if args.out is not None and samples else "printed what was generated so far" if samples
+                     else "nothing was generated yet")
+            stopped_note(exc, f"after {done} of {args.count} samples: {where}")
+            raise
+        return {**record, "samples": samples}
     record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
     for path, sample in zip(sample_paths(args.out, len(samples)), samples):
         sample["path"] = path
@@ -88,6 +119,8 @@ def read_split(path: str, split: str) -> list[str]:
         if p.is_dir():
             docs = read_documents(p)
             return [d.train_text if split == "train" else d.val_text for d in docs]
+        if p.exists():  # a FIFO would block and /dev/zero never end: refused before opening (missing: below)
+            check_regular_file(p, "data file")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc

@@ -58,6 +58,7 @@ def document_files(path: str | Path) -> list[Path]:
     """The ``*.txt`` files of a folder (sorted by name), or the one file given."""
     p = Path(path)
     if p.is_dir():
+        # is_file() follows links and is false for FIFOs and devices: those are never opened
         files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix == ".txt")
         if not files:
             raise FileNotFoundError(f"{p}: no .txt files")

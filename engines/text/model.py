@@ -3,13 +3,13 @@ lets a Hugging Face Optimum export folder (GPT-2 family) work without a hand-wri
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.card_schema import CardError, printable
 from engines.errors import ModelLoadError
-from engines.registry import ModelInfo
+from engines.registry import ModelInfo, read_json_in_folder
 from engines.text.decoder import DecoderShape, GPTDecoder
 from engines.text.tokenizer import TextTokenizer, load_tokenizer
 
@@ -36,8 +36,9 @@ def shape_from_card(card: dict[str, Any], vocab_size: int) -> DecoderShape:
         n_layer, n_head = int(arch["n_layer"]), int(arch["n_head"])
         head_dim = int(arch.get("head_dim") or int(arch["n_embd"]) // n_head)
         context = int(card.get("context_length") or arch.get("block_size"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f"card of {card.get('id')!r}: architecture lacks n_layer/n_head/n_embd/context_length ({exc})") from exc
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:  # n_head 0 divides by zero
+        raise ModelLoadError(printable(f"card of {card.get('id')!r}: architecture lacks valid n_layer/n_head/n_embd/"
+                                       f"context_length ({type(exc).__name__}: {exc})")) from exc
     return DecoderShape(n_layer, n_head, head_dim, int(arch.get("vocab_size") or vocab_size), context)
 
 
@@ -62,35 +63,42 @@ OPTIMUM_FAMILIES = {"gpt2"}
 
 
 def recognise_optimum_folder(folder: Path, source: str) -> ModelInfo | None:
-    """A folder with model.onnx + config.json (+ tokenizer.json) as Optimum writes it."""
-    config_path, onnx_path = folder / "config.json", folder / "model.onnx"
-    if not (config_path.is_file() and onnx_path.is_file() and (folder / "tokenizer.json").is_file()):
+    """A folder with model.onnx + config.json (+ tokenizer.json) as Optimum writes it.
+
+    The card built here goes through the registry's one schema like any card.json, so absurd
+    sizes in config.json (n_layer 10^9, n_head 0) are refused when listing, not when loading.
+    Every file is read through `read_json_in_folder`: inside the folder, bounded in size and
+    nesting; a broken config makes this folder unusable, with the reason, and nothing else."""
+    if not all((folder / name).is_file() for name in ("config.json", "model.onnx", "tokenizer.json")):
         return None
+    info = ModelInfo(id=folder.name, kind="text", path=folder, card={"foreign": "optimum"}, source=source)
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    family = config.get("model_type")
-    info = ModelInfo(id=folder.name, kind="text", path=folder, card={}, source=source)
-    info.size_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-    if family not in OPTIMUM_FAMILIES:
-        info.problem = f"{config_path}: model_type {family!r} is not supported (supported: {', '.join(sorted(OPTIMUM_FAMILIES))})"
+        config = read_json_in_folder(folder, "config.json", "config.json")
+        gen = read_json_in_folder(folder, "generation_config.json") if (folder / "generation_config.json").is_file() else {}
+        tok_cfg = read_json_in_folder(folder, "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+        for name, value in (("config.json", config), ("generation_config.json", gen), ("tokenizer_config.json", tok_cfg)):
+            if not isinstance(value, dict):
+                raise CardError(f"{name} must hold a JSON object")
+    except (CardError, ModelLoadError, OSError) as exc:
+        info.problem = printable(f"{folder}: {(exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else exc}")
         return info
-    gen_path = folder / "generation_config.json"
-    gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
-    tok_cfg_path = folder / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path.is_file() else {}
-    n_embd, n_head = int(config["n_embd"]), int(config["n_head"])
+    family = config.get("model_type")
+    if family not in OPTIMUM_FAMILIES:
+        info.problem = printable(f"{folder / 'config.json'}: model_type {family!r} is not supported "
+                                 f"(supported: {', '.join(sorted(OPTIMUM_FAMILIES))})")
+        return info
+    n_embd, n_head = config.get("n_embd"), config.get("n_head")
+    arch = {"family": family, "n_layer": config.get("n_layer"), "n_head": n_head, "n_embd": n_embd,
+            "vocab_size": config.get("vocab_size")}
+    if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0:
+        arch["head_dim"] = n_embd // n_head
     info.card = {
         "id": folder.name,
         "kind": "text",
         "name": f"{folder.name} (Optimum {family} export)",
         "description": "Recognised from a Hugging Face Optimum text-generation-with-past export; no card was written.",
-        "architecture": {
-            "family": family, "n_layer": int(config["n_layer"]), "n_head": n_head, "n_embd": n_embd,
-            "head_dim": n_embd // n_head, "vocab_size": int(config["vocab_size"]),
-        },
-        "context_length": int(config.get("n_positions") or config.get("n_ctx") or 1024),
+        "architecture": arch,  # checked (types, ranges, KV-cache size) by the card schema
+        "context_length": config.get("n_positions") or config.get("n_ctx") or 1024,
         "files": {"decoder": "model.onnx", "tokenizer": "tokenizer.json"},
         "tokenizer": {
             "type": "hf", "file": "tokenizer.json",
@@ -107,4 +115,3 @@ def recognise_optimum_folder(folder: Path, source: str) -> ModelInfo | None:
     }
     info.parameters = None
     return info
-

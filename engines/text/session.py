@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from engines import limits
 from engines.decoding import beam_search
 from engines.decoding.config import DecodingConfig
 from engines.errors import DecodingError, InputError
@@ -24,7 +25,7 @@ from engines.generation import generate_steps
 from engines.text.decoder import KVBeamScorer, KVCacheStepModel, score_tokens
 from engines.text.model import TextModel
 
-MAX_NEW_TOKENS = 100_000  # a sanity cap: the window slides, so only time limits length
+MAX_NEW_TOKENS = limits.MAX_NEW_TOKENS  # the cap lives in engines.limits with the others
 
 
 @dataclass(frozen=True)

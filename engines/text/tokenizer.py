@@ -10,10 +10,32 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from engines.card_schema import printable
 from engines.errors import InputError, ModelLoadError
+from engines.registry import resolve_in_folder
+
+
+# A str can hold code points no encoding can write: lone surrogates, and the bytes the shell
+# passed that were not UTF-8 (Python keeps each as U+DC80..U+DCFF, "surrogateescape").
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(text: str, what: str = "the text") -> None:
+    """InputError naming the first position of `text` that is not a character (see _SURROGATE).
+    Every tokenizer calls it first, so each refuses such text the same way, in one line."""
+    m = _SURROGATE.search(text)
+    if m is None:
+        return
+    code, pos = ord(m.group()), m.start() + 1
+    if 0xDC80 <= code <= 0xDCFF:
+        raise InputError(f"{what} is not valid UTF-8: byte 0x{code - 0xDC00:02x} at character {pos} is not part of "
+                         "a character (save or pass the text as UTF-8)")
+    raise InputError(f"{what} holds a lone surrogate U+{code:04X} at character {pos}, which is not a character: "
+                     "remove it")
 
 
 class TextTokenizer(Protocol):
@@ -43,6 +65,7 @@ class CharTokenizer:
         self.eos_id = None
 
     def encode(self, text: str) -> list[int]:
+        check_encodable(text)
         unknown = sorted({c for c in text if c not in self.index})
         if unknown:
             shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -79,7 +102,10 @@ class HFTokenizer:
         try:
             self.tk = Tokenizer.from_file(str(path))
         except Exception as exc:
-            raise ModelLoadError(f"{path}: cannot be read as a tokenizer.json ({exc})") from exc
+            # The library's message may quote the file ("unknown variant `...`"): keep the position only.
+            where = re.search(r"line \d+ column \d+", str(exc))
+            raise ModelLoadError(printable(f"{path}: cannot be read as a tokenizer.json"
+                                           f"{' (error at ' + where.group(0) + ')' if where else ''}")) from None
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
         self.byte_level = "ByteLevel" in json.dumps(spec.get("decoder") or {}) or "ByteLevel" in json.dumps(
             spec.get("pre_tokenizer") or {}
@@ -96,6 +122,7 @@ class HFTokenizer:
         self.eos_id = self.tk.token_to_id(eos_tok) if eos_tok else None
 
     def encode(self, text: str) -> list[int]:
+        check_encodable(text)  # the tokenizers library raises a bare TypeError on a surrogate
         ids = self.tk.encode(text, add_special_tokens=False).ids
         if not self.byte_level:
             unk = self.tk.token_to_id("[UNK]") if self.tk.token_to_id("[UNK]") is not None else self.tk.token_to_id("<unk>")
@@ -127,8 +154,9 @@ def load_tokenizer(folder: Path, card: dict[str, Any]) -> TextTokenizer:
     kind = spec.get("type")
     if kind == "char":
         return CharTokenizer(spec.get("vocab", []))
+    # The file a card names is opened only inside the model folder (symlinks followed).
     if kind in ("hf", "bpe"):
-        return HFTokenizer(folder / spec.get("file", "tokenizer.json"), spec)
+        return HFTokenizer(resolve_in_folder(folder, spec.get("file", "tokenizer.json"), "tokenizer.file"), spec)
     if (folder / "tokenizer.json").is_file():
-        return HFTokenizer(folder / "tokenizer.json", spec)
+        return HFTokenizer(resolve_in_folder(folder, "tokenizer.json", "tokenizer file"), spec)
     raise ModelLoadError(f"{folder}: the card names no tokenizer (tokenizer.type 'char' or 'hf')")

@@ -52,8 +52,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_path: str | Path | None
                                   min_frequency=2, show_progress=False)
     tok.train_from_iterator(list(texts), trainer=trainer)
     if out_path is not None:
+        from engines.atomic import atomic_path
+
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        tok.save(str(out_path))
+        with atomic_path(out_path) as tmp:  # an interrupted run leaves the old tokenizer.json or none
+            tok.save(str(tmp))
     return tok
 
 

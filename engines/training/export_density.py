@@ -69,19 +69,32 @@ def _atomic_folder(out: Path, write) -> None:
     """Run write(tmp_folder), then put tmp_folder in place of `out` (replacing an old export)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is readable like any other
+    tmp = None
     try:
+        with atomic.deferred_signals():  # no interrupt between "the folder exists" and "we know its name"
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}.", dir=out.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is readable like any other
         write(tmp)
+        for f in tmp.iterdir():  # on disk before the rename: a crash cannot leave empty model files
+            if f.is_file():
+                atomic.fsync_file(f)
         old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
+        with atomic.deferred_signals():  # both renames or neither: never a moment with no model folder
+            if out.exists():
+                old = out.with_name(f".{out.name[:200]}.old-{os.getpid()}")
+                os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                if old is not None:  # put the old export back rather than leave none
+                    os.replace(old, out)
+                raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with atomic.deferred_signals():
+                shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

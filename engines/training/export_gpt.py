@@ -103,7 +103,8 @@ def export_onnx(model: GPT, onnx_path: str | Path, opset: int = OPSET, *, torch_
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         graph = build_decoder_graph(model.state_dict(), n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                                     vocab_size=c.vocab_size, bias=c.bias, attention=attention)
-        onnx.save_model(graph, str(onnx_path))
+        with atomic.atomic_path(onnx_path) as tmp:  # an interrupted export leaves the old file or none
+            onnx.save_model(graph, str(tmp))
         return metadata(model)
     return _export_torch(model, onnx_path, opset)
 
@@ -135,19 +136,22 @@ def _export_torch(model: GPT, onnx_path: str | Path, opset: int) -> dict:
             dynamic_axes[f"present.{i}.{kv}"] = {0: "batch", 2: "past_sequence + sequence"}
 
     wrapper = _CacheWrapper(model).eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper, (input_ids, attention_mask, position_ids, *past), str(onnx_path),
-            input_names=in_names, output_names=out_names, dynamic_axes=dynamic_axes,
-            opset_version=opset, do_constant_folding=True, dynamo=False,
-        )
-    # keep everything in the one file: drop a stray external-data file if any
-    stray = onnx_path.with_name(onnx_path.name + ".data")
-    if stray.exists():
-        m = onnx.load(str(onnx_path), load_external_data=True)
-        onnx.save_model(m, str(onnx_path), save_as_external_data=False)
-        stray.unlink()
+    with atomic.atomic_path(onnx_path) as tmp:  # an interrupted export leaves the old file or none
+        stray = tmp.with_name(tmp.name + ".data")  # external data the exporter may write beside it
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    wrapper, (input_ids, attention_mask, position_ids, *past), str(tmp),
+                    input_names=in_names, output_names=out_names, dynamic_axes=dynamic_axes,
+                    opset_version=opset, do_constant_folding=True, dynamo=False,
+                )
+            # keep everything in the one file: fold a stray external-data file back in
+            if stray.exists():
+                m = onnx.load(str(tmp), load_external_data=True)
+                onnx.save_model(m, str(tmp), save_as_external_data=False)
+        finally:
+            stray.unlink(missing_ok=True)
     return metadata(model)
 
 
@@ -284,7 +288,7 @@ def write_tokenizer(ck: dict, path: Path) -> None:
     text = tok.get("json")
     if text is None:
         text = Path(tok["path"]).read_text(encoding="utf-8")
-    path.write_text(text, encoding="utf-8")
+    atomic.write_text(path, text)
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, model_id: str | None = None,

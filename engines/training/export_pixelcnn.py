@@ -70,17 +70,21 @@ def example_inputs(cfg: PixelCNNConfig, batch: int = 2) -> dict[str, tuple[torch
 def _export(module: torch.nn.Module, args: tuple, path: Path, role: str, opset: int) -> None:
     names = IO[role]
     dynamic = {n: {0: "batch"} for n in names["inputs"] + names["outputs"]}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), args, str(path), input_names=names["inputs"], output_names=names["outputs"],
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False)
-    stray = path.with_name(path.name + ".data")
-    if stray.exists():  # keep the weights inside the one file
-        import onnx
+    with atomic.atomic_path(path) as tmp:  # an interrupted export leaves the old file or none
+        stray = tmp.with_name(tmp.name + ".data")  # external data the exporter may write beside it
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module.eval(), args, str(tmp), input_names=names["inputs"],
+                                  output_names=names["outputs"], dynamic_axes=dynamic, opset_version=opset,
+                                  do_constant_folding=True, dynamo=False)
+            if stray.exists():  # keep the weights inside the one file
+                import onnx
 
-        m = onnx.load(str(path), load_external_data=True)
-        onnx.save_model(m, str(path), save_as_external_data=False)
-        stray.unlink()
+                m = onnx.load(str(tmp), load_external_data=True)
+                onnx.save_model(m, str(tmp), save_as_external_data=False)
+        finally:
+            stray.unlink(missing_ok=True)
 
 
 def export_onnx(model: PixelCNN, out_dir: str | Path, opset: int = OPSET) -> dict[str, Path]:

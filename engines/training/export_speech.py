@@ -62,8 +62,8 @@ def export_prior(prior: MelPrior, path: Path) -> None:
     B = 2
     example = (torch.randn(B, c.n_mels) - 8.0, torch.tensor([0.0, 3.0]), torch.tensor([1, c.none_digit]),
                torch.tensor([0, c.none_speaker]), torch.randn(c.n_layers, B, c.hidden) * 0.1)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
+    # checked before it replaces `path`: a failed check or an interrupt leaves the old file or none
+    with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(step, example, str(tmp), dynamo=False, input_names=PRIOR_IO["inputs"],
                           output_names=PRIOR_IO["outputs"], opset_version=17,
@@ -71,15 +71,14 @@ def export_prior(prior: MelPrior, path: Path) -> None:
                                         "speaker": {0: "batch"}, "state": {1: "batch"}, "logit_pi": {0: "batch"},
                                         "mean": {0: "batch"}, "scale": {0: "batch"}, "stop_logit": {0: "batch"},
                                         "state_out": {1: "batch"}})
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {n: v.numpy() for n, v in zip(PRIOR_IO["inputs"], example)})
-    with torch.no_grad():
-        want = step(*example)
-    worst = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
-    if worst > 1e-3:
-        tmp.unlink()
-        raise RuntimeError(f"prior_step.onnx differs from torch by {worst:g}")
-    tmp.replace(path)
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {n: v.numpy() for n, v in zip(PRIOR_IO["inputs"], example)})
+        del sess  # Windows cannot rename a file a session still holds open
+        with torch.no_grad():
+            want = step(*example)
+        worst = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+        if worst > 1e-3:
+            raise RuntimeError(f"prior_step.onnx differs from torch by {worst:g}")
 
 
 def _finite(value, scale: float = 1.0):

@@ -64,7 +64,8 @@ def export_onnx(model: WaveNet, out_dir: str | Path, block: int = DEFAULT_BLOCK)
     paths = {}
     for role, graph in graphs.items():
         paths[role] = out / FILES[role]
-        onnx.save_model(graph, str(paths[role]))  # plain writes (0644), like the other exporters
+        with atomic.atomic_path(paths[role]) as tmp:  # an interrupted export leaves the old file or none
+            onnx.save_model(graph, str(tmp))
     return paths
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,9 +12,10 @@ import torch
 
 def save_checkpoint(obj: dict, path: Path) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from engines.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # flushed before the rename; an interrupt leaves no temporary file
+        torch.save(obj, tmp)
 
 
 def append_log(path: Path, record: dict) -> None:

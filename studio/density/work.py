@@ -312,9 +312,20 @@ class ScoreDone:
     rows: tuple[ModelScore, ...] = field(default_factory=tuple)
 
 
-def score_one(request: ScoreRequest, pixels: np.ndarray) -> ModelScore:
-    """One comparison row (raises on failure; `score_events` turns that into the row's error)."""
-    model = load_model(request.info)
+@dataclass(frozen=True)
+class ScoreStep:
+    """A scoring is under way: one model loaded, or scored. Nothing to show; it is a point where
+    the worker can stop (a stop takes effect at the next yield), so a close or a new scoring
+    never waits for more than one model's load."""
+
+    model_id: str
+    stage: str  # "loaded" | "scored"
+
+
+def score_one(request: ScoreRequest, pixels: np.ndarray, model: Any = None) -> ModelScore:
+    """One comparison row (raises on failure; `score_events` turns that into the row's error);
+    `model` is the request's model already loaded, if it is."""
+    model = load_model(request.info) if model is None else model
     h, w = pixels.shape
     if request.family == "pixelcnn":
         from engines.image.sampler import score_images
@@ -344,15 +355,24 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def score_events(requests: Sequence[ScoreRequest], pixels: np.ndarray, key: tuple = ()) -> Iterator[ScoreDone]:
-    """Score `pixels` (H, W) with every requested model; one ScoreDone with a row per request."""
+def score_events(requests: Sequence[ScoreRequest], pixels: np.ndarray,
+                 key: tuple = ()) -> Iterator[ScoreStep | ScoreDone]:
+    """Score `pixels` (H, W) with every requested model: a ScoreStep after each model's load and
+    after its scoring (where a stop takes effect), then one ScoreDone with a row per request."""
     pixels = np.asarray(pixels, np.uint8).copy()
     rows = []
     for req in requests:
         try:
-            rows.append(score_one(req, pixels))
+            model = load_model(req.info)
         except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
             rows.append(ModelScore(req.family, req.info.id, req.ordering, req.k, error=_message(exc)))
+            continue
+        yield ScoreStep(req.info.id, "loaded")
+        try:
+            rows.append(score_one(req, pixels, model))
+        except Exception as exc:  # noqa: BLE001 - one broken model must not hide the others
+            rows.append(ModelScore(req.family, req.info.id, req.ordering, req.k, error=_message(exc)))
+        yield ScoreStep(req.info.id, "scored")
     yield ScoreDone(pixels, tuple(key), tuple(rows))
 
 

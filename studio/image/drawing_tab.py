@@ -168,6 +168,9 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
             return None
         if self.runner.is_busy():
             self.stop()
+            # The tab forgets the run it stops here, so that run's end never reaches `_on_end`,
+            # which would give the canvas back: give it back now (else it stays read-only).
+            self._release_canvas()
         geometry = self._geometries.get(model_id) if model_id else None
         old, self._model_id = self.geom, model_id
         if geometry is None:
@@ -336,6 +339,12 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
     def _schedule_score(self) -> None:
         if self._closed or self.geom is None or self._model_id not in self._infos:
             return
+        if not self.isVisible():
+            # Hidden (another tab is shown, or the window is not yet): the scoring waits until the
+            # tab is shown (RescoringMixin.showEvent), so a tab nobody looks at loads no models,
+            # takes no CPU from the one in use, and holds up no close.
+            self._score_deferred = True
+            return
         self._watch_window()
         if not self.runner.is_busy():
             self._score_timer.start()
@@ -351,6 +360,12 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
         self.canvas.set_editable(False)
         self._reads_as_waiting()
         return cancel
+
+    def _release_canvas(self) -> None:
+        """The canvas is the user's again: no run marker, no pixels pending, editable."""
+        self.canvas.set_marker(None)
+        self.canvas.set_pending(None)
+        self.canvas.set_editable(True)
 
     def _on_error(self, run, message: str) -> None:
         if run is not self.run:

@@ -259,8 +259,27 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             fallback=PREFERRED["made"])  # the shipped MADE first: it does everything the tab offers
         self._show_models_found(bool(self._infos), EMPTY_TEXT, problems)
         self._find_reader(models)
+        if self._run_outlives_refresh():
+            # A models folder added or removed while a run goes on, and the model being run is
+            # still the chosen one, as it was: the run carries on (stopping it left the canvas
+            # read-only before). Only the comparison is rebuilt; it is scored when the run ends.
+            self._configure_k()
+            self._setup_comparison()
+            self.comparison.set_stale(True)
+            self._update_buttons()
+            self._update_status()
+            return
         self._model_id = None  # the comparison's models may have changed: rebuild it
         self._model_changed()
+
+    def _run_outlives_refresh(self) -> bool:
+        """A run is going on the model still chosen after the relisting, the same folder and size."""
+        run, model_id = self.run, self._model_id
+        if run is None or not self.runner.is_busy() or model_id is None:
+            return False
+        info = self._infos.get(model_id)
+        return (self.model_combo.currentData() == model_id and info is not None and info.path == run.info.path
+                and self._geometries.get(model_id) == self.geom)
 
     def family(self) -> str | None:
         return self._families.get(self._model_id) if self._model_id else None

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from engines.card_metrics import human_size, key_metrics
+from engines.card_schema import printable
 
 from engines.errors import ChainruleError
 from studio.card_summary import card_html
@@ -223,11 +224,12 @@ class ModelsView(QWidget):
             # The registry lists broken models too, with the reason, instead of hiding them.
             problem = getattr(info, "problem", None)
             cells = [
-                (info.id, None),
-                (info.kind, None),
+                # Ids and kinds come from the card: escaped, so a newline or ESC cannot fake a row.
+                (printable(info.id), None),
+                (printable(info.kind), None),
                 (format_count(info.parameters), info.parameters),
                 (human_size(info.size_bytes), info.size_bytes),
-                (key_metrics(info.metrics) or "—", None),
+                (printable(key_metrics(info.metrics) or "—"), None),
                 (provider if problem is None else "—", None),
                 ("ready" if problem is None else "cannot load", None),
             ]
@@ -239,7 +241,7 @@ class ModelsView(QWidget):
                 if col == 0:
                     # The row's model id, whatever the sort order: used to find its card.
                     item.setData(Qt.ItemDataRole.UserRole + 1, info.id)
-                    item.setToolTip(str(info.path))
+                    item.setToolTip(printable(str(info.path)))
                 elif col == 4 and info.metrics:
                     item.setToolTip(json.dumps(info.metrics, indent=2, default=str))
                 elif col == 5 and reason:
@@ -273,7 +275,7 @@ class ModelsView(QWidget):
             self.summary.clear()
             self.card_title.setText("Model card")
             return
-        self.card_title.setText(f"Model card — {info.id}  ({Path(info.path)})")
+        self.card_title.setText(printable(f"Model card — {info.id}  ({Path(info.path)})"))
         text = json.dumps(info.card, indent=2, ensure_ascii=False, default=str)
         problem = getattr(info, "problem", None)
         if problem:

@@ -224,7 +224,7 @@ class CompareView(QWidget):
                     f"{'' if i == 0 else chr(10) + chr(10)}beam {i + 1}: score {b.score:.3f} · "
                     f"log p {b.total_logprob:.3f} nats · {len(b.records)} tokens\n")
                 col.view.append_records(list(b.records))
-            col.view.verticalScrollBar().setValue(0)  # beam 1 first
+            col.view.scroll_to_top()  # beam 1 first, and it stays there while the rest is rendered
             col.info.setText(
                 f"{html.escape(col.chain)} · {len(ev.beams)} beams<br>best: <b>log p = {ev.total_logprob:.3f} nats</b>"
                 f" · {ev.n_tokens} tokens")

@@ -4,6 +4,14 @@ Tokens are appended as they arrive (`append_records`), each as one run of text w
 background colour and an anchor holding its index, so a batch from the worker costs a few
 cursor inserts, not a re-render. Hovering a token shows its numbers and the top alternatives
 before and after the sampler chain; clicking one emits `tokenClicked(index, global_pos)`.
+
+Whatever the length, no call takes the UI thread for long: what is to be shown is queued and
+put in the document a bounded slice per event-loop turn (at most `TOKENS_PER_TURN` tokens and
+about `TURN_BUDGET_S` of work, then the rest on the next turn), so showing a 10,000-token
+branch or a beam column is many short turns, not one long stall. A colour-mode change
+recolours the tokens in place (their text and places stay), the visible ones first, in
+slices the same way. `records()` and `plain_text()` are the whole content at once;
+`is_rendering()` says whether slices are still to come, `finish_rendering()` does them now.
 """
 
 from __future__ import annotations
@@ -12,7 +20,11 @@ import html
 import math
 from typing import Sequence
 
-from PySide6.QtCore import QEvent, QPoint, Qt, Signal
+import time
+from bisect import bisect_right
+from collections import deque
+
+from PySide6.QtCore import QEvent, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QTextEdit, QToolTip, QWidget
 
@@ -20,6 +32,11 @@ from studio.text.colours import colour_for, legend_caption, legend_entries, lege
 
 PROMPT_COLOUR = "#6b7280"
 NEWLINE_MARK = "↵"
+# One event-loop turn's share of rendering: a token costs 15-90 us to insert or recolour (more on a
+# loaded machine), so 256 of them or ~12 ms of work, whichever comes first, keeps a turn well under
+# the 50 ms at which a window feels stuck, and a 10,000-token branch is on screen within a second.
+TOKENS_PER_TURN = 256
+TURN_BUDGET_S = 0.012
 
 
 def visible(text: str) -> str:
@@ -97,9 +114,26 @@ class TokenView(QTextEdit):
         self._mode = mode
         self._records: list = []
         self._prefix = ""
-        self._items: list[tuple[str, object]] = []  # ("prefix"|"heading"|"token", payload) in order
+        # In order: ["prefix", text], ["heading", text] or ["tokens", first, stop) for a run of
+        # tokens (one item per run, not per token: a 10,000-token branch allocates next to nothing).
+        self._items: list[list] = []
         self._press: QPoint | None = None
         self._formats: dict[tuple[str | None, bool], QTextCharFormat] = {}
+        self._n_rendered_items = 0  # _items[:this] are in the document
+        self._spans: list[tuple[int, int]] = []  # document (start, end) of each rendered token
+        self._restyle: deque[list[int]] = deque()  # [next, stop) token ranges still in the old colours
+        self._turns = 0  # event-loop turns spent rendering since the last content change (for tests)
+        # Whether new text keeps the view scrolled to its end: true until the user scrolls away
+        # from the end (or `scroll_to_top`), true again once they scroll back to it. Kept as a flag,
+        # not read off the scroll bar at each slice: a slice landing before the text fills the view
+        # would otherwise take a view the user (or a caller) put at the top down to the end.
+        self._stick_to_end = True
+        self._auto_scrolling = False
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
+        self._timer = QTimer(self)  # the next slice, at the next event-loop turn
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._next_turn)
 
     # --- content -------------------------------------------------------------------------
     def records(self) -> list:
@@ -109,56 +143,179 @@ class TokenView(QTextEdit):
         return self._mode
 
     def set_mode(self, mode: str) -> None:
-        if mode != self._mode:
-            self._mode = mode
-            self._rerender()
+        """Colour the tokens by `mode`: the ones on screen at once, the others a slice a turn."""
+        if mode == self._mode:
+            return
+        self._mode = mode  # tokens not yet rendered get it when they are
+        n = len(self._spans)
+        if n:
+            first = self._first_visible_token()
+            self._restyle = deque([[first, n], [0, first]] if first else [[0, n]])
+            self._turns = 0
+            self._work()
 
     def plain_text(self) -> str:
         """The exact text shown: the prefix, then every token's own text (no marks)."""
         return self._prefix + "".join(r.text for r in self._records)
 
     def clear_tokens(self) -> None:
-        self._records, self._items, self._prefix = [], [], ""
-        self.clear()
+        self._reset()
 
     def set_content(self, prefix: str, records: Sequence) -> None:
-        """Replace everything: `prefix` in grey, then the coloured tokens."""
-        self._records, self._items, self._prefix = [], [], ""
-        self.clear()
+        """Replace everything: `prefix` in grey, then the coloured tokens (a slice a turn)."""
+        self._reset()
         self.set_prefix(prefix)
         self.append_records(records)
 
     def set_prefix(self, text: str) -> None:
         self._prefix += text
-        self._items.append(("prefix", text))
-        self._insert_plain(text, PROMPT_COLOUR, bold=False)
+        self._items.append(["prefix", text])
+        self._work()
 
     def append_heading(self, text: str) -> None:
-        self._items.append(("heading", text))
-        self._insert_plain(text, PROMPT_COLOUR, bold=True)
+        self._items.append(["heading", text])
+        self._work()
 
     def append_records(self, records: Sequence) -> None:
         if not records:
             return
-        bar = self.verticalScrollBar()
-        at_end = bar.value() >= bar.maximum() - 4
+        n = len(self._records)
+        self._records.extend(records)
+        last = self._items[-1] if self._items else None
+        if last is not None and last[0] == "tokens" and self._n_rendered_items < len(self._items):
+            last[2] = len(self._records)  # the run still being rendered grows
+        else:
+            self._items.append(["tokens", n, len(self._records)])
+        self._work()
+
+    # --- rendering, a slice per event-loop turn ---------------------------------------------
+    def is_rendering(self) -> bool:
+        """Content or colours are still to be put in the document (at the next turns)."""
+        return self._n_rendered_items < len(self._items) or bool(self._restyle)
+
+    def rendered_tokens(self) -> int:
+        """How many tokens are in the document now (the others are queued)."""
+        return len(self._spans)
+
+    def render_turns(self) -> int:
+        """Event-loop turns spent rendering or recolouring since the last such change."""
+        return self._turns
+
+    def finish_rendering(self) -> None:
+        """Render and recolour everything still queued, now (for an export or a test)."""
+        while self.is_rendering():
+            self._work(budget_s=math.inf, max_tokens=len(self._records) + len(self._spans) + 1, queued=False)
+        self._timer.stop()
+
+    def scroll_to_top(self) -> None:
+        """Show the beginning, and stay there while the rest is rendered."""
+        self._stick_to_end = False
+        self._auto_scroll(0)
+
+    def _scrolled(self, value: int) -> None:
+        if not self._auto_scrolling:  # the user moved it
+            self._stick_to_end = value >= self.verticalScrollBar().maximum() - 4
+
+    def _auto_scroll(self, value: int) -> None:
+        self._auto_scrolling = True
+        try:
+            self.verticalScrollBar().setValue(value)
+        finally:
+            self._auto_scrolling = False
+
+    def _reset(self) -> None:
+        self._timer.stop()
+        self._records, self._items, self._prefix = [], [], ""
+        self._n_rendered_items, self._spans, self._restyle, self._turns = 0, [], deque(), 0
+        self._auto_scrolling = True  # clearing moves the bar: not the user
+        try:
+            self.clear()
+        finally:
+            self._auto_scrolling = False
+        self._stick_to_end = True
+
+    def _next_turn(self) -> None:
+        self._work(queued=False)
+
+    def _work(self, budget_s: float = TURN_BUDGET_S, max_tokens: int = TOKENS_PER_TURN, queued: bool = True) -> None:
+        """One turn's slice: render queued items, then recolour, until the slice is used up; the
+        rest is left for the next turn (the timer), so the event loop runs in between. Called
+        for new content (`queued`) while a slice already waits for the next turn, it adds
+        nothing to this one: several calls in one turn (a beam column: a heading and its tokens
+        per beam) share one slice, not one each."""
+        if not self.is_rendering() or (queued and self._timer.isActive()):
+            return
+        self._turns += 1
+        deadline = time.perf_counter() + budget_s
+        left = max_tokens
+        while left > 0 and time.perf_counter() < deadline:
+            if self._n_rendered_items < len(self._items):
+                left -= self._render_slice(min(left, 32))
+            elif self._restyle:
+                left -= self._restyle_slice(min(left, 32))
+            else:
+                break
+        if self.is_rendering():
+            self._timer.start()
+
+    def _render_slice(self, max_tokens: int) -> int:
+        """Put the next queued items in the document (up to `max_tokens` tokens, the headings and
+        prefixes among them); the number of tokens put in (at least 1 item is always rendered)."""
         cursor = QTextCursor(self.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.beginEditBlock()
-        for r in records:
-            self._items.append(("token", len(self._records)))
-            self._insert_token(cursor, r, len(self._records))
-            self._records.append(r)
+        items, records, spans, done = self._items, self._records, self._spans, 0
+        i = self._n_rendered_items
+        while i < len(items) and done < max_tokens:
+            item = items[i]
+            if item[0] == "tokens":
+                first = len(spans)  # tokens are rendered in order: the next one is the next in the run
+                stop = min(item[2], first + max_tokens - done)
+                for t in range(first, stop):
+                    start = cursor.position()
+                    self._insert_token(cursor, records[t], t)
+                    spans.append((start, cursor.position()))
+                done += stop - first
+                if stop < item[2]:
+                    break  # the slice is used up in the middle of this run
+            else:
+                self._insert_plain(cursor, item[1], PROMPT_COLOUR, bold=item[0] == "heading")
+            i += 1
+        self._n_rendered_items = i
         cursor.endEditBlock()
-        if at_end:
-            bar.setValue(bar.maximum())
+        if self._stick_to_end:
+            self._auto_scroll(self.verticalScrollBar().maximum())
+        return max(1, done)
+
+    def _restyle_slice(self, max_tokens: int) -> int:
+        """Recolour the next tokens still in an old mode's colours (their text stays where it is)."""
+        span = self._restyle[0]
+        stop = min(span[1], span[0] + max_tokens)
+        cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
+        for i in range(span[0], stop):
+            start, end = self._spans[i]
+            cursor.setPosition(start)
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            cursor.setCharFormat(self._token_format(self._records[i], i))
+        cursor.endEditBlock()
+        done = stop - span[0]
+        span[0] = stop
+        if span[0] >= span[1]:
+            self._restyle.popleft()
+        return max(1, done)
+
+    def _first_visible_token(self) -> int:
+        """The index of the first rendered token at or after the top of the viewport."""
+        pos = self.cursorForPosition(QPoint(0, 0)).position()
+        i = bisect_right([s for s, _e in self._spans], pos) - 1
+        return min(max(0, i), max(0, len(self._spans) - 1))
 
     # --- internals -------------------------------------------------------------------------
-    def _insert_plain(self, text: str, colour: str, bold: bool) -> None:
+    @staticmethod
+    def _insert_plain(cursor: QTextCursor, text: str, colour: str, bold: bool) -> None:
         if not text:
             return
-        cursor = QTextCursor(self.document())
-        cursor.movePosition(QTextCursor.MoveOperation.End)
         fmt = QTextCharFormat()
         fmt.setForeground(QColor(colour))
         if bold:
@@ -184,32 +341,13 @@ class TokenView(QTextEdit):
             self._formats[key] = fmt
         return fmt
 
-    def _insert_token(self, cursor: QTextCursor, record, index: int) -> None:
+    def _token_format(self, record, index: int) -> QTextCharFormat:
         fmt = QTextCharFormat(self._base_format(colour_for(record, self._mode), bool(getattr(record, "picked", False))))
         fmt.setAnchorHref(str(index))
-        cursor.insertText(display_text(record.text), fmt)
+        return fmt
 
-    def _rerender(self) -> None:
-        items, records, prefix = self._items, self._records, self._prefix
-        self.setUpdatesEnabled(False)
-        try:
-            self.clear()
-            self._items, self._records, self._prefix = [], [], ""
-            run: list = []  # consecutive tokens go in with one cursor and one edit block
-            for kind, payload in items:
-                if kind == "token":
-                    run.append(records[payload])
-                    continue
-                self.append_records(run)
-                run = []
-                if kind == "prefix":
-                    self.set_prefix(payload)
-                else:
-                    self.append_heading(payload)
-            self.append_records(run)
-        finally:
-            self.setUpdatesEnabled(True)
-        assert self._prefix == prefix
+    def _insert_token(self, cursor: QTextCursor, record, index: int) -> None:
+        cursor.insertText(display_text(record.text), self._token_format(record, index))
 
     def index_at(self, pos: QPoint) -> int | None:
         href = self.anchorAt(pos)
