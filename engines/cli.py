@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig, unused_reason, unused_settings
 from engines.card_schema import printable
-from engines.errors import ChainruleError, DecodingError
+from engines.errors import ChainruleError, DecodingError, file_fault
 
 # kind -> module implementing generate/score/evaluate/bench for that kind of model.
 MODALITY_COMMANDS = {
@@ -204,8 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="average negative log-likelihood on a data set")
     _add_model_arguments(p)
-    p.add_argument("--data", required=True, help="data file (text, .npz)")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    # No defaults here (None): a flag the chosen --task does not read is refused only if it was given
+    # (`refuse_unused_flags`); --data is required where it is read, --split is "test" unless given.
+    p.add_argument("--data", help="data file (text, .npz); required by --task likelihood (the default) and "
+                                  "resynthesis; --task recognition of a label-conditioned image model: test "
+                                  "images to complete (optional)")
+    p.add_argument("--split", choices=("train", "val", "test"), help="default: test")
+    p.set_defaults(usage_parser=p)
     p.add_argument("--limit", type=int, help="first N examples of the split, in order")
     p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
     p.add_argument("--task", choices=("likelihood", "generation", "resynthesis", "recognition"),
@@ -299,12 +304,22 @@ _TASK_FLAGS = {
     "seeds": ("generation", "recognition"),
     "limit": (None, "likelihood", "resynthesis"),
     "ensemble": (None, "likelihood"),
+    "data": (None, "likelihood", "resynthesis", "recognition"),  # recognition: label-conditioned image models only
+    "split": (None, "likelihood", "resynthesis"),
 }
+# --task values that measure a data set: `eval` needs --data for them.
+_DATA_TASKS = (None, "likelihood", "resynthesis")
+
+
+def _either(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def refuse_unused_flags(args: argparse.Namespace, model) -> None:
     """ChainruleError for the first option of `_KIND_FLAGS` given for a kind of model that does not use it,
-    then for the first of `_TASK_FLAGS` that the chosen --task does not read."""
+    then for the first of `_TASK_FLAGS` that the chosen --task does not read (--data and --split have no
+    parser defaults, so given ones are told from absent ones), then for --data given to a density model's
+    recognition. (An unconditional image model's recognition refuses --data itself: that needs its card.)"""
     for name, (kinds, use) in _KIND_FLAGS.items():
         if getattr(args, name, None) is not None and model.kind not in kinds:
             flag = "--" + name.replace("_", "-")
@@ -317,8 +332,21 @@ def refuse_unused_flags(args: argparse.Namespace, model) -> None:
         if getattr(args, name, None) is not None and task not in tasks:
             shown = "likelihood (the default)" if task is None else task
             raise ChainruleError(f"--{name} does not apply to --task {shown}: it is read only by --task "
-                                 f"{' or '.join(t or 'likelihood' for t in tasks if t != 'likelihood')}; "
+                                 f"{_either([t or 'likelihood' for t in tasks if t != 'likelihood'])}; "
                                  f"leave --{name} out")
+    if task == "recognition" and getattr(args, "data", None) is not None and model.kind == "density":
+        raise ChainruleError(f"--data does not apply to --task recognition of {model.id}, "
+                             f"{_KIND_WORDS.get(model.kind, model.kind + ' model')}: its recognition reads only its "
+                             "own samples (test images are completed for label-conditioned image models only); "
+                             "leave --data out")
+
+
+def _check_eval_data(args: argparse.Namespace) -> None:
+    """A usage error (exit 2) when the --task measures a data set and --data is missing."""
+    task = getattr(args, "task", None)
+    if args.data is None and task in _DATA_TASKS:
+        args.usage_parser.error(f"--task {task or 'likelihood'}{' (the default)' if task is None else ''} "
+                                "measures a data set: the argument --data is required")
 
 
 def cmd_modality(args: argparse.Namespace) -> int:
@@ -327,6 +355,8 @@ def cmd_modality(args: argparse.Namespace) -> int:
     kind = args.modality if args.command == "generate" else None
     if kind is not None:
         config_from_args(args, refuse_unused=False)  # bad values before any model work (the card's strategy: later)
+    if args.command == "eval":
+        _check_eval_data(args)
     model = get_model(args.model, args.models_dir)
     if model.kind == "classifier":
         modality = model.card.get("modality") if model.card.get("modality") in ("audio", "image") else "audio|image"
@@ -336,6 +366,8 @@ def cmd_modality(args: argparse.Namespace) -> int:
         raise ChainruleError(f"model {model.id!r} is a {model.kind} model; use `chainrule generate {model.kind if model.kind != 'density' else 'image'}`")
     if kind is None:
         refuse_unused_flags(args, model)
+    if args.command == "eval" and args.split is None and args.task in _DATA_TASKS:
+        args.split = "test"  # the default, once it is known that the task reads a split
     module = _modality_module(model.kind)
     action = {"generate": "generate", "score": "score", "eval": "evaluate"}[args.command]
     result = getattr(module, action)(args, model)
@@ -364,7 +396,7 @@ def write_card_metric(model, key: str, values: dict[str, Any], command: str) -> 
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ChainruleError(f"cannot record metrics: {card_path} is not readable JSON ({exc}); "
+        raise ChainruleError(f"cannot record metrics: {card_path} is not readable JSON ({file_fault(exc)}); "
                              "fix or restore the card first") from exc
     if not isinstance(card, dict) or not isinstance(card.get("metrics", {}), dict):
         raise ChainruleError(f"cannot record metrics: {card_path} is not a JSON object with a 'metrics' object")
@@ -382,9 +414,9 @@ def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> N
     """Write an eval result into the model's card, keyed by data file and split, with its command."""
     from pathlib import Path
 
-    key = f"{Path(args.data).stem}/{args.split}" + (f"/first{args.limit}" if args.limit else "")
-    key += f"/k{args.ensemble}" if getattr(args, "ensemble", None) else ""  # MADE: one entry per ensemble size
     task = getattr(args, "task", None)
+    key = f"{Path(args.data or '').stem}/{args.split or 'test'}" + (f"/first{args.limit}" if args.limit else "")
+    key += f"/k{args.ensemble}" if getattr(args, "ensemble", None) else ""  # MADE: one entry per ensemble size
     if task == "generation":  # speech: recognition of its own samples (no data split is read)
         key = "generation/recognised"
     elif task == "recognition":  # images: the recogniser reading samples (and test-split completions)

@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from engines.errors import ChainruleError, ModelLoadError
+from engines.errors import ChainruleError, ModelLoadError, file_fault
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -194,8 +194,8 @@ def _check_file(path: Path) -> None:
         raise ModelLoadError(f"{path}: the file is empty (0 bytes)")
     with open(path, "rb") as f:
         first = f.read(1)
-    if first[0] != _ONNX_FIRST_BYTE:
-        raise ModelLoadError(f"{path}: not an ONNX model (unexpected leading byte 0x{first[0]:02x})")
+    if first[0] != _ONNX_FIRST_BYTE:  # its bytes are not shown: a message never quotes a file
+        raise ModelLoadError(f"{path}: not an ONNX model (it does not start as a protobuf ModelProto does)")
 
 
 def _check_io(path: Path, actual: Iterable[str], expected: Iterable[str] | None, what: str) -> None:
@@ -237,8 +237,8 @@ def open_session(
         else:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # ORT raises several types (Fail, InvalidProtobuf, ...)
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: cannot be loaded as an ONNX model (truncated or corrupt?): {detail}") from exc
+        raise ModelLoadError(f"{path}: cannot be loaded as an ONNX model (truncated or corrupt?): "
+                             f"{file_fault(exc)}") from exc
     used = sess.get_providers()
     ms = ModelSession(path=path, session=GuardedSession(sess, path), provider=used[0], cuda_unavailable_reason=_cuda_reason(used, "".join(log)))
     _check_io(path, ms.input_names, expect_inputs, "input(s)")

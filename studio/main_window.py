@@ -6,13 +6,14 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from PySide6.QtCore import QEvent, QSettings, Qt
+from PySide6.QtCore import QEvent, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QTabBar,
     QTabWidget,
     QWidget,
 )
@@ -39,10 +40,21 @@ class PageTabs(QTabWidget):
     the stack only move when the bar's size hint, the number of tabs or the bar's visibility
     change, or when the widget is resized (its resizeEvent lays them out); otherwise only a
     change of the tabs' own size hints is passed on (the window's minimum size), and nothing
-    that did not change is repainted."""
+    that did not change is repainted.
+
+    `switching(index)` is emitted when a tab is chosen, before its page is shown (currentChanged
+    comes after): what the window changes around the page for it (the decoding dock) is in place
+    when the page first gets its size, so a page is not shown at the old size and then resized."""
+
+    switching = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        bar = QTabBar(self)
+        bar.setObjectName("qt_tabwidget_tabbar")  # as QTabWidget's own
+        # connected before QTabWidget connects its own slot (in setTabBar), so it runs first
+        bar.currentChanged.connect(self.switching)
+        self.setTabBar(bar)
         self._laid_out_for: tuple | None = None  # what the bar looked like at the last full layout
         self._hints: tuple | None = None  # the size hints last passed on to the window
 
@@ -98,6 +110,11 @@ class MainWindow(QMainWindow):
         self._dock_wanted = True
         self._placing_dock = False
         self.decoding_dock.visibilityChanged.connect(self._on_dock_visibility)
+        # The dock goes before the new page is shown (switching) and comes back once the old page is
+        # hidden (currentChanged): a page is only ever resized for it while hidden, when resizing costs
+        # nothing. The Audio tab (no dock) is shown again at the width it had and its plots keep the
+        # layout, tick labels and pixmaps they had: no 40-60 ms re-layout and repaint at each switch.
+        self.tabs.switching.connect(lambda i: self._place_decoding_dock(i, hide_only=True))
         self.tabs.currentChanged.connect(self._place_decoding_dock)
 
         self._build_status_bar()
@@ -124,12 +141,14 @@ class MainWindow(QMainWindow):
         if not self._placing_dock and self.isVisible() and not self.isMinimized():
             self._dock_wanted = visible
 
-    def _place_decoding_dock(self, index: int) -> None:
+    def _place_decoding_dock(self, index: int, hide_only: bool = False) -> None:
         widget = self.tabs.widget(index)
         uses = bool(getattr(widget, "uses_decoding_panel", True))
         self._placing_dock = True
         try:
             show = uses and self._dock_wanted
+            if hide_only and show:
+                return
             changed = show != self.decoding_dock.isVisible()
             self.decoding_dock.setVisible(show)
             if changed:

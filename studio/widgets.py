@@ -160,11 +160,19 @@ class SteadyLabel(QWidget):
     only checks the height the text needs at its width (`heightForWidth` for a wrapped label)
     and changes its own fixed height, the one thing its layout must hear about, when that
     changes (a line more or fewer). Put it in the layout instead of the label; the label
-    stays the object to set text on."""
+    stays the object to set text on.
 
-    def __init__(self, label: QLabel, parent: QWidget | None = None) -> None:
+    `reserve`: a text whose height the box keeps even when the label's is smaller (empty, or a
+    line fewer), e.g. "x<br>x" for two lines: a label that comes and goes (a run's totals, a
+    status of one line or two) then moves nothing under or above it. Each move resized the
+    Audio tab's plots, which then laid out and drew their axes again (by 1 pixel, at the start
+    of every run: its totals line filled in)."""
+
+    def __init__(self, label: QLabel, parent: QWidget | None = None, *, reserve: str | None = None) -> None:
         super().__init__(parent)
         self.label = label
+        self._reserve = reserve
+        self._floor: int | None = None  # the reserved height, measured once (after the style applies)
         label.setParent(self)
         self.setSizePolicy(label.sizePolicy().horizontalPolicy(), QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(label.minimumWidth())
@@ -172,8 +180,21 @@ class SteadyLabel(QWidget):
 
     def _needed_height(self) -> int:
         if self.label.hasHeightForWidth():  # word-wrapped: the height its lines need at this width
-            return max(0, self.label.heightForWidth(max(1, self.width())))
-        return self.label.sizeHint().height()
+            return max(self._floor_height(), self.label.heightForWidth(max(1, self.width())))
+        return max(self._floor_height(), self.label.sizeHint().height())
+
+    def _floor_height(self) -> int:
+        if self._reserve is None:
+            return 0
+        if self._floor is None:
+            probe = QLabel(self._reserve)  # styled as the label (its object name), never shown
+            probe.setObjectName(self.label.objectName())
+            probe.setTextFormat(self.label.textFormat())
+            probe.setFont(self.label.font())
+            probe.ensurePolished()
+            self._floor = probe.sizeHint().height()
+            probe.deleteLater()
+        return self._floor
 
     def _fit(self) -> None:
         h = self._needed_height()
@@ -198,9 +219,10 @@ class SteadyLabel(QWidget):
         self._fit()
 
 
-def steady(label: QLabel) -> SteadyLabel:
-    """`label` in a `SteadyLabel`: its new texts do not lay the window out again."""
-    return SteadyLabel(label)
+def steady(label: QLabel, reserve: str | None = None) -> SteadyLabel:
+    """`label` in a `SteadyLabel`: its new texts do not lay the window out again (nor, with
+    `reserve`, a text shorter than that one)."""
+    return SteadyLabel(label, reserve=reserve)
 
 
 def push_button(text: str, tooltip: str | None = None, on_click: Callable[..., Any] | None = None) -> QPushButton:

@@ -446,3 +446,165 @@ def test_ctrl_c_during_text_generation_without_out_prints_what_was_generated(cap
     assert code == 130 and err.strip().splitlines() == ["chainrule: interrupted after 0 of 1 samples: printed what "
                                                         "was generated so far"]
     assert out.strip()
+
+
+# --- density sampling and beam search keep what was finished --------------------------
+
+def _density_groups_of_two(monkeypatch, stop):
+    """`generate image` with a density model drawing groups of 2 samples; `stop()` runs when the second
+    group starts (after the first group's DensityDone has been handed on)."""
+    import engines.density.commands as commands
+
+    real, calls = commands.sample_events, []
+    monkeypatch.setattr(commands, "SAMPLE_GROUP", 2, raising=False)  # (absent before groups existed)
+
+    def stopping(*args, **kwargs):
+        events = real(*args, **kwargs)
+        calls.append(kwargs.get("count"))
+
+        def run():
+            for i, event in enumerate(events):
+                if len(calls) == 2 and i == 5:
+                    stop()
+                yield event
+        return run()
+
+    monkeypatch.setattr(commands, "sample_events", stopping)
+    return calls
+
+
+@posix_only
+def test_sigterm_during_density_sampling_keeps_the_finished_samples(capsys, tmp_path, monkeypatch):
+    """SIGTERM (a real signal) while the second group of samples is drawn: the first group is on disk,
+    whole and as an uninterrupted run draws it; one line names the files; exit 143. Fails on the old
+    command: it drew every sample together and wrote none before the end, so it kept nothing."""
+    from engines.cli import main
+    from engines.image.png import read_image
+
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert main(["generate", "image", "--model", "bmnist-nade", "--count", "3", "--seed", "7",
+                 "--out", str(whole / "s.png")]) == 0
+    capsys.readouterr()
+    calls = _density_groups_of_two(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    code = main(["generate", "image", "--model", "bmnist-nade", "--count", "5", "--seed", "7",
+                 "--out", str(tmp_path / "s.png")])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 143 and calls == [2, 2], (code, calls, err)
+    assert lines == [f"chainrule: terminated after 2 of 5 samples: wrote the finished samples to "
+                     f"{tmp_path / 's_1.png'}, {tmp_path / 's_2.png'}"], err
+    assert out == ""
+    assert sorted(p.name for p in tmp_path.glob("s_*.png")) == ["s_1.png", "s_2.png"]
+    for name in ("s_1.png", "s_2.png"):  # drawn in groups, each sample is the one seed + i gives
+        kept = read_image(tmp_path / name, channels=1, height=28, width=28, levels=2).pixels
+        assert (kept == read_image(whole / name, channels=1, height=28, width=28, levels=2).pixels).all()
+    assert _hidden_files(tmp_path) == []
+
+
+def test_ctrl_c_during_density_sampling_without_out_prints_the_finished_samples(capsys, monkeypatch):
+    from engines.cli import main
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    _density_groups_of_two(monkeypatch, ctrl_c)
+    code = main(["generate", "image", "--model", "bmnist-nade", "--count", "5", "--seed", "7"])
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert err.strip().splitlines() == ["chainrule: interrupted after 2 of 5 samples: printed the finished samples"]
+    assert "--- sample 1 (seed 7)" in out and "--- sample 2 (seed 8)" in out and "sample 3" not in out
+    assert "##" in out
+
+
+def test_ctrl_c_before_any_density_sample_is_finished_says_nothing_was_kept(capsys, tmp_path, monkeypatch):
+    import engines.density.commands as commands
+    from engines.cli import main
+
+    real = commands.sample_events
+
+    def interrupted_at_pixel_3(*args, **kwargs):
+        for event in real(*args, **kwargs):
+            if getattr(event, "position", 0) == 3:
+                raise KeyboardInterrupt
+            yield event
+
+    monkeypatch.setattr(commands, "sample_events", interrupted_at_pixel_3)
+    code = main(["generate", "image", "--model", "bmnist-nade", "--count", "4", "--seed", "1",
+                 "--out", str(tmp_path / "s.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err == ["chainrule: interrupted after 0 of 4 samples: nothing was kept (stopped at "
+                                   "pixel 3 of 784 of the 4 samples drawn together)"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _beam_stopped_at_step(monkeypatch, n: int, stop):
+    """Beam search whose scorer runs `stop()` at its n-th step (0: at the prompt, before any step)."""
+    import engines.text.session as session
+
+    class Stopping(session.KVBeamScorer):
+        steps = 0
+
+        def start(self, prompt):
+            if n == 0:
+                stop()
+            return super().start(prompt)
+
+        def step(self, parents, tokens):
+            Stopping.steps += 1
+            if Stopping.steps == n:
+                stop()
+            return super().step(parents, tokens)
+
+    monkeypatch.setattr(session, "KVBeamScorer", Stopping)
+
+
+BEAM = ["generate", "text", "--model", "tiny-gpt2-optimum", "--models-dir", FIXTURES, "--prompt", "ROMEO:",
+        "--strategy", "beam", "--num-beams", "3", "--num-return-sequences", "2", "--max-new-tokens", "20"]
+
+
+def test_ctrl_c_during_beam_search_prints_the_best_hypotheses_so_far(capsys, monkeypatch):
+    """Fails on the old command: an interrupted beam search printed nothing and said only "interrupted"."""
+    from engines.cli import main
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    _beam_stopped_at_step(monkeypatch, 4, ctrl_c)
+    code = main(BEAM)
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert err.strip().splitlines() == ["chainrule: interrupted after 4 of at most 20 beam search steps: printed "
+                                        "the 2 best hypotheses so far (cut short)"], err
+    assert out.strip()
+
+
+@posix_only
+def test_sigterm_during_beam_search_writes_the_best_hypotheses_so_far(capsys, tmp_path, monkeypatch):
+    from engines.cli import main
+
+    _beam_stopped_at_step(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    code = main([*BEAM, "--out", str(tmp_path / "b.json")])
+    out, err = capsys.readouterr()
+    kept = [tmp_path / "b_1.json", tmp_path / "b_2.json"]
+    assert code == 143 and out == ""
+    assert err.strip().splitlines() == [f"chainrule: terminated after 5 of at most 20 beam search steps: wrote the 2 "
+                                        f"best hypotheses so far (cut short) to {kept[0]}, {kept[1]}"], err
+    samples = [json.loads(p.read_text(encoding="utf-8"))["sample"] for p in kept]
+    assert all(s["n"] == 5 and s["stopped_by"] == "interrupted" for s in samples), samples
+    assert samples[0]["beam_score"] >= samples[1]["beam_score"]
+    assert _hidden_files(tmp_path) == []
+
+
+def test_ctrl_c_before_the_first_beam_step_says_nothing_was_kept(capsys, tmp_path, monkeypatch):
+    from engines.cli import main
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    _beam_stopped_at_step(monkeypatch, 0, ctrl_c)
+    code = main([*BEAM, "--out", str(tmp_path / "b.txt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err == ["chainrule: interrupted after 0 of at most 20 beam search steps: nothing was "
+                                   "kept (the search had not taken its first step)"], err
+    assert list(tmp_path.iterdir()) == []

@@ -458,7 +458,8 @@ def test_chunks_reach_the_player_at_once_and_the_plots_and_status_at_most_every_
     assert shown == [20 * CHUNK] and "generating… 1.00 / 1.00 s" in tab.status_text()  # one redraw shows all
     qtbot.wait(3 * audio_tab.LIVE_REDRAW_MS)
     assert len(shown) == 1  # and nothing is redrawn without news
-    np.testing.assert_array_equal(curve_y(tab.plots.wave_curve), run.samples[0, : 20 * CHUNK])
+    # every sample is in what the curve draws from (it is handed their envelope: 8000 samples > MAX_POINTS)
+    np.testing.assert_array_equal(tab.plots.wave_envelope.data, run.samples[0, : 20 * CHUNK])
     tab.stop()
     qtbot.waitUntil(lambda: not tab.is_running(), timeout=RUN_TIMEOUT_MS)
 
@@ -554,6 +555,117 @@ def test_a_growing_surprise_track_computes_only_its_new_values():
         run.surprise(0)
     np.testing.assert_allclose(run.surprise(0), spectrum.surprise_bits(lp.astype(np.float32)), rtol=1e-9,
                                atol=1e-9, equal_nan=True)
+
+
+# --- redraws that cost the same however long the clip (issue 13, class 7) ---------------------------------
+def test_the_envelope_pyramid_grows_by_its_new_samples_and_matches_the_whole():
+    from studio.audio.envelope import BASE, Envelope
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(60_000)
+    x[7_000:7_300] = np.nan  # unknown values are skipped; a block of them only stays unknown
+    env, reads, n = Envelope(), [], 0
+    for end in range(800, len(x) + 1, 800):
+        before = env.values_read
+        env.update(x[:end], start=max(0, n - 100))  # the last 100 values changed, the rest only grew
+        reads.append(env.values_read - before)
+        n = end
+    # each update reads its new (and changed) values and their blocks at each level (a third more in
+    # all), not the whole signal: as much at 60,000 samples as at 1,600
+    assert max(reads) <= 2 * 900 and reads[-1] <= reads[1] + 4 * BASE * len(env.levels)
+    for level in env.levels:
+        b = level.block
+        blocks = [x[j * b:(j + 1) * b] for j in range(math.ceil(len(x) / b))]
+        want = [np.nan if np.isnan(v).all() else np.nanmax(v) for v in blocks]
+        np.testing.assert_array_equal(level.maxs[: level.count], want)
+    assert env.extremes() == (np.nanmin(x), np.nanmax(x))
+    t, y = env.points(0, len(x), 4096)
+    assert len(t) <= 4096 and np.nanmax(y) == np.nanmax(x) and np.nanmin(y) == np.nanmin(x)  # no spike lost
+    t, y = env.points(1_000, 3_000, 4096)  # a view that fits: the samples themselves
+    np.testing.assert_array_equal(t, np.arange(1_000, 3_000))
+    np.testing.assert_array_equal(y, x[1_000:3_000])
+
+
+def _count_handed(monkeypatch, plots) -> list:
+    """Every setData of the plots' curves: (curve name, points handed)."""
+    handed = []
+    for name in ("prompt_curve", "wave_curve", "surprise_curve"):
+        curve = getattr(plots, name)
+        orig = curve.setData
+        monkeypatch.setattr(curve, "setData", lambda *a, _o=orig, _n=name, **kw: (
+            handed.append((_n, len(a[0]) if a else 0)), _o(*a, **kw))[1])
+    return handed
+
+
+def test_a_redraw_hands_the_plots_as_much_at_the_end_of_a_long_clip_as_at_its_start(qtbot, monkeypatch):
+    # 30 s generated at 8 kHz, shown every 800 samples as the tab does (a run and variation's key): the
+    # curves were handed every sample so far (240,000 at the end) and the spectrogram image was set
+    # whole, so the UI work per chunk grew from 10 ms to 40-60 ms over the clip.
+    from studio.audio import plots as plots_module
+
+    plots = AudioPlots()
+    qtbot.addWidget(plots)
+    plots.resize(1200, 500)
+    plots.show()
+    total = 30 * RATE
+    rng = np.random.default_rng(5)
+    x = (0.4 * np.sin(np.arange(total) / 9.0) * rng.uniform(0.2, 1.0, total)).astype(np.float32)
+    bits = rng.uniform(1.0, 9.0, total)
+    handed = _count_handed(monkeypatch, plots)
+    per_redraw, coloured = [], []
+    for n in range(800, total + 1, 800):
+        handed.clear()
+        before_cols, before_reads = plots.image.columns_coloured, plots.wave_envelope.values_read
+        plots.set_sound(x[:n], total_len=total, surprise=bits[:n], key=("run", 0))
+        plots.flush()  # the spectrogram redrawn after every chunk (worst case: no throttle)
+        per_redraw.append((max(k for _name, k in handed), plots.wave_envelope.values_read - before_reads))
+        coloured.append(plots.image.columns_coloured - before_cols)
+    points, reads = zip(*per_redraw)
+    assert max(points) <= plots_module.MAX_POINTS  # never every sample of a long clip ...
+    assert max(reads[1:]) <= 2 * 800  # ... only the new samples read (and their blocks): as much at 30 s as at 0.1 s
+    assert max(coloured) <= 800 // spectrum.HOP + 1  # only the new spectrogram columns are coloured
+    assert plots.image.capacity() >= spectrum.spectrogram_length(total)  # allocated once for the whole clip
+    np.testing.assert_array_equal(plots.spectrogram_image(), spectrum.spectrogram(x, RATE).db)
+    t, y = plots.wave_curve.xData, plots.wave_curve.yData
+    assert y.max() == x.max() and y.min() == x.min() and t[-1] <= total / RATE  # the envelope keeps every peak
+    # Zoomed in, the curve is handed the samples of the view themselves, exactly.
+    plots.wave.setXRange(10.0, 10.1, padding=0)
+    t, y = plots.wave_curve.xData, plots.wave_curve.yData
+    i0 = int(round(t[0] * RATE))
+    assert len(y) <= plots_module.MAX_POINTS and t[0] <= 10.0 <= 10.1 <= t[-1]
+    np.testing.assert_array_equal(y, x[i0: i0 + len(y)])
+    # Without a key, the same samples with another surprise track (a recording rescored): the new track.
+    plots.set_sound(x[:3000], surprise=np.full(3000, 1.0))
+    plots.set_sound(x[:3000], surprise=np.full(3000, 5.0))
+    assert len(plots.surprise_curve.yData) and np.all(plots.surprise_curve.yData == 5.0)
+
+
+def test_a_growing_run_is_shown_from_views_of_its_buffers(qtbot):
+    # The tab shows a run with sound_view / surprise_view (no copy of the whole run per redraw) and the
+    # run's key: the prompt's surprise arriving (its score) changes the key, so the track is redone.
+    from studio.audio.runs import Run
+    from studio.audio.work import Chunk
+
+    prompt = np.linspace(-0.5, 0.5, 300).astype(np.float32)
+    run = Run("m", 1, 2, 2000 / RATE, 1.0, None, None, RATE, prompt, "p", None, [], None, None)
+    rng = np.random.default_rng(6)
+    samples = rng.uniform(-0.3, 0.3, (2, 2000)).astype(np.float32)
+    lp = -rng.uniform(1.0, 7.0, (2, 2000))
+    keys = []
+    for start in range(0, 2000, CHUNK):
+        run.add(Chunk(start, samples[:, start:start + CHUNK], lp[:, start:start + CHUNK]))
+        view = run.sound_view(1)
+        assert view.base is not None  # a view, not a copy
+        np.testing.assert_array_equal(view, np.concatenate([prompt, samples[1, : run.n_done]]))
+        track = run.surprise_view(1)
+        np.testing.assert_allclose(track[300:], spectrum.surprise_bits(lp[1, : run.n_done]), rtol=1e-9, atol=1e-9)
+        assert np.isnan(track[:300]).all()
+        keys.append(run.surprise_key(1))
+    assert len(set(keys)) == 1
+    run.prompt_surprise = np.full(300, 2.5)  # the recording's score came in
+    assert run.surprise_key(1) != keys[0]
+    np.testing.assert_array_equal(run.surprise_view(1)[:300], 2.5)
+    np.testing.assert_array_equal(run.surprise(1), run.surprise_view(1))  # surprise(): the same, a copy
 
 
 def test_the_engine_bench_times_the_chunking_the_tab_uses():

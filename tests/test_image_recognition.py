@@ -72,7 +72,7 @@ def test_unconditional_spread_and_cli_card(capsys, models_dir, tmp_path, monkeyp
     export_model_dir(make_pixelcnn(seed=2, height=28, width=28, output="bernoulli", levels=2, n_classes=0,
                                    n_filters=4, n_layers=2, head_filters=8), root, "tiny-bmnist28")
     monkeypatch.setattr(recognition, "_judge", lambda: ReadsAll(7))
-    r, _ = run_cli(capsys, str(root), "eval", "--model", "tiny-bmnist28", "--data", "unused.npz", "--task",
+    r, _ = run_cli(capsys, str(root), "eval", "--model", "tiny-bmnist28", "--task",
                    "recognition", "--seeds", "1", "--write-card")
     assert r["n_samples"] == 10 and r["digits_drawn"] == 1 and r["read_as_seven"] == 10
     assert r["digit_entropy_bits"] == 0.0 and r["mean_confidence"] == pytest.approx(0.9)

@@ -198,6 +198,7 @@ def test_inpaint_keeps_every_unmasked_pixel(window, tab, qtbot, engine_models):
     mask = np.zeros((6, 7), bool)
     mask[2:4, 1:5] = True
     tab.canvas.set_state(pixels=init, mask=mask)
+    tab.posterior_check.setChecked(False)  # plain inpainting: one draw from the model's conditionals
     run_and_wait(qtbot, tab, tab.inpaint)
     out = tab.canvas.pixels
     np.testing.assert_array_equal(out[:, ~mask], init[:, ~mask])
@@ -390,17 +391,24 @@ def test_write_gif_needs_frames(tmp_path):
         work.write_gif(tmp_path / "x.gif", [], 4)
 
 
-def test_posterior_aware_inpainting_refuses_a_tempered_or_filtered_config(window, tab):
-    set_config(window, seed=8, temperature=0.7, top_k=3)
+def test_inpaint_is_posterior_aware_by_default_and_plain_when_settings_rule_it_out(window, tab, qtbot, engine_models):
+    assert tab.posterior_check.isChecked()  # the default, chosen from the recognition figures
     mask = np.zeros((6, 7), bool)
     mask[1:3, 2:5] = True
-    tab.canvas.set_state(pixels=drawing(rows=6, seed=2), mask=mask)
-    tab.posterior_check.setChecked(True)
-    assert tab.inpaint() is None
-    assert "needs plain sampling" in tab.status_text() and "temperature 0.7" in tab.status_text()
-    assert not tab.is_running()
-    tab.posterior_check.setChecked(False)  # plain inpainting at any temperature is fine
-    assert tab.inpaint() is not None
+    init = drawing(rows=6, seed=2)
+    set_config(window, seed=8, temperature=0.7, top_k=3)
+    tab.canvas.set_state(pixels=init, mask=mask)
+    run = run_and_wait(qtbot, tab, tab.inpaint)
+    assert run.candidates is None  # the weights would be wrong under a tempered, filtered config
+    status = tab.status_text()
+    assert "plain, not posterior-aware" in status and "temperature 0.7" in status and "top-k 3" in status
+    expected = PixelSampler(engine_models[GREY], DecodingConfig(seed=8, temperature=0.7, top_k=3), 8,
+                            init=init, mask=mask).run()
+    np.testing.assert_array_equal(tab.canvas.pixels, expected.images[0])
+    set_config(window, seed=8)
+    tab.canvas.set_state(pixels=init, mask=mask)
+    run = run_and_wait(qtbot, tab, tab.inpaint)
+    assert run.candidates == tab.candidates_spin.value() and "plain" not in tab.status_text()
 
 
 # --- what the recogniser reads ----------------------------------------------------------------------------

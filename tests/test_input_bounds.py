@@ -139,12 +139,67 @@ def test_audio_too_fast_or_too_long_is_refused_from_its_header(capfd, tmp_path):
     (["generate", "audio", "--model", WAVENET, "--num-beams", "4", "--seconds", "0.01"], "--num-beams"),
     (["generate", "audio", "--model", SPEECH, "--num-beams", "4"], "--num-beams"),
     (["eval", "--model", PIXELCNN, "--data", "unused.npz", "--seeds", "3"], "--seeds"),
-    (["eval", "--model", PIXELCNN, "--data", "unused.npz", "--task", "recognition", "--limit", "3"], "--limit"),
-    (["eval", "--model", SPEECH, "--data", "unused.npz", "--task", "generation", "--limit", "3"], "--limit"),
+    (["eval", "--model", PIXELCNN, "--task", "recognition", "--limit", "3"], "--limit"),
+    (["eval", "--model", SPEECH, "--task", "generation", "--limit", "3"], "--limit"),
 ])
 def test_flags_that_do_not_apply_are_refused(capfd, argv, flag):
     line = refused(capfd, *argv)
     assert f"{flag} does not apply" in line
+
+
+MNIST_COND = PIXELCNN  # mnist-pixelcnn is label-conditioned: its recognition completes --data's test images
+BMNIST_UNCOND = "bmnist-pixelcnn"
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["eval", "--model", SPEECH, "--task", "generation", "--data", "fsdd.npz"], "--data"),
+    (["eval", "--model", SPEECH, "--task", "generation", "--split", "val"], "--split"),
+    (["eval", "--model", SPEECH, "--task", "generation", "--split", "test"], "--split"),
+    (["eval", "--model", NADE, "--task", "recognition", "--data", "binarized_mnist.npz"], "--data"),
+    (["eval", "--model", "bmnist-made", "--task", "recognition", "--split", "val"], "--split"),
+    (["eval", "--model", BMNIST_UNCOND, "--task", "recognition", "--data", "binarized_mnist.npz"], "--data"),
+    (["eval", "--model", MNIST_COND, "--task", "recognition", "--data", "mnist.npz", "--split", "train"], "--split"),
+])
+def test_data_and_split_are_refused_where_the_task_reads_no_data(capfd, argv, flag):
+    """--data and --split had defaults (and --data was required), so `--task generation` or `recognition`
+    ignored them silently: the CLI could not tell them given. Fails on the old parser (exit 0 after the
+    whole evaluation, or exit 2 for a missing --data)."""
+    line = refused(capfd, *argv)
+    assert f"{flag} does not apply to --task " in line and f"leave {flag} out" in line
+
+
+@pytest.mark.parametrize("task", [None, "likelihood", "resynthesis"])
+def test_data_is_still_required_where_the_task_reads_it(capfd, task):
+    model = SPEECH if task == "resynthesis" else NADE
+    with pytest.raises(SystemExit) as stop:  # a usage error, as argparse's own
+        main(["eval", "--model", model, *(["--task", task] if task else [])])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and err[-1].startswith("chainrule: error: --task ") and err[-1].endswith("the argument --data "
+                                                                                               "is required"), err
+
+
+def test_recognition_without_data_and_split_reaches_the_task(capfd, monkeypatch):
+    """No --data, no --split: `--task recognition` starts its work (stubbed here) instead of a usage error,
+    and a likelihood eval still reads the test split when --split is left out."""
+    import engines.density.commands as density
+    import engines.image.recognition as recognition
+
+    from engines.errors import InputError
+
+    def recognised(info, n):
+        return {"model": info.id, "task": "recognition", "n_samples": n}
+
+    monkeypatch.setattr(recognition, "density_recognition", recognised)
+    assert main(["eval", "--model", NADE, "--task", "recognition", "--seeds", "2", "--json"]) == 0
+    assert '"n_samples": 20' in capfd.readouterr().out
+    splits = []
+
+    def load_split(path, split):
+        splits.append(split)
+        raise InputError("stub: the split asked for is recorded")
+
+    monkeypatch.setattr(density, "load_split", load_split)
+    assert "stub" in refused(capfd, "eval", "--model", NADE, "--data", "binarized_mnist.npz") and splits == ["test"]
 
 
 def test_frame_temperature_is_refused_when_resynthesising(capfd, tmp_path):
@@ -250,6 +305,82 @@ def test_fsdd_offsets_that_do_not_match_the_clips_are_refused(capfd, tmp_path):
     np.savez(path, audio=np.zeros(1000, np.int16), offsets=np.array([0, 300]), labels=np.array([1, 2]),
              speakers=np.array(["jackson", "jackson"]), index=np.array([0, 1]), sample_rate=np.array(8000))
     assert "expected 3" in refused(capfd, "eval", "--model", WAVENET, "--data", str(path))
+
+
+# --- messages name the file and the fault, never its contents ----------------------------------------
+
+SECRET = "SECRET-IN-FILE"
+
+
+def _npy_with_header(header: str) -> bytes:
+    """A .npy whose header dict numpy cannot use (numpy's own message quotes the header)."""
+    text = header.encode() + b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+@pytest.mark.parametrize("header", [f"{{'descr': '{SECRET}', 'fortran_order': False, 'shape': (2,), }}",
+                                    f"{SECRET} is no header"], ids=["bad-descr", "no-dict"])
+@pytest.mark.parametrize("model, members", [(NADE, ("train", "valid", "test")),
+                                            (WAVENET, ("audio", "offsets", "labels", "speakers", "index",
+                                                       "sample_rate"))], ids=["images", "fsdd"])
+def test_a_data_file_with_a_bad_array_header_is_refused_without_quoting_it(capfd, tmp_path, header, model, members):
+    """Fails on the old readers: numpy's message went out whole ("Cannot parse header: 'SECRET...'")."""
+    import zipfile
+
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        for name in members:
+            z.writestr(f"{name}.npy", _npy_with_header(header))
+    line = refused(capfd, "eval", "--model", model, "--data", str(path))
+    assert SECRET not in line and str(path) in line, line
+
+
+def test_a_pickled_data_file_is_refused_without_advice_to_unpickle_it(capfd, tmp_path):
+    path = tmp_path / "pickled.npz"
+    path.write_bytes(b"\x80\x04" + SECRET.encode() * 4)
+    line = refused(capfd, "eval", "--model", NADE, "--data", str(path))
+    assert "allow_pickle" not in line and "pickled Python objects, which are never loaded" in line, line
+
+
+def test_a_broken_png_chunk_is_refused_without_quoting_its_bytes(capfd, tmp_path):
+    """Pillow says "broken PNG file (chunk b'S\\x00C!')": four bytes of the file, once shown as they were."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+    at = png.index(b"IDAT") - 4
+    data = png[at + 8:at + 8 + int.from_bytes(png[at:at + 4], "big")]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    path = tmp_path / "broken.png"
+    path.write_bytes(png[:at] + chunk(b"IDAT", data[:5]) + chunk(b"S\x00C!", SECRET.encode())
+                     + chunk(b"IDAT", data[5:]) + chunk(b"IEND", b""))
+    line = refused(capfd, "score", "--model", PIXELCNN, "--image", str(path))
+    assert "broken PNG file" in line and "S\\x00C" not in line and "b'" not in line, line
+
+
+def test_text_data_with_characters_the_model_lacks_is_refused_without_quoting_them(capfd, tmp_path):
+    path = tmp_path / "odd.txt"
+    path.write_text("To be, or not to be \u2603 \u00e9\n" * 40, encoding="utf-8")
+    line = refused(capfd, "eval", "--model", TEXT_CHAR, "--data", str(path))
+    assert "\u2603" not in line and "\u00e9" not in line and "cannot encode (the first is character" in line, line
+
+
+def test_recording_metrics_into_a_card_that_is_not_utf8_does_not_quote_its_bytes(tmp_path):
+    from types import SimpleNamespace
+
+    from engines.cli import write_card_metric
+    from engines.errors import ChainruleError
+
+    (tmp_path / "card.json").write_bytes(b'{"id": "m\xfe"}')
+    with pytest.raises(ChainruleError) as exc:
+        write_card_metric(SimpleNamespace(id="m", path=tmp_path), "k", {"x": 1}, "chainrule eval")
+    assert "0xfe" not in str(exc.value) and "not UTF-8 text" in str(exc.value)
 
 
 # --- 6. ONNX Runtime's errors and logs ------------------------------------------------------------

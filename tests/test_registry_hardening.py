@@ -318,6 +318,43 @@ def test_error_messages_never_quote_file_contents(tmp_path, capsys):
         assert problem and "SECRET" not in problem and str(bad / "card.json") in problem
 
 
+@pytest.mark.parametrize("content", [b"SECRET-IN-MODEL " * 8, b"\x08\x07SECRET-IN-MODEL" * 8],
+                         ids=["not-protobuf", "truncated-protobuf"])
+def test_a_model_file_that_is_not_onnx_is_refused_without_quoting_its_bytes(tmp_path, capsys, content):
+    """Fails on the old check: "not an ONNX model (unexpected leading byte 0x53)" showed the file's first byte."""
+    folder = text_folder(tmp_path / "m", "not-onnx")
+    (folder / "model.onnx").write_bytes(content)
+    code = main(["generate", "text", "--model", "not-onnx", "--models-dir", str(tmp_path / "m"),
+                 "--max-new-tokens", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert str(folder / "model.onnx") in err[0] and "ONNX model" in err[0], err
+    assert "SECRET" not in err[0] and "0x" not in err[0] and "byte" not in err[0], err
+
+
+def test_a_model_array_file_with_a_bad_header_is_refused_without_quoting_it(tmp_path):
+    """A NADE folder whose init_a.npy header is not numpy's: the load error names the file, not the header."""
+    from engines.density.model import load_density_model
+
+    folder = tmp_path / "m" / "nade"
+    shutil.copytree(shipped_models_dir() / "bmnist-nade", folder)
+    header = b"SECRET-IN-ARRAY is no header"
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    (folder / "init_a.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    with pytest.raises(ModelLoadError) as exc:
+        load_density_model(read_card(folder))
+    assert "SECRET" not in str(exc.value) and str(folder / "init_a.npy") in str(exc.value)
+
+
+def test_a_card_size_that_is_not_a_number_is_refused_without_quoting_it():
+    from engines.text.model import shape_from_card
+
+    with pytest.raises(ModelLoadError) as exc:
+        shape_from_card({"id": "m", "architecture": {"n_layer": "SECRET-IN-CONFIG", "n_head": 2, "n_embd": 8},
+                         "context_length": 16}, 10)
+    assert "SECRET" not in str(exc.value) and "n_layer" in str(exc.value)
+
+
 def _external_data_model(path: Path, location: str) -> None:
     """A one-Add graph whose initializer W lives in an external file at `location`."""
     from onnx import TensorProto, helper, numpy_helper

@@ -282,7 +282,7 @@ def test_eval_generation_judges_every_digit_and_speaker(capsys, models_dir, monk
                            speaker_probability=0.8)
 
     monkeypatch.setattr(speech_commands, "_judge", lambda: FakeJudge())
-    r, _ = run_cli(capsys, models_dir, "eval", "--model", MODEL, "--data", "unused.npz", "--task", "generation",
+    r, _ = run_cli(capsys, models_dir, "eval", "--model", MODEL, "--task", "generation",
                    "--seeds", "2")
     assert r["n_examples"] == 10 * len(SPEAKERS) * 2 == len(heard)
     assert r["digit_accuracy"] == pytest.approx(0.1) and r["speaker_accuracy"] == pytest.approx(1 / len(SPEAKERS))

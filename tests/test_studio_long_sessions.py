@@ -314,3 +314,88 @@ def test_switching_to_the_audio_tab_lays_it_out_once(qtbot):
     for axis in ("left", "bottom"):
         assert plots.wave.getAxis(axis).style["maxTickLevel"] == 0  # grid lines at the major ticks only
     w.close()
+
+
+@pytest.mark.parametrize("size", [(1400, 900), (2500, 1400)])
+def test_switching_back_to_the_audio_tab_repaints_from_the_plots_caches(qtbot, size):
+    """Shown again, the Audio tab's plots are neither resized (the decoding dock goes before the page
+    is shown and comes back after it is hidden) nor redrawn: their axes (whose grids span the plots)
+    keep the pixmaps they cached (not dropped when the tab is hidden, nor evicted from a pixmap cache
+    too small for a large window), instead of drawing every tick, label and grid line again."""
+    import pyqtgraph as pg
+    from PySide6.QtCore import QEvent, QObject
+
+    w = new_window(qtbot)
+    w.resize(*size)
+    w.show()
+    w.select_tab("Text")
+    qtbot.waitExposed(w)
+    plots = w.tab("Audio").plots
+    w.select_tab("Audio")
+    qtbot.wait(100)
+    w.select_tab("Text")
+    qtbot.wait(50)
+    seen = []
+
+    class Watch(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() in (QEvent.Type.Resize, QEvent.Type.Paint):
+                seen.append(event.type())
+            return False
+
+    axes = [p.getAxis(side) for p in (plots.wave, plots.surprise, plots.spec) for side in ("left", "bottom")]
+    drawn = []
+    paint = pg.AxisItem.paint
+
+    def counting_paint(self, *args):
+        if self in axes:
+            drawn.append(self)
+        return paint(self, *args)
+
+    watch = Watch()
+    plots.installEventFilter(watch)
+    plots.viewport().installEventFilter(watch)
+    pg.AxisItem.paint = counting_paint
+    try:
+        for _ in range(3):
+            w.select_tab("Audio")
+            qtbot.wait(60)
+            w.select_tab("Text")
+            qtbot.wait(30)
+    finally:
+        pg.AxisItem.paint = paint
+        plots.removeEventFilter(watch)
+        plots.viewport().removeEventFilter(watch)
+    assert QEvent.Type.Paint in seen  # the plots were shown (painted) ...
+    assert QEvent.Type.Resize not in seen  # ... at the size they had ...
+    assert drawn == []  # ... from their axes' caches
+    w.close()
+
+
+def test_short_beams_and_several_columns_share_one_slice_per_turn(qtbot):
+    # Four 150-token beams each fit in a slice: the column took one slice per beam in one turn (4 x 150
+    # tokens, a 40-50 ms turn). Views rendering in the same turn share the turn's slice.
+    from studio.text import work
+    from studio.text.token_view import TOKENS_PER_TURN, TokenView
+
+    w = new_window(qtbot)
+    compare = w.tab("Text").compare
+    compare._reset_columns([work.CompareSpec("beam", "Beam", None)])
+    beams = tuple(work.BeamOut(records=tuple(_records(150, seed=s)), text="", total_logprob=-2.0, score=-1.0)
+                  for s in range(4))
+    col = compare.columns[0]
+    col.chain = "beam"
+    compare._column_done(work.ColumnDone(0, "text", -2.0, 600, beams))
+    assert col.view.rendered_tokens() <= TOKENS_PER_TURN  # one slice in this turn, not four
+    qtbot.waitUntil(lambda: not col.view.is_rendering(), timeout=30_000)
+    assert col.view.rendered_tokens() == 600
+    assert "beam 4: score" in col.view.toPlainText()
+    qtbot.wait(20)  # a new turn
+    views = [TokenView() for _ in range(3)]
+    for v in views:
+        qtbot.addWidget(v)
+        v.set_content("", _records(200, seed=9))
+    assert sum(v.rendered_tokens() for v in views) <= TOKENS_PER_TURN  # three views, one slice
+    qtbot.waitUntil(lambda: not any(v.is_rendering() for v in views), timeout=30_000)
+    assert [v.rendered_tokens() for v in views] == [200] * 3
+    w.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.audio import mulaw
-from engines.errors import InputError
+from engines.errors import InputError, file_fault
 from engines.limits import MAX_AUDIO_RATE, check_regular_file
 
 SPLIT_TAKES = {"test": range(0, 5), "val": range(5, 10), "train": range(10, 50)}
@@ -48,7 +48,7 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
     try:
         d = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} is not a readable .npz file (corrupt or truncated?): {exc}") from None
+        raise InputError(f"{path} is not a readable .npz file (corrupt or truncated?): {file_fault(exc)}") from None
     if not isinstance(d, np.lib.npyio.NpzFile):
         raise InputError(f"{path} holds a single array (.npy), not an fsdd.npz archive of audio, offsets, "
                          "labels, speakers, index and sample_rate")
@@ -60,7 +60,7 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
             filenames = d["filenames"] if "filenames" in d.files else np.array([""] * len(labels))
         except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f"{path}: not an fsdd.npz file (needs audio, offsets, labels, speakers, index, "
-                             f"sample_rate): {exc}") from None
+                             f"sample_rate): {file_fault(exc)}") from None
     check_fsdd_arrays(path, audio, offsets, labels, speakers, takes, rate)
     names = sorted(set(str(s) for s in speakers))
     sid = {n: i for i, n in enumerate(names)}

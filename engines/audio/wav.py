@@ -28,7 +28,7 @@ import numpy as np
 
 from engines import limits
 from engines.atomic import atomic_path
-from engines.errors import InputError
+from engines.errors import InputError, file_fault
 
 DEFAULT_RATE = 8000
 # the caps live in engines.limits with the others; read here as module names (tests patch them)
@@ -60,8 +60,7 @@ class LoadedAudio:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return file_fault(exc)  # the library's words, never the file's bytes
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE) -> LoadedAudio:

@@ -189,7 +189,9 @@ def beam_search(
     Uses config.num_beams, length_penalty, early_stopping and the penalty filters of
     `build_chain` (each beam is penalised with its own history, prompt + new tokens).
     Hypotheses that never produce eos end at max_new_tokens (finished=False), as do the
-    live beams when `should_stop()` turns true (checked after each step).
+    live beams when `should_stop()` turns true (checked after each step). A KeyboardInterrupt
+    (Ctrl-C, or SIGTERM under the CLI) is re-raised carrying the hypotheses chosen the same way from
+    the steps completed (`exc.beam_hypotheses`, possibly empty) and their number (`exc.beam_steps`).
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
         raise DecodingError(f"max-new-tokens = {max_new_tokens!r} is invalid: must be a whole number >= 1")
@@ -200,21 +202,34 @@ def beam_search(
 
     running = [_Beam((), (), 0.0)]
     finished: list[BeamHypothesis] = []
-    logprobs = np.asarray(scorer.start(prompt))[None, :]  # (1, V): one live beam at first
     done = False
-    for step in range(1, max_new_tokens + 1):
-        raw, processed = _score_beams(logprobs, running, prompt, chain)  # (B, V) each
-        candidates = _top_candidates(running, processed, 2 * num_beams)
-        if not candidates:  # every extension was banned: the live beams end here
-            break
-        running, parents, ended = _advance(running, candidates, raw, processed, num_beams, eos_id)
-        for beam in ended:
-            _keep_best(finished, _hypothesis(beam, True, config.length_penalty), num_beams)
-        done = _is_done(finished, running, config, step, max_new_tokens)
-        if done or step == max_new_tokens or (should_stop is not None and should_stop()):
-            break
-        tokens = np.array([beam.tokens[-1] for beam in running], dtype=np.int64)  # (B,)
-        logprobs = scorer.step(np.array(parents, dtype=np.int64), tokens)  # (B, V)
+    steps = 0  # steps completed: every live beam holds this many new tokens
+    try:
+        logprobs = np.asarray(scorer.start(prompt))[None, :]  # (1, V): one live beam at first
+        for step in range(1, max_new_tokens + 1):
+            raw, processed = _score_beams(logprobs, running, prompt, chain)  # (B, V) each
+            candidates = _top_candidates(running, processed, 2 * num_beams)
+            if not candidates:  # every extension was banned: the live beams end here
+                break
+            running, parents, ended = _advance(running, candidates, raw, processed, num_beams, eos_id)
+            steps = step
+            for beam in ended:
+                _keep_best(finished, _hypothesis(beam, True, config.length_penalty), num_beams)
+            done = _is_done(finished, running, config, step, max_new_tokens)
+            if done or step == max_new_tokens or (should_stop is not None and should_stop()):
+                break
+            tokens = np.array([beam.tokens[-1] for beam in running], dtype=np.int64)  # (B,)
+            logprobs = scorer.step(np.array(parents, dtype=np.int64), tokens)  # (B, V)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C or SIGTERM (the CLI raises both as KeyboardInterrupt): the best hypotheses so far, as
+        # `should_stop` would have returned them, travel with the exception for the caller to keep.
+        kept = list(finished)
+        for beam in running:
+            if beam.tokens:
+                _keep_best(kept, _hypothesis(beam, False, config.length_penalty), num_beams)
+        exc.beam_hypotheses = kept[: config.num_return_sequences]  # type: ignore[attr-defined]
+        exc.beam_steps = steps  # type: ignore[attr-defined]
+        raise
 
     if not done:  # out of steps or stopped: live beams count as (unfinished) hypotheses
         for beam in running:

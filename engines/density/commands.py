@@ -35,7 +35,7 @@ from engines.decoding.config import DecodingConfig
 from engines.density.model import DensityModel, MadeModel, NadeModel, load_density_model
 from engines.density.orderings import positions
 from engines.density.sampling import DensityDone, sample_events
-from engines.errors import DecodingError, InputError
+from engines.errors import DecodingError, InputError, stopped_note
 from engines.generation import resolve_seed
 from engines.image.data import load_split
 from engines.image.png import read_image, write_image
@@ -43,6 +43,13 @@ from engines.progress import Progress
 from engines.registry import ModelInfo
 
 LN2 = math.log(2)
+# Samples drawn together (one model run per pixel serves them all). A --count above it is drawn in
+# groups of this size, each written (or kept for printing) as soon as it is finished: Ctrl-C or
+# SIGTERM then keeps every finished group and loses at most the one being drawn. Up to here a larger
+# batch is much cheaper per sample (MADE on 2 cores: 2.2 s for 1 sample, 9.5 s for 128); beyond it,
+# a little (512 samples as 2 groups took about 11% longer than as one). The samples are the same:
+# sample i draws from seed + i whatever group it is in.
+SAMPLE_GROUP = 256
 
 
 def check_config(config: DecodingConfig) -> float:
@@ -133,27 +140,76 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     notes = notes + order_notes
     known_mask = None if regenerate is None else ~regenerate
     seed = resolve_seed(config)
-    events = sample_events(model, order_name=order_name, seed=seed, count=args.count, known=init,
-                           known_mask=known_mask, random_seed=random_seed,
-                           temperature=temperature)  # checks everything before any sampling
+    groups = [(start, min(SAMPLE_GROUP, args.count - start)) for start in range(0, args.count, SAMPLE_GROUP)]
+
+    def group_events(start: int, n: int):
+        return sample_events(model, order_name=order_name, seed=seed + start, count=n, known=init,
+                             known_mask=known_mask, random_seed=random_seed, temperature=temperature)
+
+    first = group_events(*groups[0])  # checks everything before any sampling
     print_notes(notes)
-    done = next(e for e in events if isinstance(e, DensityDone))
     ordering = _ordering_label(order_name, random_seed)
     settings = {**config.to_dict(), "seed": seed, "ordering": ordering, "init": getattr(args, "init", None),
                 "mask": getattr(args, "mask", None), "count": args.count}
-    images = done.images.astype(np.float32)  # (count, D)
-    cond = model.conditionals(images, done.order, done.mask_seed)  # (count, D) under the sampling ordering
-    ensemble = model.log_prob(images) if isinstance(model, MadeModel) else None
     n_sampled = int(model.dims - (0 if known_mask is None else known_mask.sum()))
+    paths = sample_paths(args.out, args.count)
+    finished: list[np.ndarray] = []  # (D,) 0/1 images in sample order, added as each group completes
+    written: list[str] = []
     samples: list[dict[str, Any]] = []
-    for i, path in enumerate(sample_paths(args.out, args.count)):
+    reached = 0  # pixels of the running group sampled so far, in its ordering (for the note when stopped)
+
+    def write_finished() -> None:  # each finished image to its --out path, as soon as it is finished
+        while args.out is not None and len(written) < len(finished):
+            i = len(written)
+            write_image(paths[i], finished[i].reshape(1, model.height, model.width), 2)
+            written.append(paths[i])
+
+    try:
+        for g, (start, n) in enumerate(groups):
+            done = None
+            for event in first if g == 0 else group_events(start, n):
+                if isinstance(event, DensityDone):
+                    done = event
+                else:
+                    reached = event.position + 1
+            finished.extend(done.images)
+            write_finished()  # before scoring: an interrupt from here on keeps this group whole
+            samples += _scored_samples(model, done, start, seed, ordering, known_mask, n_sampled, paths)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep every finished sample, then stop
+        kept = len(finished)
+        if args.out is not None:
+            write_finished()  # the rest of a group whose writing the interrupt cut short
+        else:  # nothing on disk: the pictures on stdout are what the user keeps
+            for i, image in enumerate(finished):
+                print(f"--- sample {i + 1} (seed {seed + i})")
+                print(ascii_art(_rows(image, model)))
+        if kept:
+            shown = ", ".join(written) if len(written) <= 3 else f"{written[0]} ... {written[-1]}"
+            where = f"wrote the finished samples to {shown}" if args.out is not None else "printed the finished samples"
+        else:
+            n = groups[0][1]
+            where = (f"nothing was kept (stopped at pixel {reached} of {model.dims} of the {n} sample"
+                     f"{'s' if n > 1 else ''} drawn together)")
+        stopped_note(exc, f"after {kept} of {args.count} samples: {where}")
+        raise
+    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
+
+
+def _scored_samples(model: DensityModel, done: DensityDone, start: int, seed: int, ordering: str,
+                    known_mask: np.ndarray | None, n_sampled: int, paths: list) -> list[dict[str, Any]]:
+    """The result entries of one group of finished samples (sample `start` + i), with their log-likelihoods."""
+    images = done.images.astype(np.float32)  # (n, D)
+    cond = model.conditionals(images, done.order, done.mask_seed)  # (n, D) under the sampling ordering
+    ensemble = model.log_prob(images) if isinstance(model, MadeModel) else None
+    samples = []
+    for i in range(len(images)):
         total = float(cond[i].sum())
         sampled = float(done.sampled_logprob[i])
         sample = {
-            "path": None, "total_logprob": total, "n": model.dims, "bits_per_dim": -total / LN2 / model.dims,
-            "sampled_logprob": sampled, "n_sampled": n_sampled,
+            "path": paths[start + i], "total_logprob": total, "n": model.dims,
+            "bits_per_dim": -total / LN2 / model.dims, "sampled_logprob": sampled, "n_sampled": n_sampled,
             "known_logprob": total - sampled if known_mask is not None else 0.0,
-            "seed": seed + i, "label": None, "pixels": _rows(done.images[i], model),
+            "seed": seed + start + i, "label": None, "pixels": _rows(done.images[i], model),
             "width": model.width, "height": model.height, "channels": 1, "levels": 2,
             "family": model.family, "ordering": ordering,
             "inpainting": None if known_mask is None else (
@@ -163,11 +219,8 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         if ensemble is not None:
             sample.update({"mask_seed": done.mask_seed, "ensemble_logprob": float(ensemble[i]),
                            "ensemble_k": model.default_k})
-        if path is not None:
-            write_image(path, done.images[i].reshape(1, model.height, model.width), 2)
-            sample["path"] = path
         samples.append(sample)
-    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
+    return samples
 
 
 def _ensemble_arg(model: DensityModel, args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 
 from engines.density.orderings import (ORDERING_NAMES, check_ordering, made_masks, make_ordering,
                                        make_ordering_from_spec)
-from engines.errors import InputError, ModelLoadError
+from engines.errors import InputError, ModelLoadError, file_fault
 from engines.registry import ModelInfo
 from engines.runtime import ModelSession, open_session
 
@@ -321,7 +321,7 @@ def load_density_model(info: ModelInfo, threads: int | None = 1) -> DensityModel
         try:
             init_a = np.load(init_path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{init_path}: cannot read the initial hidden state: {exc}") from exc
+            raise ModelLoadError(f"{init_path}: cannot read the initial hidden state: {file_fault(exc)}") from exc
         if init_a.shape != (hidden,):
             raise ModelLoadError(f"{init_path}: shape {init_a.shape}, expected ({hidden},) (architecture.hidden)")
         return NadeModel(info, "nade", dims, height, width, full, defaults, hidden=hidden, step=step,

@@ -16,7 +16,7 @@ from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.generation import resolve_seed
 from engines.image.data import load_split
-from engines.image.model import ImageModel, load_image_model
+from engines.image.model import ImageModel, card_n_classes, load_image_model
 from engines.image.png import read_image, write_image
 from engines.image.sampler import (PixelSampler, card_guidance, check_config, check_guidance, posterior_resample,
                                    score_images)
@@ -170,6 +170,10 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if task == "recognition":
         from engines.image.recognition import pixelcnn_recognition
 
+        if args.data is not None and card_n_classes(info.card) == 0:  # completions need labels to ask for
+            raise InputError(f"--data does not apply to --task recognition of {info.id}, an unconditional image "
+                             "model: its recognition reads only its own samples (test images are completed for "
+                             "label-conditioned models only); leave --data out")
         per_digit = getattr(args, "seeds", None) or 10
         progress = Progress(per_digit * 10 * 4, "recognise")
         result = pixelcnn_recognition(info, per_digit=per_digit, data=args.data, progress=progress)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import InputError
+from engines.errors import InputError, file_fault
 from engines.limits import check_regular_file
 
 SPLITS = ("train", "val", "test")
@@ -40,7 +40,7 @@ def _open(path: str | Path):
     try:
         d = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{p} is not a readable .npz file: {exc}") from exc
+        raise InputError(f"{p} is not a readable .npz file: {file_fault(exc)}") from exc
     if not isinstance(d, np.lib.npyio.NpzFile):
         raise InputError(f"{p} holds a single array (.npy), not an .npz archive of splits "
                          "(x_train/x_test for mnist, train/valid/test for binarized mnist)")
@@ -82,7 +82,7 @@ def load_split(path: str | Path, split: str) -> ImageSplit:
         except InputError:
             raise  # already one line naming the file (an InputError is a ValueError too)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputError(f"{path}: cannot read the {split} split: {exc}") from exc
+            raise InputError(f"{path}: cannot read the {split} split: {file_fault(exc)}") from exc
     x = np.asarray(x)
     if x.ndim == 2:  # (N, H*W) flattened square images
         side = int(round(np.sqrt(x.shape[1])))

@@ -127,6 +127,11 @@ def shape_from_card(card: dict[str, Any]) -> ImageShape:
     return ImageShape(**values)
 
 
+def card_n_classes(card: dict) -> int:
+    """The labels a PixelCNN card is conditioned on (0: unconditional only), as `load_image_model` reads them."""
+    return int((card.get("conditioning") or {}).get("num_classes", 0) or 0)
+
+
 def load_image_model(info: ModelInfo, threads: int | None = 1, *, fast: bool = True) -> ImageModel:
     """Open the graphs named in the card; `threads` is for the full graph (the step graphs use 1)."""
     card = info.card
@@ -137,7 +142,7 @@ def load_image_model(info: ModelInfo, threads: int | None = 1, *, fast: bool = T
         raise ModelLoadError(f"{info.path}: card output {output!r} does not match {shape.levels} levels "
                              f"(expected {expected!r}; known outputs: {', '.join(OUTPUT_TYPES)})")
     cond = card.get("conditioning") or {}
-    n_classes = int(cond.get("num_classes", 0) or 0)
+    n_classes = card_n_classes(card)
     none_label = int(cond.get("none_label", n_classes))
     io = card.get("io") or {}
 

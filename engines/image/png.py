@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from engines import limits
 from engines.atomic import atomic_path
-from engines.errors import InputError
+from engines.errors import InputError, file_fault
 
 MAX_PIXELS = limits.MAX_IMAGE_PIXELS  # width x height from the header, checked before decoding
 
@@ -60,7 +60,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise InputError(f"{what} {p} is too large to use (more than {MAX_PIXELS:,} pixels; nothing was decoded)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = file_fault(exc)  # Pillow may quote the file's bytes ("broken PNG file (chunk b'...')")
         raise InputError(f"cannot read {what} {p}: not a readable image (corrupt or truncated?): {detail}") from exc
 
 

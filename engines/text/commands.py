@@ -43,13 +43,36 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     settings = {**config.to_dict(), "seed": seed, "max_new_tokens": args.max_new_tokens, "prompt": args.prompt, "stop": args.stop}
     samples: list[dict[str, Any]] = []
     if config.strategy == "beam":
-        for beam in beam_generate(model, plan.ids, config, args.max_new_tokens):
+        def beam_sample(beam, cut_short: bool = False) -> dict[str, Any]:
             text, stop = trim_at_stop(beam.text, args.stop)
-            samples.append({
+            return {
                 "text": text, "tokens": [model.tokenizer.decode([t]) for t in beam.token_ids], "token_ids": beam.token_ids,
                 "logprobs": beam.token_logprobs, "total_logprob": beam.total_logprob, "n": len(beam.token_ids),
-                "beam_score": beam.score, "stopped_by": stop,
-            })
+                "beam_score": beam.score, "stopped_by": stop or ("interrupted" if cut_short else None),
+            }
+
+        try:
+            beams = beam_generate(model, plan.ids, config, args.max_new_tokens)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the best hypotheses so far, then stop
+            kept = getattr(exc, "beam_results", [])
+            record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
+            paths = sample_paths(args.out, len(kept))
+            for path, beam in zip(paths, kept):
+                sample = {**beam_sample(beam, cut_short=not beam.finished), "path": path}
+                _write_sample(path, sample, record)
+                if path is None:  # nothing on disk: the text on stdout is what the user keeps
+                    print(sample["text"])
+            steps = getattr(exc, "beam_steps", 0)
+            if kept:
+                what = (f"the {len(kept)} best hypotheses so far" if len(kept) > 1 else "the best hypothesis so far")
+                ended = sum(b.finished for b in kept)
+                what += f" ({ended} ended by end-of-text)" if ended else " (cut short)"
+                where = f"wrote {what} to {', '.join(str(p) for p in paths)}" if args.out is not None else f"printed {what}"
+            else:
+                where = "nothing was kept (the search had not taken its first step)"
+            stopped_note(exc, f"after {steps} of at most {args.max_new_tokens} beam search steps: {where}")
+            raise
+        samples = [beam_sample(beam) for beam in beams]
     else:
         record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
         paths = sample_paths(args.out, args.count)
@@ -145,7 +168,14 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     chunk = model.context_length * 8
     examples = []
     for doc in read_split(args.data, args.split):
-        ids = model.tokenizer.encode(doc)
+        try:
+            ids = model.tokenizer.encode(doc)
+        except InputError:  # its message quotes the characters: from a file, only where they are is said
+            alphabet = getattr(model.tokenizer, "index", None)
+            first = next((i for i, c in enumerate(doc) if c not in alphabet), None) if alphabet is not None else None
+            where = f" (the first is character {first + 1} of the split)" if first is not None else ""
+            raise InputError(f"{args.data}: the {args.split} split holds characters that {info.id} cannot encode"
+                             f"{where}; remove or replace them") from None
         examples += [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
     refuse_empty_split(len(examples), args)  # text says "empty" before it looks at --limit
     examples = examples[:eval_size(len(examples), args)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.card_schema import CardError, printable
-from engines.errors import ModelLoadError
+from engines.errors import ModelLoadError, file_fault
 from engines.registry import ModelInfo, read_json_in_folder
 from engines.text.decoder import DecoderShape, GPTDecoder
 from engines.text.tokenizer import TextTokenizer, load_tokenizer
@@ -38,7 +38,7 @@ def shape_from_card(card: dict[str, Any], vocab_size: int) -> DecoderShape:
         context = int(card.get("context_length") or arch.get("block_size"))
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:  # n_head 0 divides by zero
         raise ModelLoadError(printable(f"card of {card.get('id')!r}: architecture lacks valid n_layer/n_head/n_embd/"
-                                       f"context_length ({type(exc).__name__}: {exc})")) from exc
+                                       f"context_length ({type(exc).__name__}: {file_fault(exc)})")) from exc
     return DecoderShape(n_layer, n_head, head_dim, int(arch.get("vocab_size") or vocab_size), context)
 
 

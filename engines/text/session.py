@@ -151,6 +151,7 @@ class BeamResult:
     total_logprob: float  # under the raw model
     token_logprobs: list[float]
     score: float  # length-penalised beam score
+    finished: bool = True  # ended by end-of-text (False: cut off by max-new-tokens or a stop)
 
 
 def beam_generate(
@@ -159,14 +160,19 @@ def beam_generate(
 ) -> list[BeamResult]:
     if config.strategy != "beam":
         raise DecodingError("beam_generate needs strategy = 'beam'")
-    hyps = beam_search(
-        KVBeamScorer(model.decoder), list(context_ids), config, max_new_tokens,
-        eos_id=model.tokenizer.eos_id, should_stop=should_stop,
-    )
-    return [
-        BeamResult(list(h.tokens), model.tokenizer.decode(list(h.tokens)), float(h.sum_logprob), list(h.token_logprobs), float(h.score))
-        for h in hyps
-    ]
+    def result(h) -> BeamResult:
+        return BeamResult(list(h.tokens), model.tokenizer.decode(list(h.tokens)), float(h.sum_logprob),
+                          list(h.token_logprobs), float(h.score), bool(h.finished))
+
+    try:
+        hyps = beam_search(
+            KVBeamScorer(model.decoder), list(context_ids), config, max_new_tokens,
+            eos_id=model.tokenizer.eos_id, should_stop=should_stop,
+        )
+    except KeyboardInterrupt as exc:  # the best hypotheses so far go with it (see `beam_search`)
+        exc.beam_results = [result(h) for h in getattr(exc, "beam_hypotheses", ())]  # type: ignore[attr-defined]
+        raise
+    return [result(h) for h in hyps]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from studio.audio import work
-from studio.audio.spectrum import surprise_bits
+from studio.audio.spectrum import surprise_bits, surprise_tail, surprise_window
 
 
 class Run:
@@ -57,7 +57,10 @@ class Run:
         self.prior_logprob = 0.0  # ln p(the prior's frames | digit, speaker), nats (stop bits included)
         self.source_name: str | None = None
         self.heard: dict = {}  # variation -> studio.audio.speech_work.Heard: what the recogniser hears in it
-        self._surprise: dict[int, np.ndarray] = {}  # variation -> its surprise so far (a growing run extends it)
+        # variation -> (its surprise: the prompt's, then the generated samples', preallocated; values known;
+        # whether the prompt's part is its score): a growing run computes only its new values, in place
+        self._surprise: dict[int, list] = {}
+        self._heard: np.ndarray | None = None  # (batch, prompt + n_samples): the sounds as heard (with a prompt)
 
     @property
     def prompt_len(self) -> int:
@@ -72,6 +75,10 @@ class Run:
             self.logprobs = np.pad(self.logprobs, ((0, 0), (0, grow)), constant_values=np.nan)
         k = end - chunk.start
         self.samples[:, chunk.start:end] = chunk.samples[:, :k]
+        if self._heard is not None and self._heard.shape[1] >= self.prompt_len + end:
+            self._heard[:, self.prompt_len + chunk.start: self.prompt_len + end] = chunk.samples[:, :k]
+        else:
+            self._heard = None  # built again when asked
         self.logprobs[:, chunk.start:end] = chunk.logprobs[:, :k]
         self.n_done = max(self.n_done, end)
 
@@ -80,19 +87,46 @@ class Run:
         gen = self.samples[v, : self.n_done]
         return gen.copy() if self.prompt is None else np.concatenate([self.prompt, gen])
 
+    def sound_view(self, v: int) -> np.ndarray:
+        """sound(v) without the copy (O(1)): a view that later chunks extend, never change."""
+        if self.prompt is None:
+            return self.samples[v, : self.n_done]
+        if self._heard is None or self._heard.shape[0] != self.samples.shape[0]:
+            self._heard = np.concatenate([np.broadcast_to(self.prompt, (self.samples.shape[0], self.prompt_len)),
+                                          self.samples], axis=1).astype(np.float32)
+        return self._heard[v, : self.prompt_len + self.n_done]
+
+    def surprise_key(self, v: int) -> tuple:
+        """What surprise_view(v) is: it grows while the key stays (the prompt's score arriving changes it)."""
+        return self.id, v, self.prompt_surprise is not None, self.samples.shape[1]
+
     def generated(self, v: int) -> np.ndarray:
         return self.samples[v, : self.n_done].copy()
 
     def surprise(self, v: int) -> np.ndarray:
-        prev = self._surprise.get(v)
-        if prev is not None and len(prev) > self.n_done:
-            prev = None
-        # What was generated before does not change: only the new samples' surprise is computed.
-        bits = self._surprise[v] = surprise_bits(self.logprobs[v, : self.n_done], previous=prev)
-        if self.prompt is None:
-            return bits
-        before = self.prompt_surprise if self.prompt_surprise is not None else np.full(self.prompt_len, np.nan)
-        return np.concatenate([before, bits])
+        return self.surprise_view(v).copy()
+
+    def surprise_view(self, v: int) -> np.ndarray:
+        """(prompt_len + n_done,) bits: the prompt's surprise (NaN until it is scored), then the generated
+        samples'. A view of a buffer: what was generated before does not change, so only the new samples'
+        surprise is computed (and the last smoothing window's), O(new samples) per call."""
+        P, n = self.prompt_len, self.n_done
+        entry = self._surprise.get(v)
+        if entry is None or len(entry[0]) != P + self.samples.shape[1] or entry[1] > n:
+            entry = self._surprise[v] = [np.full(P + self.samples.shape[1], np.nan), 0, None]
+        buf, m, prompt_scored = entry
+        if P and prompt_scored != (self.prompt_surprise is not None):
+            buf[:P] = self.prompt_surprise if self.prompt_surprise is not None else np.nan
+            entry[2] = self.prompt_surprise is not None
+        if m != n:
+            lp = self.logprobs[v, :n]
+            if m >= surprise_window():
+                keep, tail = surprise_tail(lp, m)
+                buf[P + keep: P + n] = tail
+            else:
+                buf[P: P + n] = surprise_bits(lp)
+            entry[1] = n
+        return buf[: P + n]
 
     def total_logprob(self, v: int) -> float:
         return float(self.logprobs[v, : self.n_done].sum())

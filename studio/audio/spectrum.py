@@ -47,26 +47,38 @@ def spectrogram(samples: np.ndarray, sample_rate: int, n_fft: int = N_FFT, hop: 
     so a sound growing while it is generated costs O(new samples) per redraw, not O(sound);
     the result is the same as without it (a frame is computed only once its window is whole)."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    # Frames whose window would run past the last sample are left out: the abrupt end of a
-    # sound still being generated would splash broadband energy over the newest column.
-    n_frames = max(1, (len(x) - n_fft // 2) // hop + 1) if len(x) >= n_fft // 2 else 1
+    n_frames = spectrogram_length(len(x), n_fft, hop)
     first = 0
     if previous is not None and previous.complete and previous.db.shape[0] <= n_frames:
         first = previous.db.shape[0]
-    # frame k covers x[k * hop - n_fft / 2 : k * hop + n_fft / 2] (silence before the sound)
-    lo = first * hop - n_fft // 2
-    padded = np.zeros((n_frames - first) * hop + n_fft, np.float32)
-    part = x[max(0, lo): lo + len(padded)]
-    padded[max(0, -lo): max(0, -lo) + len(part)] = part
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames - first]  # (new frames, n_fft)
-    window = np.hanning(n_fft).astype(np.float32)
-    mag = np.abs(np.fft.rfft(frames * window, axis=1))  # (frames, n_fft // 2 + 1)
-    ref = window.sum() / 2  # a full-scale sine's peak magnitude: 0 dB
-    db = np.clip(20 * np.log10(np.maximum(mag / ref, 1e-12)), FLOOR_DB, TOP_DB).astype(np.float32)
+    db = spectrogram_frames(x, first, n_frames, n_fft, hop)
     if first:
         db = np.concatenate([previous.db, db])
     return Spectrogram(db, hop / sample_rate, sample_rate / 2, complete=len(x) >= n_fft // 2,
                        new_frames=n_frames - first)
+
+
+def spectrogram_length(n_samples: int, n_fft: int = N_FFT, hop: int = HOP) -> int:
+    """How many frames `spectrogram` gives for a sound of `n_samples` (at least one)."""
+    # Frames whose window would run past the last sample are left out: the abrupt end of a
+    # sound still being generated would splash broadband energy over the newest column.
+    return max(1, (n_samples - n_fft // 2) // hop + 1) if n_samples >= n_fft // 2 else 1
+
+
+def spectrogram_frames(x: np.ndarray, first: int, last: int, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """(last - first, n_fft // 2 + 1) float32 dBFS: frames first..last-1 of `spectrogram(x)`, reading
+    only the samples they cover (a sound that grows has its new frames computed in O(new samples))."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    # frame k covers x[k * hop - n_fft / 2 : k * hop + n_fft / 2] (silence before the sound)
+    lo = first * hop - n_fft // 2
+    padded = np.zeros(max(0, last - first) * hop + n_fft, np.float32)
+    part = x[max(0, lo): max(0, lo + len(padded))]
+    padded[max(0, -lo): max(0, -lo) + len(part)] = part
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:max(0, last - first)]  # (frames, n_fft)
+    window = np.hanning(n_fft).astype(np.float32)
+    mag = np.abs(np.fft.rfft(frames * window, axis=1))  # (frames, n_fft // 2 + 1)
+    ref = window.sum() / 2  # a full-scale sine's peak magnitude: 0 dB
+    return np.clip(20 * np.log10(np.maximum(mag / ref, 1e-12)), FLOOR_DB, TOP_DB).astype(np.float32)
 
 
 def surprise_window() -> int:
@@ -75,6 +87,16 @@ def surprise_window() -> int:
     except ImportError:
         return DEFAULT_SURPRISE_WINDOW
     return int(SURPRISE_WINDOW)
+
+
+def surprise_tail(logprobs: np.ndarray, m: int, window: int | None = None) -> tuple[int, np.ndarray]:
+    """(keep, values): given `surprise_bits` of the first m ln p (m >= the window), the values from
+    `keep` on of `surprise_bits(logprobs)` (the ones before it are final); O(len - m + window)."""
+    full = int(window or surprise_window())
+    # value i averages ln p over [i - full // 2, i - full // 2 + full): final once that ends by m
+    keep = m - (full - full // 2) + 1
+    start = keep - full // 2  # the first ln p the recomputed values read (>= 1: m >= full)
+    return keep, surprise_bits(np.asarray(logprobs).reshape(-1)[start:], full)[keep - start:]
 
 
 def surprise_bits(logprobs: np.ndarray, window: int | None = None, *,
@@ -87,13 +109,10 @@ def surprise_bits(logprobs: np.ndarray, window: int | None = None, *,
     lp = np.asarray(logprobs, dtype=np.float64).reshape(-1)
     full = int(window or surprise_window())
     if previous is not None and full <= len(previous) <= len(lp):
-        m = len(previous)
-        if m == len(lp):
+        if len(previous) == len(lp):
             return previous
-        # value i averages ln p over [i - full // 2, i - full // 2 + full): final once that ends by m
-        keep = m - (full - full // 2) + 1
-        start = keep - full // 2  # the first ln p the recomputed values read (>= 1: m >= full)
-        return np.concatenate([previous[:keep], surprise_bits(lp[start:], full)[keep - start:]])
+        keep, tail = surprise_tail(lp, len(previous), full)
+        return np.concatenate([previous[:keep], tail])
     bits = -lp / math.log(2)
     w = min(full, len(bits))  # as the engine: never wider than the sound
     if w <= 1 or len(bits) == 0:

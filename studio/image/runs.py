@@ -60,6 +60,7 @@ class Run(DrawingRun):
         self.model_id, self.candidates, self.label, self.cli = model_id, candidates, label, cli
         self.chain = ""
         self.method = ""
+        self.plain_because = ""  # why posterior-aware inpainting was not used, when it was asked for
         self.n_values = 0
         self.images: dict[int, np.ndarray] = {}  # sample -> (K, C, H, W) as painted so far
         self.recorders: dict[int, work.FrameRecorder] = {}
@@ -93,6 +94,8 @@ class Run(DrawingRun):
             parts.append(f"{self.method} sampler")
         if self.candidates:
             parts.append(f"posterior-aware, K = {self.candidates}")
+        if self.plain_because:
+            parts.append(html.escape(self.plain_because))
         parts.append(self.state_text())
         text = " · ".join(parts)
         if shown is not None:

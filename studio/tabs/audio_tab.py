@@ -223,8 +223,11 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         self.heard_label.setToolTip("What the recogniser (a digit and speaker classifier on log-mel frames) hears "
                                     "in the shown sound")
         self.status = status_label("AudioStatus")
-        main = column(bar, bar2, controls, controls2, self.mel_view, (self.plots, 1), steady(self.totals),
-                      steady(self.heard_label), steady(self.status))
+        # Each keeps the height of its usual text when it is empty or shorter: the totals and what is
+        # heard fill in at a run's start and end, the status is a line or two; none moves the plots.
+        main = column(bar, bar2, controls, controls2, self.mel_view, (self.plots, 1),
+                      steady(self.totals, reserve="<b>0</b>"), steady(self.heard_label, reserve="<b>0</b>"),
+                      steady(self.status, reserve="0<br>0"))
         self._build_model_pages(main, EMPTY_TEXT, "AudioEmptyState")
 
     @staticmethod
@@ -551,8 +554,10 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         if what[0] == "run":
             v = what[1]
             total = run.prompt_len + run.n_samples
-            self.plots.set_sound(run.sound(v), prompt_len=run.prompt_len, total_len=total,
-                                 surprise=run.surprise(v))
+            # views of the run's buffers, with the key that tells the plots it is the same sound grown:
+            # a redraw costs the same at the end of a long run as at its start
+            self.plots.set_sound(run.sound_view(v), prompt_len=run.prompt_len, total_len=total,
+                                 surprise=run.surprise_view(v), key=run.surprise_key(v))
             if not run.n_done:
                 self.plots.set_message("generating…" if run.state == "running" else "nothing was generated")
             self._show_run_totals(run, v)

@@ -39,6 +39,34 @@ TOKENS_PER_TURN = 256
 TURN_BUDGET_S = 0.012
 
 
+class _TurnSlice:
+    """The current event-loop turn's rendering slice, shared by every token view: views (or calls)
+    rendering in the same turn share one TOKENS_PER_TURN / TURN_BUDGET_S, not one each. A Compare
+    run's beam column (a heading and its tokens per beam, each beam short enough to finish within a
+    slice) took four slices in one 40-50 ms turn; several columns rendering at once, one each.
+    A turn starts at the first slice asked for while the marker (a zero timer, which fires at the
+    next turn) is not pending."""
+
+    def __init__(self) -> None:
+        self.deadline = 0.0
+        self.left = 0
+        self._marker: QTimer | None = None
+
+    def begin(self) -> "_TurnSlice":
+        if self._marker is None:
+            self._marker = QTimer()
+            self._marker.setSingleShot(True)
+            self._marker.setInterval(0)
+        if not self._marker.isActive():  # the first slice of this turn
+            self.deadline = time.perf_counter() + TURN_BUDGET_S
+            self.left = TOKENS_PER_TURN
+            self._marker.start()
+        return self
+
+
+_TURN = _TurnSlice()
+
+
 def visible(text: str) -> str:
     """A token's text for a label: whitespace made visible, never empty."""
     if text == "":
@@ -237,17 +265,28 @@ class TokenView(QTextEdit):
     def _next_turn(self) -> None:
         self._work(queued=False)
 
-    def _work(self, budget_s: float = TURN_BUDGET_S, max_tokens: int = TOKENS_PER_TURN, queued: bool = True) -> None:
+    def _work(self, budget_s: float | None = None, max_tokens: int | None = None, queued: bool = True) -> None:
         """One turn's slice: render queued items, then recolour, until the slice is used up; the
         rest is left for the next turn (the timer), so the event loop runs in between. Called
         for new content (`queued`) while a slice already waits for the next turn, it adds
-        nothing to this one: several calls in one turn (a beam column: a heading and its tokens
-        per beam) share one slice, not one each."""
+        nothing to this one. Without `budget_s`, the slice is the turn's, shared with every call
+        and every view in this turn (_TurnSlice): several calls in one turn (a beam column: a
+        heading and its tokens per beam), or several columns, share one slice, not one each."""
         if not self.is_rendering() or (queued and self._timer.isActive()):
             return
         self._turns += 1
-        deadline = time.perf_counter() + budget_s
-        left = max_tokens
+        turn = _TURN.begin() if budget_s is None else None
+        if turn is not None:
+            deadline, left = turn.deadline, turn.left
+        else:
+            deadline, left = time.perf_counter() + budget_s, max_tokens or TOKENS_PER_TURN
+        try:
+            self._slice(deadline, left, turn)
+        finally:
+            if self.is_rendering():
+                self._timer.start()
+
+    def _slice(self, deadline: float, left: int, turn: _TurnSlice | None) -> None:
         while left > 0 and time.perf_counter() < deadline:
             if self._n_rendered_items < len(self._items):
                 left -= self._render_slice(min(left, 32))
@@ -255,8 +294,8 @@ class TokenView(QTextEdit):
                 left -= self._restyle_slice(min(left, 32))
             else:
                 break
-        if self.is_rendering():
-            self._timer.start()
+        if turn is not None:
+            turn.left = max(0, left)  # what is left of the turn's slice, for the next caller in it
 
     def _render_slice(self, max_tokens: int) -> int:
         """Put the next queued items in the document (up to `max_tokens` tokens, the headings and
