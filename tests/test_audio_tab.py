@@ -674,3 +674,17 @@ def test_the_engine_bench_times_the_chunking_the_tab_uses():
     from studio.audio import work
 
     assert bench.STUDIO_CHUNK == work.CHUNK_SAMPLES == CHUNK
+
+
+def test_an_empty_mel_view_shows_the_ranges_a_clip_will_use(qtbot):
+    """Before any frame: time from 0 and the 40 mel bins, not pyqtgraph's -0.5..0.5 around nothing."""
+    from studio.audio.mel_view import MelView
+
+    view = MelView()
+    qtbot.addWidget(view)
+    (x0, x1), (y0, y1) = view.viewRange()
+    assert x0 == pytest.approx(0) and x1 == pytest.approx(1.0) and y0 == pytest.approx(0) and y1 == pytest.approx(40)
+    view.start(np.zeros((40, 3), np.float32), floor=-11.5, hop_s=0.01)
+    assert view.viewRange()[0][1] == pytest.approx(0.5)  # at least 50 frames wide
+    view.clear_frames()
+    assert view.viewRange()[1] == pytest.approx([0, 40])

@@ -39,6 +39,13 @@ class MelView(pg.PlotWidget):
         self.floor = -11.5
         self.frames = np.zeros((0, 0), np.float32)  # (n_mels, F)
         self.updates = 0  # image uploads (tests check the frames arrive, not how often)
+        self._show_empty()
+
+    def _show_empty(self, seconds: float = 1.0, n_mels: int = 40) -> None:
+        """No frames yet: the ranges a clip will use (time from 0, mel bins 0..n_mels), not
+        pyqtgraph's default of -0.5..0.5 around nothing."""
+        self.setXRange(0, seconds, padding=0)
+        self.setYRange(0, n_mels, padding=0)
 
     def start(self, frames: np.ndarray, floor: float, hop_s: float, total_frames: int | None = None) -> None:
         """A new run: the frames known so far (n_mels, P) and, when known, how many there will be."""
@@ -60,10 +67,12 @@ class MelView(pg.PlotWidget):
         self.frames = np.zeros((0, 0), np.float32)
         self.image.clear()
         self.join.setVisible(False)
+        self._show_empty()
 
     def _redraw(self, total_frames: int | None) -> None:
         if self.frames.size == 0:
             self.image.clear()
+            self._show_empty()
             return
         n_mels, F = self.frames.shape
         self.image.setImage(self.frames, levels=(self.floor, TOP), autoLevels=False)
