@@ -173,34 +173,30 @@ def text_scenarios(app, window, beat: Heartbeat, tokens: int) -> dict:
     return out
 
 
-def image_scenarios(app, window, beat: Heartbeat) -> dict:
-    from studio.image import work
+def _drawing_scenario(app, window, beat: Heartbeat, tab_name: str, model_id: str, count: int, key: str,
+                      action: str) -> dict:
+    """One run of `count` samples on a drawing tab (Image or Density), at full speed, from idle."""
+    import importlib
 
-    tab = window.tab("Image")
-    window.select_tab("Image")
-    if not tab.select_model("mnist-pixelcnn"):
-        return {"image": "mnist-pixelcnn is not installed"}
+    work = importlib.import_module(f"studio.{tab_name.lower()}.work")
+    tab = window.tab(tab_name)
+    window.select_tab(tab_name)
+    if not tab.select_model(model_id):
+        return {tab_name.lower(): f"{model_id} is not installed"}
     work.load_model(tab.chosen_model())
     tab.set_speed(float("inf"))
-    tab.samples_spin.setValue(4)
+    tab.samples_spin.setValue(count)
     spin(app, tab.is_idle, 120)
     settle(app)
-    return {"image_generate": measure(app, beat, tab.generate, lambda: not tab.is_running() and tab.is_idle())}
+    return {key: measure(app, beat, getattr(tab, action), lambda: not tab.is_running() and tab.is_idle())}
+
+
+def image_scenarios(app, window, beat: Heartbeat) -> dict:
+    return _drawing_scenario(app, window, beat, "Image", "mnist-pixelcnn", 4, "image_generate", "generate")
 
 
 def density_scenarios(app, window, beat: Heartbeat) -> dict:
-    from studio.density import work
-
-    tab = window.tab("Density")
-    window.select_tab("Density")
-    if not tab.select_model("bmnist-made"):
-        return {"density": "bmnist-made is not installed"}
-    work.load_model(tab.chosen_model())
-    tab.set_speed(float("inf"))
-    tab.samples_spin.setValue(8)
-    spin(app, tab.is_idle, 120)
-    settle(app)
-    return {"density_sample": measure(app, beat, tab.sample, lambda: not tab.is_running() and tab.is_idle())}
+    return _drawing_scenario(app, window, beat, "Density", "bmnist-made", 8, "density_sample", "sample")
 
 
 def audio_scenarios(app, window, beat: Heartbeat, seconds: float) -> dict:

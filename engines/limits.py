@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from engines.errors import InputError
+from engines.errors import InputError, file_fault
 
 # --- what one command may generate ----------------------------------------------------------
 MAX_COUNT = 1000  # samples per `generate` (text, images); each is a full generation
@@ -79,3 +79,20 @@ def check_regular_file(path: str | os.PathLike, what: str, max_bytes: int | None
     if max_bytes is not None and st.st_size > max_bytes:
         raise InputError(f"{what} {p} is {st.st_size / 1024**3:.1f} GB; at most {max_bytes / 1024**3:g} GB can be read")
     return p
+
+
+def open_npz(path: str | os.PathLike, holds: str):
+    """The `.npz` archive at `path` (a regular file, no pickles), opened for reading; InputError
+    naming the fault otherwise. `holds` says what the archive should hold, for the .npy message."""
+    import zipfile
+
+    import numpy as np
+
+    p = check_regular_file(path, "data file")  # a FIFO, device or folder: refused before opening
+    try:
+        d = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{p} is not a readable .npz file (corrupt or truncated?): {file_fault(exc)}") from None
+    if not isinstance(d, np.lib.npyio.NpzFile):
+        raise InputError(f"{p} holds a single array (.npy), not an .npz archive of {holds}")
+    return d

@@ -16,7 +16,7 @@ import numpy as np
 
 from engines.audio import mulaw
 from engines.errors import InputError, file_fault
-from engines.limits import MAX_AUDIO_RATE, check_regular_file
+from engines.limits import MAX_AUDIO_RATE, open_npz
 
 SPLIT_TAKES = {"test": range(0, 5), "val": range(5, 10), "train": range(10, 50)}
 
@@ -44,14 +44,7 @@ def load_fsdd(path: str | Path, split: str) -> AudioSplit:
     path = Path(path)
     if split not in SPLIT_TAKES:
         raise InputError(f"unknown split {split!r}: choose train, val or test")
-    check_regular_file(path, "data file")  # a FIFO, device or folder: refused before opening
-    try:
-        d = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} is not a readable .npz file (corrupt or truncated?): {file_fault(exc)}") from None
-    if not isinstance(d, np.lib.npyio.NpzFile):
-        raise InputError(f"{path} holds a single array (.npy), not an fsdd.npz archive of audio, offsets, "
-                         "labels, speakers, index and sample_rate")
+    d = open_npz(path, "audio, offsets, labels, speakers, index and sample_rate (fsdd.npz)")
     with d:  # closes the archive (and its file) whatever happens
         try:
             audio, offsets = d["audio"], d["offsets"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import InputError, file_fault
-from engines.limits import check_regular_file
+from engines.limits import open_npz
 
 SPLITS = ("train", "val", "test")
 MNIST_TRAIN = 50000  # mnist: the first 50000 of x_train train, the rest validate
@@ -36,15 +36,7 @@ class ImageSplit:
 
 
 def _open(path: str | Path):
-    p = check_regular_file(path, "data file")  # a FIFO, device or folder: refused before opening
-    try:
-        d = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{p} is not a readable .npz file: {file_fault(exc)}") from exc
-    if not isinstance(d, np.lib.npyio.NpzFile):
-        raise InputError(f"{p} holds a single array (.npy), not an .npz archive of splits "
-                         "(x_train/x_test for mnist, train/valid/test for binarized mnist)")
-    return d
+    return open_npz(path, "splits (x_train/x_test for mnist, train/valid/test for binarized mnist)")
 
 
 def check_pixel_values(x: np.ndarray, path: str | Path, split: str, levels: int) -> None:

@@ -41,6 +41,7 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     print_notes(plan.notes)
     seed = resolve_seed(config)
     settings = {**config.to_dict(), "seed": seed, "max_new_tokens": args.max_new_tokens, "prompt": args.prompt, "stop": args.stop}
+    record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}  # every sample file's header
     samples: list[dict[str, Any]] = []
     if config.strategy == "beam":
         def beam_sample(beam, cut_short: bool = False) -> dict[str, Any]:
@@ -55,7 +56,6 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
             beams = beam_generate(model, plan.ids, config, args.max_new_tokens)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the best hypotheses so far, then stop
             kept = getattr(exc, "beam_results", [])
-            record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
             paths = sample_paths(args.out, len(kept))
             for path, beam in zip(paths, kept):
                 sample = {**beam_sample(beam, cut_short=not beam.finished), "path": path}
@@ -74,7 +74,6 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
             raise
         samples = [beam_sample(beam) for beam in beams]
     else:
-        record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
         paths = sample_paths(args.out, args.count)
         events: list = []
 
@@ -112,7 +111,6 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
             stopped_note(exc, f"after {done} of {args.count} samples: {where}")
             raise
         return {**record, "samples": samples}
-    record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}
     for path, sample in zip(sample_paths(args.out, len(samples)), samples):
         sample["path"] = path
         _write_sample(path, sample, record)
