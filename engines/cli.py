@@ -109,36 +109,12 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
     return config
 
 
-_FLAG_OF = {
-    "strategy": "--strategy", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-    "min_p": "--min-p", "typical_p": "--typical-p", "repetition_penalty": "--repetition-penalty",
-    "no_repeat_ngram": "--no-repeat-ngram", "num_beams": "--num-beams", "length_penalty": "--length-penalty",
-    "num_return_sequences": "--num-return-sequences",
-}
-
-
 def reproducing_arguments(command: list[str], info, config: DecodingConfig) -> list[str]:
     """`chainrule` arguments (command + model + decoding) that rebuild `config` for `info`:
-    the inverse of `config_from_args`. The CLI starts from the card's decoding defaults, so
-    every setting that differs from those is passed (floats as repr: exact)."""
-    try:
-        base = DecodingConfig.from_dict(dict(info.card.get("decoding_defaults") or {}))
-    except Exception:  # noqa: BLE001 - a bad card default: pass everything
-        base = None
-    args = [*command, "--model", info.id]
-    if info.source not in ("shipped", "user"):
-        args += ["--models-dir", str(info.path.parent)]
-    # only the settings the strategy reads: the CLI refuses the others (config_from_args)
-    unused = set(unused_settings(config, [*_FLAG_OF, "chain", "early_stopping"]))
-    for name, flag in _FLAG_OF.items():
-        value = getattr(config, name)
-        if name not in unused and (base is None or getattr(base, name) != value):
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    if "chain" not in unused and (base is None or tuple(base.chain) != tuple(config.chain)):
-        args += ["--chain", ",".join(config.chain)]
-    if "early_stopping" not in unused and not config.early_stopping and (base is None or base.early_stopping):
-        args.append("--no-early-stopping")
-    return args
+    the inverse of `config_from_args` (see engines.decoding.flags)."""
+    from engines.decoding.flags import decoding_arguments, model_arguments
+
+    return [*command, *model_arguments(info), *decoding_arguments(config, info.card.get("decoding_defaults"))]
 
 
 # --- parser ------------------------------------------------------------------------
@@ -157,8 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR")
     p.add_argument("--json", action="store_true")
 
-    gen = sub.add_parser("generate", help="generate samples")
-    gsub = gen.add_subparsers(dest="modality", required=True, parser_class=_Parser)
+    gen = sub.add_parser("generate", help="generate samples",
+                         usage="chainrule generate {text,image,audio} ... | chainrule generate --from FILE [--out PATH]")
+    gen.add_argument("--from", dest="from_file", metavar="FILE",
+                     help="run again the request an exported sample carries (PNG, WAV, FLAC or JSON from chainrule "
+                          "or the studio): the same sample, bit for bit")
+    gen.add_argument("--out", dest="from_out", metavar="PATH", help="with --from: where to write the sample")
+    gen.add_argument("--models-dir", dest="from_models_dir", action="append", default=[], metavar="DIR",
+                     help="with --from: extra folder of models (repeatable)")
+    gen.add_argument("--json", dest="from_json", action="store_true", help="with --from: print the result as JSON")
+    gen.set_defaults(generate_parser=gen)
+    gsub = gen.add_subparsers(dest="modality", required=False, parser_class=_Parser)
     for modality in ("text", "image", "audio"):
         g = gsub.add_parser(modality, help=f"generate {modality}")
         _add_model_arguments(g)
@@ -349,8 +334,46 @@ def _check_eval_data(args: argparse.Namespace) -> None:
                                 "measures a data set: the argument --data is required")
 
 
+def cmd_generate_from(args: argparse.Namespace) -> int:
+    """`chainrule generate --from FILE [--out PATH]`: read the request the file carries, run it with
+    the modality's own request runner (the same one `generate <modality>` and the studio use)."""
+    from engines.cli_common import print_notes
+    from engines.registry import get_model
+    from engines.requests import fingerprint_note, read_request_file, request_from_json
+
+    data = read_request_file(args.from_file)
+    request = request_from_json(data)
+    model = get_model(request.model, args.from_models_dir)
+    wanted = request.kind
+    if model.kind != wanted:
+        raise ChainruleError(f"{args.from_file} holds a {wanted} request, but model {model.id!r} is now a "
+                             f"{model.kind} model")
+    note = fingerprint_note(data, model)
+    if note:
+        print_notes([note])
+    module = _modality_module(model.kind)
+    result = module.generate_from_request(request, model, args.from_out)
+    if args.from_json:
+        _print_json(result)
+    else:
+        module.print_result("generate", result)
+    return 0
+
+
 def cmd_modality(args: argparse.Namespace) -> int:
     from engines.registry import get_model
+
+    if args.command == "generate":
+        if args.from_file is not None:
+            if args.modality is not None:
+                args.generate_parser.error("--from runs the request stored in FILE: give no modality or generation "
+                                           "options with it (only --out, --models-dir and --json)")
+            return cmd_generate_from(args)
+        if args.modality is None:
+            args.generate_parser.error("choose what to generate (text, image or audio), or --from FILE")
+        if args.from_out is not None or args.from_models_dir or args.from_json:
+            args.generate_parser.error("put --out, --models-dir and --json after the modality "
+                                       "(chainrule generate image --model ... --out x.png)")
 
     kind = args.modality if args.command == "generate" else None
     if kind is not None:

@@ -57,8 +57,13 @@ def short_provider(provider: str | None) -> str:
     return provider.removesuffix("ExecutionProvider") or provider
 
 
+TAB_KEYS = ("text", "image", "density", "audio")  # the tabs that own a decoding config
+
+
 class StudioContext(QObject):
-    decodingConfigChanged = Signal(object)  # a valid DecodingConfig
+    # (tab key, a valid DecodingConfig): one tab's config changed; the others are untouched
+    decodingConfigChanged = Signal(str, object)
+    activeDecodingTabChanged = Signal(str)  # the tab whose config the Decoding panel now edits
     modelDirsChanged = Signal()
     statusMessage = Signal(str, int)  # text, timeout in ms (0 = until replaced)
     errorMessage = Signal(str)
@@ -73,18 +78,84 @@ class StudioContext(QObject):
         self._settings = settings if settings is not None else make_settings()
         # Folders from --models-dir: used this session, never saved.
         self._session_dirs = [Path(d).expanduser() for d in session_model_dirs]
-        self._config = DecodingConfig()
+        # Each tab owns its config (top-p for text never reaches the Image tab); it starts from the
+        # tab's model card defaults (`adopt_model_defaults`) until the user edits it.
+        self._configs: dict[str, DecodingConfig] = {key: DecodingConfig() for key in TAB_KEYS}
+        self._model_defaults: dict[str, DecodingConfig] = {}
+        self._active_tab = "text"
+        self.history = None  # studio.history.store.HistoryStore once the app opens it (None: not recorded)
         self._runtime: dict[str, Any] | None = None
         self._runners: list[TaskRunner] = []
 
     # --- decoding -----------------------------------------------------------------------
-    def decoding_config(self) -> DecodingConfig:
-        return self._config
+    def decoding_config(self, tab: str | None = None) -> DecodingConfig:
+        """The decoding config `tab` (a TAB_KEYS entry) owns; the active tab's without one."""
+        return self._configs[self._key(tab)]
 
-    def set_decoding_config(self, config: DecodingConfig) -> None:
-        if config != self._config:
-            self._config = config
-            self.decodingConfigChanged.emit(config)
+    def set_decoding_config(self, config: DecodingConfig, tab: str | None = None) -> None:
+        """Give `tab` (the active tab without one) a new config; only that tab hears of it."""
+        key = self._key(tab)
+        if config != self._configs[key]:
+            self._configs[key] = config
+            self.decodingConfigChanged.emit(key, config)
+
+    def active_decoding_tab(self) -> str:
+        return self._active_tab
+
+    def set_active_decoding_tab(self, tab: str) -> None:
+        key = self._key(tab)
+        if key != self._active_tab:
+            self._active_tab = key
+            self.activeDecodingTabChanged.emit(key)
+
+    def model_defaults(self, tab: str | None = None) -> DecodingConfig:
+        """The config of `tab`'s current model's card (plain DecodingConfig() when it has none)."""
+        return self._model_defaults.get(self._key(tab), DecodingConfig())
+
+    def adopt_model_defaults(self, tab: str, card_defaults: dict | None, *, reset: bool = True) -> DecodingConfig:
+        """Record the card defaults of `tab`'s newly chosen model; with `reset`, the tab's config
+        becomes them (seed kept). A card whose defaults are unusable counts as plain defaults."""
+        from engines.decoding.flags import card_config
+
+        key = self._key(tab)
+        defaults = card_config(card_defaults) or DecodingConfig()
+        self._model_defaults[key] = defaults
+        if reset:
+            self.reset_to_model_defaults(key)
+        return defaults
+
+    def reset_to_model_defaults(self, tab: str | None = None) -> None:
+        """"Reset to model defaults": the tab's config becomes its model card's (the seed is kept)."""
+        key = self._key(tab)
+        self.set_decoding_config(self.model_defaults(key).replace(seed=self._configs[key].seed), key)
+
+    def _key(self, tab: str | None) -> str:
+        key = self._active_tab if tab is None else tab
+        if key not in self._configs:
+            raise KeyError(f"no decoding config for tab {key!r}; tabs with one: {', '.join(TAB_KEYS)}")
+        return key
+
+    # --- history (studio.history) ---------------------------------------------------------
+    def record_run_started(self, tab: str, request_json: dict, parent: int | None = None) -> int | None:
+        """Record that a run of `tab` started (a crash later loses only this run); its id, or None
+        when no history is kept."""
+        if self.history is None:
+            return None
+        try:
+            return self.history.start_run(tab, request_json, parent=parent)
+        except Exception:  # noqa: BLE001 - a full disk or locked db must not stop the run
+            log.exception("history: could not record a run start")
+            return None
+
+    def record_run_finished(self, run_id: int | None, *, files: dict[str, bytes] | None = None,
+                            summary: dict | None = None, status: str = "done") -> None:
+        """Store a finished (or stopped / failed) run's output files and summary (log-likelihoods, timing)."""
+        if self.history is None or run_id is None:
+            return
+        try:
+            self.history.finish_run(run_id, files=files or {}, summary=summary or {}, status=status)
+        except Exception:  # noqa: BLE001
+            log.exception("history: could not record a run's outputs")
 
     # --- models -------------------------------------------------------------------------
     def saved_model_dirs(self) -> list[Path]:

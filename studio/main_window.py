@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 import studio
-from studio.context import APPLICATION, StudioContext, short_provider
+from studio.context import TAB_KEYS, APPLICATION, StudioContext, short_provider
 from studio.decoding_panel import DecodingPanel
 from studio.tabs import TabSpec, load_builtin_tabs
 
@@ -144,6 +144,10 @@ class MainWindow(QMainWindow):
     def _place_decoding_dock(self, index: int, hide_only: bool = False) -> None:
         widget = self.tabs.widget(index)
         uses = bool(getattr(widget, "uses_decoding_panel", True))
+        key = getattr(widget, "MODEL_KIND", None)
+        if not hide_only and uses and key in TAB_KEYS:  # the panel now edits this tab's own config
+            self.ctx.set_active_decoding_tab(key)
+            self.decoding_panel.set_config(self.ctx.decoding_config(key))
         self._placing_dock = True
         try:
             show = uses and self._dock_wanted

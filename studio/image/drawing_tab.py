@@ -410,7 +410,7 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
             if self.geom is None:
                 self.status.setText("")
                 return
-            self._say(f"{self.IDLE_HINT} Next run: {next_seed_text(self.ctx.decoding_config())}.")
+            self._say(f"{self.IDLE_HINT} Next run: {next_seed_text(self.ctx.decoding_config(self.MODEL_KIND))}.")
             self.progress_label.setText("")
             return
         if run.state != "running":

@@ -149,7 +149,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         self._init_scoring_lifetime(SCORE_DELAY_MS)
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
-        ctx.decodingConfigChanged.connect(lambda _c: self._update_status())
+        ctx.decodingConfigChanged.connect(lambda key, _c: key == "density" and self._update_status())
         self.runner.busyChanged.connect(lambda _b: self._update_buttons())
         self.refresh_models()
 
@@ -407,7 +407,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             return None
         family = self.family()
         pixels, layer = self.canvas.state()
-        config = self.ctx.decoding_config()
+        config = self.ctx.decoding_config("density")
         try:
             from engines.density.commands import check_config
 
@@ -635,7 +635,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         out: dict[str, Any] = {
             "model": self._model_id, "family": self.family(),
             "ordering": self.ordering_spec(), "ensemble_k": self.k() if self.family() == "made" else None,
-            "samples": self.samples_spin.value(), "decoding": self.ctx.decoding_config().to_dict(),
+            "samples": self.samples_spin.value(), "decoding": self.ctx.decoding_config("density").to_dict(),
             "image": {"height": self.geom.height, "width": self.geom.width,
                       "pixels": self.canvas.pixels[0].astype(int).tolist()},
         }

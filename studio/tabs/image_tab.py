@@ -130,7 +130,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         self._init_scoring_lifetime(SCORE_DELAY_MS)
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
-        ctx.decodingConfigChanged.connect(lambda _c: self._update_status())
+        ctx.decodingConfigChanged.connect(lambda key, _c: key == "image" and self._update_status())
         self.runner.busyChanged.connect(lambda _b: self._update_buttons())
         self.refresh_models()
 
@@ -372,7 +372,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         if info is None:
             return None
         pixels, layer = self.canvas.state()
-        config = self.ctx.decoding_config()
+        config = self.ctx.decoding_config("image")
         label = self.label()
         try:
             from engines.image.sampler import check_config

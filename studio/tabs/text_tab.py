@@ -119,10 +119,10 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self._cancel = threading.Event()
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
-        ctx.decodingConfigChanged.connect(self._config_changed)
+        ctx.decodingConfigChanged.connect(lambda key, c: key == "text" and self._config_changed(c))
         self.runner.busyChanged.connect(self._busy_changed)
         self.refresh_models()
-        self._config_changed(ctx.decoding_config())
+        self._config_changed(ctx.decoding_config("text"))
         self._update_buttons()
 
     # --- widgets -----------------------------------------------------------------------
@@ -217,7 +217,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
 
     # --- settings of a run ---------------------------------------------------------------
     def _run_settings(self) -> tuple[DecodingConfig, int, int, tuple[str, ...]] | None:
-        config = self.ctx.decoding_config()
+        config = self.ctx.decoding_config("text")
         if config.strategy == "beam":
             self._say_error("Beam search returns finished beams, not a token stream: see its beams on the "
                             "Compare page, or choose greedy or sample in the decoding panel.")
@@ -584,7 +584,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             parts.append(html.escape(seg.chain))
             parts.append(f"{len(branch.tokens)} tokens")
         else:
-            cfg = self.ctx.decoding_config()
+            cfg = self.ctx.decoding_config("text")
             links = build_chain(cfg, cfg.seed if cfg.seed is not None else 0).links
             if cfg.seed is None and links[-1].endswith(" seed 0"):
                 links[-1] = links[-1][: -len("0")] + "random"

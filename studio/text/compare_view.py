@@ -132,7 +132,7 @@ class CompareView(QWidget):
         out = [work.CompareSpec(key, title, cfg) for key, _short, title, cfg in DEFAULT_SPECS
                if self.checks[key].isChecked()]
         if self.checks[CURRENT_KEY].isChecked():
-            out.append(work.CompareSpec(CURRENT_KEY, "Current settings", self.ctx.decoding_config()))
+            out.append(work.CompareSpec(CURRENT_KEY, "Current settings", self.ctx.decoding_config("text")))
         return out
 
     def set_mode(self, mode: str) -> None:
@@ -157,7 +157,7 @@ class CompareView(QWidget):
         if req is None:
             return
         info, prompt, max_new, stops = req
-        seed = resolve_seed(self.ctx.decoding_config())
+        seed = resolve_seed(self.ctx.decoding_config("text"))
         self._specs = specs
         self._reset_columns(specs)
         self._cancel = cancel = threading.Event()
