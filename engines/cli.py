@@ -20,6 +20,7 @@ import sys
 from typing import Any, Sequence
 
 from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig, unused_reason, unused_settings
+from engines.decoding.sampler_table import SETTINGS
 from engines.card_schema import printable
 from engines.errors import ChainruleError, DecodingError, file_fault
 
@@ -59,13 +60,8 @@ class _Parser(argparse.ArgumentParser):
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (defaults come from the model card)")
     g.add_argument("--strategy", choices=STRATEGIES)
-    g.add_argument("--temperature", type=float, help="0 means greedy")
-    g.add_argument("--top-k", type=int, help="keep the k most likely; 0 turns it off")
-    g.add_argument("--top-p", type=float, help="nucleus mass in (0, 1]")
-    g.add_argument("--min-p", type=float, help="drop values below min-p x the top probability")
-    g.add_argument("--typical-p", type=float, help="locally typical sampling mass in (0, 1]")
-    g.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeats")
-    g.add_argument("--no-repeat-ngram", type=int, help="forbid repeating n-grams of this size")
+    for setting in SETTINGS:  # every sampler setting of the table of samplers
+        g.add_argument(setting.flag, type=setting.type, help=setting.help)
     g.add_argument("--num-beams", type=int)
     g.add_argument("--length-penalty", type=float)
     g.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", default=None)
@@ -78,8 +74,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _DECODING_FIELDS = (
-    "strategy", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
-    "no_repeat_ngram", "num_beams", "length_penalty", "early_stopping", "num_return_sequences", "seed",
+    "strategy", *(setting.field for setting in SETTINGS), "num_beams", "length_penalty", "early_stopping",
+    "num_return_sequences", "seed",
 )
 
 
@@ -163,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--candidates", type=int, metavar="K",
                            help="posterior-aware completion: draw K candidates, keep one by the likelihood of the known pixels after the mask")
             g.add_argument("--ordering", help="pixel ordering (density models)")
+            g.add_argument("--ensemble", type=int, metavar="K",
+                           help="MADE density models: log p(image) reported as the mixture of the first K masks "
+                                "(default: the card's)")
+            g.add_argument("--scale", type=int, metavar="N",
+                           help="also write NAME@Nx.png, N times larger (nearest neighbour), beside each model-size "
+                                "PNG; both carry the request")
         else:
             g.add_argument("--digit", type=int)
             g.add_argument("--speaker")
@@ -196,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "images to complete (optional)")
     p.add_argument("--split", choices=("train", "val", "test"), help="default: test")
     p.set_defaults(usage_parser=p)
-    p.add_argument("--limit", type=int, help="first N examples of the split, in order")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N examples of the split, in order "
+                                                         "(labelled 'first N of M')")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="a random N examples of the split (without replacement, drawn with --seed): its mean "
+                        "estimates the whole split's, unlike --limit's first N; not with --limit")
+    p.add_argument("--seed", type=int, metavar="S", help="--sample: the seed of the draw (default 0)")
     p.add_argument("--ensemble", type=int, metavar="K", help="MADE: mixture of the first K masks (default: the card's)")
     p.add_argument("--task", choices=("likelihood", "generation", "resynthesis", "recognition"),
                    help="what to measure: likelihood (default); speech models: generation, resynthesis; image and "
@@ -288,6 +295,8 @@ _KIND_WORDS = {"text": "a text model", "image": "a PixelCNN image model", "audio
 _TASK_FLAGS = {
     "seeds": ("generation", "recognition"),
     "limit": (None, "likelihood", "resynthesis"),
+    "sample": (None, "likelihood", "resynthesis"),
+    "seed": (None, "likelihood", "resynthesis"),
     "ensemble": (None, "likelihood"),
     "data": (None, "likelihood", "resynthesis", "recognition"),  # recognition: label-conditioned image models only
     "split": (None, "likelihood", "resynthesis"),
@@ -380,6 +389,9 @@ def cmd_modality(args: argparse.Namespace) -> int:
         config_from_args(args, refuse_unused=False)  # bad values before any model work (the card's strategy: later)
     if args.command == "eval":
         _check_eval_data(args)
+        from engines.cli_common import check_eval_subset
+
+        check_eval_subset(args)  # --sample with --limit: refused before any model is read
     model = get_model(args.model, args.models_dir)
     if model.kind == "classifier":
         modality = model.card.get("modality") if model.card.get("modality") in ("audio", "image") else "audio|image"
@@ -400,6 +412,8 @@ def cmd_modality(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         module.print_result(args.command, result)
+        if args.command == "eval" and result.get("subset"):
+            print(f"examples scored: {result['subset']} ({result.get('split') or 'test'} split)")
     return 0
 
 
@@ -439,6 +453,8 @@ def record_metrics(model, args: argparse.Namespace, result: dict[str, Any]) -> N
 
     task = getattr(args, "task", None)
     key = f"{Path(args.data or '').stem}/{args.split or 'test'}" + (f"/first{args.limit}" if args.limit else "")
+    if getattr(args, "sample", None):  # a random subset is its own entry, never the full split's
+        key += f"/random{args.sample}-seed{args.seed or 0}"
     key += f"/k{args.ensemble}" if getattr(args, "ensemble", None) else ""  # MADE: one entry per ensemble size
     if task == "generation":  # speech: recognition of its own samples (no data split is read)
         key = "generation/recognised"

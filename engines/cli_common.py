@@ -6,6 +6,8 @@ they take the same way live here, so a rule or a message changes in one place:
 * output files: `check_out_path` (before any work), `sample_paths` (one --out, several
   samples), `refuse_overwriting_inputs` (an --out that names an input file);
 * input checks: `check_count` (--count, against the caps in `engines.limits`), `eval_size` and `refuse_empty_split` (eval's --limit);
+* which examples `eval` scores: `eval_indices` (all, --limit's first N, or --sample's seeded random N) and
+  `eval_subset_label`, the words for them in the output and the card;
 * what a command prints besides its result: `print_notes`, `print_model_and_seed`;
 * the images `generate image` / `eval` take, for PixelCNN and density models alike:
   `read_init_and_mask`, `check_image_geometry`.
@@ -105,6 +107,53 @@ def eval_size(n_available: int, args: argparse.Namespace) -> int:
         n = min(n, args.limit)
     refuse_empty_split(n, args)
     return n
+
+
+def check_eval_subset(args: argparse.Namespace) -> None:
+    """InputError for eval's subset options that cannot go together: --sample with --limit, --seed
+    without --sample, a --sample below 1. (Before any model or data is read.)"""
+    sample, limit, seed = getattr(args, "sample", None), getattr(args, "limit", None), getattr(args, "seed", None)
+    if sample is not None and limit is not None:
+        raise InputError(f"--sample {sample} and --limit {limit} choose the examples two ways (a seeded random "
+                         "subset, the first N); give one")
+    if seed is not None and sample is None:
+        raise InputError(f"--seed {seed} picks the examples of --sample N; give --sample too, or leave --seed out")
+    if sample is not None and sample < 1:
+        raise InputError(f"sample = {sample} is invalid: must be >= 1")
+    if seed is not None and seed < 0:
+        raise InputError(f"seed = {seed} is invalid: must be >= 0")
+
+
+def eval_indices(n_available: int, args: argparse.Namespace) -> np.ndarray:
+    """Which of the split's `n_available` examples `eval` scores, ascending (int64): all of them;
+    the first --limit; or --sample N of them drawn without replacement by a generator seeded with
+    --seed (0 without it), so a quick check is an unbiased estimate of the whole split's mean.
+    InputError as `check_eval_subset`, then for a split with nothing to score."""
+    check_eval_subset(args)
+    refuse_empty_split(n_available, args)
+    sample = getattr(args, "sample", None)
+    if sample is None:
+        return np.arange(eval_size(n_available, args), dtype=np.int64)
+    if sample >= n_available:
+        return np.arange(n_available, dtype=np.int64)
+    rng = np.random.default_rng(eval_seed(args))
+    return np.sort(rng.choice(n_available, size=sample, replace=False)).astype(np.int64)
+
+
+def eval_seed(args: argparse.Namespace) -> int:
+    """The seed of --sample's draw (--seed, 0 without it)."""
+    seed = getattr(args, "seed", None)
+    return 0 if seed is None else int(seed)
+
+
+def eval_subset_label(n_scored: int, n_available: int, args: argparse.Namespace) -> str:
+    """Which examples an eval scored, in words for its output and its card entry: "all 10000",
+    "first 500 of 10000", "random 500 of 10000, seed 0"."""
+    if n_scored >= n_available:
+        return f"all {n_available}"
+    if getattr(args, "sample", None) is not None:
+        return f"random {n_scored} of {n_available}, seed {eval_seed(args)}"
+    return f"first {n_scored} of {n_available}"
 
 
 # --- what is printed besides the result --------------------------------------------

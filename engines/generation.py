@@ -12,6 +12,7 @@ of the raw logits, before temperature or any filter), so totals are exact likeli
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 
 from engines.decoding import build_chain
 from engines.decoding.config import DecodingConfig
-from engines.decoding.samplers import log_softmax, top_alternatives
+from engines.decoding.samplers import SamplerChain, log_softmax, top_alternatives
 from engines.errors import DecodingError
 
 Alternatives = tuple[tuple[int, float], ...]  # ((value, probability), ...) most likely first
@@ -69,6 +70,39 @@ def resolve_seed(config: DecodingConfig) -> int:
     return config.seed if config.seed is not None else secrets.randbits(32)
 
 
+@functools.lru_cache(maxsize=16)
+def temperature_chain(temperature: float) -> SamplerChain:
+    """The chain of a modality that samples at a temperature only (binary pixels, audio): greedy
+    at 0, else temperature then a categorical draw. Such callers pass their own uniforms to
+    `draw_step` (their seed-per-sample rule), so the selector's own generator is never used and
+    the chain holds no state: one chain per temperature is shared (the audio host sampler asks
+    for it once per sample)."""
+    config = DecodingConfig(strategy="greedy") if temperature == 0 else DecodingConfig(temperature=temperature)
+    return build_chain(config, 0)
+
+
+def two_value_rows(logit: np.ndarray) -> np.ndarray:
+    """A Bernoulli logit z (B,) as the 2-value logits rows [0, z] (B, 2): softmax gives p(1) = sigmoid(z),
+    so binary values go through the same filters and draw as every other categorical."""
+    z = np.asarray(logit, dtype=np.float64).reshape(-1)
+    rows = np.zeros((z.shape[0], 2))
+    rows[:, 1] = z
+    return rows
+
+
+def draw_step(chain: SamplerChain, logits: np.ndarray, histories: Sequence[Sequence[int]] | None,
+              uniforms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One step of every sampler: (values (B,), processed logits (B, V)) from logits (B, V).
+
+    The chain's filters run in order, then its selector draws: from its own seeded generator, or
+    at the caller's `uniforms` (B,) in [0, 1) when the caller owns the random stream (density:
+    one stream per sample; audio: the uniforms its ONNX step graph also gets). The caller then
+    calls `chain.accept(values)` (after padding finished rows, if it has any)."""
+    processed = chain.process(logits, histories)
+    values = chain.select(processed) if uniforms is None else chain.selector.draw(processed, uniforms)
+    return values, processed
+
+
 def generate_steps(
     model: StepModel,
     contexts: Sequence[Sequence[int]],
@@ -98,8 +132,7 @@ def generate_steps(
     logits = np.asarray(model.prefill(contexts))
     for position in range(max_new):
         raw = log_softmax(logits)  # (B, V) the model's own distribution
-        processed = chain.process(logits, histories)  # (B, V) after the filters
-        values = chain.select(processed)  # (B,)
+        values, processed = draw_step(chain, logits, histories)  # (B,), (B, V) after the filters
         values = np.where(finished, stops[0] if stops.size else values, values)
         chain.accept(values)
         # rows that finished earlier only pad: they add nothing to the likelihood

@@ -53,6 +53,14 @@ def _use_offscreen_if_headless() -> None:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 
+def launch_problem() -> str | None:
+    """Why no window can open here (no display, a system library Qt's xcb plugin needs), as one
+    line, checked before Qt starts: Qt itself would abort. None when the window can open."""
+    from studio.launch_check import display_problem
+
+    return display_problem()
+
+
 def icon_path() -> Path:
     """The application icon (SVG, shipped inside the `studio` package; packaging/ installs the same
     file for desktop launchers)."""
@@ -91,6 +99,36 @@ def save_atomically(pixmap, path: Path) -> None:
             raise OSError(f"could not write {path}")
 
 
+DATA_ENV = "CHAINRULE_STUDIO_DATA"  # the history folder; tests point it at a temp folder
+
+
+def history_folder() -> Path:
+    """Where the run history lives: $CHAINRULE_STUDIO_DATA, else the user data dir
+    (QStandardPaths AppDataLocation, e.g. ~/.local/share/Chainrule/Chainrule Studio)."""
+    path = os.environ.get(DATA_ENV)
+    if path:
+        return Path(path).expanduser()
+    from PySide6.QtCore import QStandardPaths
+
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base) if base else Path.home() / ".chainrule-studio"
+
+
+def attach_history(window, folder: Path | None = None):
+    """Open the run history (`history_folder()` unless `folder`) and attach it to `window`: runs are
+    recorded and each tab's last state restored. A history that cannot be opened (a corrupt file, a
+    read-only folder) is one status line; the studio then runs without history. The store, or None."""
+    from studio.history.store import HistoryStore, HistoryUnavailable
+
+    try:
+        store = HistoryStore(folder if folder is not None else history_folder())
+    except HistoryUnavailable as exc:
+        window.history.attach(None, f"History is off: {exc}")
+        return None
+    window.history.attach(store)
+    return store
+
+
 def freeze_startup_heap() -> None:
     """Put everything alive once the window is up (Qt's wrappers, NumPy, ONNX Runtime, the tabs)
     out of the cyclic garbage collector's sight, for the rest of the session.
@@ -118,8 +156,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown tab {args.tab!r}; choose one of: {', '.join(tab_names)}")
     if args.screenshot is not None:
         _use_offscreen_if_headless()
+    problem = launch_problem()
+    if problem is not None:
+        print(f"chainrule-studio: {problem}", file=sys.stderr)
+        return 1
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:  # a system library Qt links is missing: one line, not a traceback
+        from studio.launch_check import qt_import_problem
 
-    from PySide6.QtWidgets import QApplication
+        print(f"chainrule-studio: {qt_import_problem(exc)}", file=sys.stderr)
+        return 1
 
     from studio.main_window import MainWindow
 
@@ -145,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             window.deleteLater()
         return 0
 
+    # Not for --screenshot: a rendered page must not depend on (or add to) the user's history.
+    attach_history(window)
     window.show()
     freeze_startup_heap()
     return app.exec()

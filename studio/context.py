@@ -25,6 +25,7 @@ ORGANIZATION = "Chainrule"
 APPLICATION = "Chainrule Studio"
 SETTINGS_ENV = "CHAINRULE_STUDIO_SETTINGS"  # an .ini path; tests point it at a temp file
 _MODEL_DIRS_KEY = "models/extra_dirs"
+_LAST_MODEL_KEY = "models/last_{tab}"  # the model id the user last chose in a tab
 
 
 def make_settings() -> QSettings:
@@ -64,6 +65,7 @@ class StudioContext(QObject):
     # (tab key, a valid DecodingConfig): one tab's config changed; the others are untouched
     decodingConfigChanged = Signal(str, object)
     activeDecodingTabChanged = Signal(str)  # the tab whose config the Decoding panel now edits
+    modelDefaultsChanged = Signal(str)  # tab key: its model changed (`adopt_model_defaults` was called)
     modelDirsChanged = Signal()
     statusMessage = Signal(str, int)  # text, timeout in ms (0 = until replaced)
     errorMessage = Signal(str)
@@ -122,6 +124,7 @@ class StudioContext(QObject):
         self._model_defaults[key] = defaults
         if reset:
             self.reset_to_model_defaults(key)
+        self.modelDefaultsChanged.emit(key)
         return defaults
 
     def reset_to_model_defaults(self, tab: str | None = None) -> None:
@@ -158,6 +161,17 @@ class StudioContext(QObject):
             log.exception("history: could not record a run's outputs")
 
     # --- models -------------------------------------------------------------------------
+    def remembered_model(self, tab: str) -> str | None:
+        """The model id last chosen in `tab` (any session), or None."""
+        value = self._settings.value(_LAST_MODEL_KEY.format(tab=tab), None)
+        return value if isinstance(value, str) and value else None
+
+    def remember_model(self, tab: str, model_id: str) -> None:
+        """Save `model_id` as `tab`'s choice: the next session opens the tab on it while it is installed."""
+        if self.remembered_model(tab) != model_id:
+            self._settings.setValue(_LAST_MODEL_KEY.format(tab=tab), model_id)
+            self._settings.sync()
+
     def saved_model_dirs(self) -> list[Path]:
         raw = self._settings.value(_MODEL_DIRS_KEY, [])
         # QSettings hands back a bare string for a one-item list with some backends.

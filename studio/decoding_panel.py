@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap, QValidator
@@ -42,22 +42,15 @@ from PySide6.QtWidgets import (
 )
 
 from engines.decoding.config import FILTER_NAMES, STRATEGIES, DecodingConfig
+from engines.decoding.sampler_table import PENALTY_NAMES, SAMPLERS, SETTINGS, SPECS, Setting
 from engines.errors import DecodingError
 
-# How each filter is shown in the chain list and next to its checkbox.
-FILTER_LABELS = {
-    "repetition_penalty": "repetition penalty",
-    "no_repeat_ngram": "no-repeat n-gram",
-    "top_k": "top-k",
-    "typical_p": "typical-p",
-    "top_p": "top-p",
-    "min_p": "min-p",
-    "temperature": "temperature",
-}
+# How each filter is shown in the chain list and next to its checkbox (the table's labels).
+FILTER_LABELS = {name: SPECS[name].label for name in FILTER_NAMES}
 
-# The value that turns each filter off (what DecodingConfig's defaults use).
+# The value that turns each sampler setting off (None: a setting that cannot turn it off).
 _DEFAULTS = DecodingConfig()
-OFF_VALUES = {name: getattr(_DEFAULTS, name) for name in FILTER_NAMES}
+OFF_VALUES = {st.field: st.off for st in SETTINGS}
 
 # Presets change the sampling values and the strategy; the user's seed and chain order stay.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,10 +64,10 @@ CUSTOM = "Custom"
 
 # build_chain uses only these filters for greedy and beam search (as HF applies logits
 # processors but not warpers when not sampling); the panel greys out the others then.
-PENALTY_FILTERS = ("repetition_penalty", "no_repeat_ngram")
+PENALTY_FILTERS = PENALTY_NAMES
 
 _NEUTRAL_FIELDS = (
-    *FILTER_NAMES, "strategy", "num_beams", "length_penalty", "early_stopping",
+    *(st.field for st in SETTINGS), "strategy", "num_beams", "length_penalty", "early_stopping",
     "num_return_sequences",
 )
 
@@ -186,11 +179,14 @@ def dice_icon(size: int = 32) -> QIcon:
 
 @dataclass
 class _FilterRow:
-    name: str
-    check: QCheckBox | None  # None: always on (temperature)
+    name: str  # the config field (a sampler's setting)
+    check: QCheckBox | None  # None: always on (temperature), or a second setting of a sampler
     spin: QSpinBox | QDoubleSpinBox
     default_on: float  # the value the spin box starts at
     label: QLabel | None = None  # the name, when there is no checkbox
+    sampler: str = ""  # the table entry it belongs to
+    parent: str | None = None  # a second setting: the field whose checkbox turns its sampler on
+    tip: str = ""  # its tooltip while the current model can use it
 
 
 class DecodingPanel(QWidget):
@@ -205,6 +201,7 @@ class DecodingPanel(QWidget):
         self._error: str | None = None
         self._updating = False  # set while set_config fills the widgets
         self._rows: dict[str, _FilterRow] = {}
+        self._unsupported: dict[str, str] = {}  # sampler name -> why the current model cannot use it
         # Drag-and-drop in a QListWidget is a remove plus an insert; handle the order once
         # the drop has finished, not in between.
         self._chain_timer = QTimer(self)
@@ -233,7 +230,8 @@ class DecodingPanel(QWidget):
             for name, row in self._rows.items():
                 value = getattr(config, name)
                 if row.check is not None:
-                    on = name in config.chain and value != OFF_VALUES[name]
+                    in_chain = name in config.chain or name not in FILTER_NAMES  # selectors are not in the chain
+                    on = in_chain and value != OFF_VALUES[name]
                     row.check.setChecked(on)
                     if on:
                         row.spin.setValue(value)
@@ -357,47 +355,61 @@ class DecodingPanel(QWidget):
         return spin
 
     def _build_samplers(self) -> QGroupBox:
+        """One row per sampler setting of the table of samplers, in table order."""
         box = QGroupBox("Samplers")
         grid = QGridLayout(box)
         grid.setColumnStretch(0, 1)
+        r = 0
+        for spec in SAMPLERS:
+            for i, setting in enumerate(spec.settings):
+                spin = self._spin_for(setting)
+                first = i == 0
+                tip = spec.help if first else setting.help
+                spin.setToolTip(tip)
+                label = check = None
+                if first and spec.toggle:
+                    check = QCheckBox(setting.label)
+                    check.setToolTip(tip + "\nUntick to turn it off")
+                    check.toggled.connect(self._on_edit)  # also enables the spin box
+                    spin.setEnabled(False)
+                    grid.addWidget(check, r, 0)
+                else:
+                    label = QLabel(setting.label)
+                    label.setToolTip(tip)
+                    grid.addWidget(label, r, 0)
+                grid.addWidget(spin, r, 1)
+                self._rows[setting.field] = _FilterRow(
+                    setting.field, check, spin, setting.on_value, label, sampler=spec.name,
+                    parent=None if first else spec.settings[0].field, tip=tip)
+                r += 1
+        return box
+
+    def _spin_for(self, setting: Setting) -> QSpinBox | QDoubleSpinBox:
         # Ranges are generous on purpose: values the config refuses (top-p 0, min-p 1,
         # repetition penalty 0) stay reachable so the user sees *why* they are refused.
-        specs: list[tuple[str, Callable[[], Any], float, str]] = [
-            ("temperature", lambda: self._double(0.0, 5.0, 0.05, 2), 1.0,
-             "Divides the logits: < 1 sharper, > 1 flatter; 0 means greedy"),
-            ("top_k", lambda: self._int(1, 1000), 40,
-             "Keep only the k most likely values"),
-            ("top_p", lambda: self._double(0.0, 1.0, 0.01, 3), 0.9,
-             "Nucleus: keep the smallest set whose probability reaches p"),
-            ("min_p", lambda: self._double(0.0, 1.0, 0.01, 3), 0.05,
-             "Drop values less likely than min-p times the most likely one"),
-            ("typical_p", lambda: self._double(0.0, 1.0, 0.01, 3), 0.95,
-             "Locally typical sampling: keep values whose surprise is close to the entropy"),
-            ("repetition_penalty", lambda: self._double(0.0, 5.0, 0.05, 2), 1.1,
-             "Make already-seen values less likely (> 1) or more likely (< 1)"),
-            ("no_repeat_ngram", lambda: self._int(1, 20), 3,
-             "Forbid repeating any n-gram of this size"),
-        ]
-        for r, (name, make, default_on, tip) in enumerate(specs):
-            spin = make()
-            spin.setValue(default_on)
-            spin.setToolTip(tip)
-            if name == "temperature":
-                spin.setSpecialValueText("0 (greedy)")
-                label = QLabel(FILTER_LABELS[name])
-                label.setToolTip(tip)
-                grid.addWidget(label, r, 0)
-                check = None
-            else:
-                check = QCheckBox(FILTER_LABELS[name])
-                check.setToolTip(tip + "\nUntick to turn the filter off")
-                check.toggled.connect(self._on_edit)  # also enables the spin box
-                spin.setEnabled(False)
-                grid.addWidget(check, r, 0)
-            grid.addWidget(spin, r, 1)
-            self._rows[name] = _FilterRow(name, check, spin, default_on,
-                                          label if check is None else None)
-        return box
+        lo, hi = setting.panel_range
+        if setting.type is int:
+            spin = self._int(int(lo), int(hi))
+        else:
+            spin = self._double(lo, hi, setting.panel_step, setting.panel_decimals)
+        spin.setValue(setting.on_value)
+        if setting.field == "temperature":
+            spin.setSpecialValueText("0 (greedy)")
+        return spin
+
+    def set_supported(self, mapping: dict[str, str | None]) -> None:
+        """Grey out the samplers the current tab's model cannot use, the reason on hover.
+
+        `mapping` is `engines.decoding.support.supported_samplers(kind, card)`: sampler name ->
+        None (usable) or why not. Values stay as they are (the engines refuse a config that turns
+        an unusable sampler on, saying why); a ticked one keeps its checkbox so it can be unticked."""
+        self._unsupported = {name: why for name, why in mapping.items() if why}
+        self._update_visibility()
+        self._update_chain_items(self._config)
+
+    def unsupported(self) -> dict[str, str]:
+        """Sampler name -> why the current model cannot use it (what set_supported greyed out)."""
+        return dict(self._unsupported)
 
     def _build_chain_box(self) -> QGroupBox:
         box = QGroupBox("Chain order")
@@ -566,9 +578,12 @@ class DecodingPanel(QWidget):
             value = getattr(config, name)
             unused = config.strategy != "sample" and name not in PENALTY_FILTERS
             off = value == OFF_VALUES[name] and name != "temperature"
-            shown = f"not used by {config.strategy}" if unused else "off" if off else f"{value:g}"
+            why_not = self._unsupported.get(name)
+            shown = ("not for this model" if why_not else f"not used by {config.strategy}" if unused
+                     else "off" if off else f"{value:g}")
             item.setText(f"{i + 1}. {FILTER_LABELS[name]}  —  {shown}")
-            dim = off or unused
+            item.setToolTip(why_not or "")
+            dim = off or unused or bool(why_not)
             item.setForeground(QColor("#8a8f98") if dim else self.palette().text().color())
 
     def _update_visibility(self) -> None:
@@ -576,7 +591,14 @@ class DecodingPanel(QWidget):
         self.beam_box.setVisible(strategy == "beam")
         # Greedy and beam search use only the penalties: grey out what has no effect.
         for name, row in self._rows.items():
-            used = strategy == "sample" or name in PENALTY_FILTERS
+            used = strategy == "sample" or row.sampler in PENALTY_FILTERS
+            why_not = self._unsupported.get(row.sampler)
+            owner = self._rows[row.parent].check if row.parent else row.check  # the sampler's on/off box
+            on = owner is None or owner.isChecked()
             label = row.check if row.check is not None else row.label
-            label.setEnabled(used)
-            row.spin.setEnabled(used and (row.check is None or row.check.isChecked()))
+            # an unusable sampler stays untickable (so a leftover value can be turned off) but no more
+            label.setEnabled(used and (not why_not or (row.check is not None and row.check.isChecked())))
+            row.spin.setEnabled(used and on and not why_not)
+            label.setToolTip(f"Not for this model: {why_not}" if why_not else
+                             row.tip + ("\nUntick to turn it off" if row.check is not None else ""))
+            row.spin.setToolTip(f"Not for this model: {why_not}" if why_not else row.tip)

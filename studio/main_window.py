@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
 
 import studio
 from studio.context import TAB_KEYS, APPLICATION, StudioContext, short_provider
-from studio.decoding_panel import DecodingPanel
+from studio.decoding_dock import DecodingDock
+from studio.history.window import WindowHistory
 from studio.tabs import TabSpec, load_builtin_tabs
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,13 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.setCentralWidget(self.tabs)
 
-        self.decoding_panel = DecodingPanel(self.ctx.decoding_config())
-        self.decoding_panel.configChanged.connect(self.ctx.set_decoding_config)
+        # The dock edits the active tab's own config only (studio/decoding_dock.py): whose it is,
+        # Reset to model defaults, the panel, and a warning when the settings would collapse.
+        self.decoding_settings = DecodingDock(self.ctx)
+        self.decoding_panel = self.decoding_settings.panel
         self.decoding_dock = QDockWidget("Decoding", self)
         self.decoding_dock.setObjectName("DecodingDock")
-        self.decoding_dock.setWidget(self.decoding_panel)
+        self.decoding_dock.setWidget(self.decoding_settings)
         self.decoding_dock.setFeatures(
             QDockWidget.DockWidgetFeature.DockWidgetMovable
             | QDockWidget.DockWidgetFeature.DockWidgetFloatable
@@ -118,6 +121,9 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._place_decoding_dock)
 
         self._build_status_bar()
+        # The History tab's store, tab states, File > Open sample and drops (studio/history/window.py);
+        # runs are recorded once the app attaches a store (`history.attach`, studio/app.py).
+        self.history = WindowHistory(self)
         self._build_menus()
         for spec in (tabs if tabs is not None else load_builtin_tabs()):
             self.add_tab(spec)
@@ -135,7 +141,15 @@ class MainWindow(QMainWindow):
             widget.setStyleSheet("color: #c62828;")
         widget.setObjectName(widget.objectName() or f"{spec.name}Tab")
         self.tabs.addTab(widget, spec.name)
+        combo = getattr(widget, "model_combo", None)
+        if combo is not None and hasattr(combo, "currentIndexChanged"):
+            # the dock's header, greying and collapse probe follow the shown tab's model
+            combo.currentIndexChanged.connect(lambda _i, w=widget: self._tab_model_changed(w))
         return widget
+
+    def _tab_model_changed(self, widget: QWidget) -> None:
+        if self.tabs.currentWidget() is widget:
+            self.decoding_settings.model_changed()
 
     def _on_dock_visibility(self, visible: bool) -> None:
         if not self._placing_dock and self.isVisible() and not self.isMinimized():
@@ -146,8 +160,7 @@ class MainWindow(QMainWindow):
         uses = bool(getattr(widget, "uses_decoding_panel", True))
         key = getattr(widget, "MODEL_KIND", None)
         if not hide_only and uses and key in TAB_KEYS:  # the panel now edits this tab's own config
-            self.ctx.set_active_decoding_tab(key)
-            self.decoding_panel.set_config(self.ctx.decoding_config(key))
+            self.decoding_settings.show_tab(key, self.tabs.tabText(index), widget)
         self._placing_dock = True
         try:
             show = uses and self._dock_wanted
@@ -216,6 +229,11 @@ class MainWindow(QMainWindow):
         add = QAction("Add models folder…", self)
         add.triggered.connect(self._add_models_folder)
         file_menu.addAction(add)
+        open_sample = QAction("Open sample…", self)
+        open_sample.setShortcut(QKeySequence.StandardKey.Open)
+        open_sample.setToolTip("Open a PNG, WAV, FLAC or JSON exported by chainrule: its tab is set to its request")
+        open_sample.triggered.connect(lambda: self.history.open_sample())
+        file_menu.addAction(open_sample)
         file_menu.addSeparator()
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -224,6 +242,10 @@ class MainWindow(QMainWindow):
 
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.decoding_dock.toggleViewAction())
+        history_action = QAction("History", self)
+        history_action.setShortcut(QKeySequence("Ctrl+H"))
+        history_action.triggered.connect(self.history.show_panel)
+        view_menu.addAction(history_action)
 
         help_menu = self.menuBar().addMenu("&Help")
         about = QAction("About Chainrule Studio", self)
@@ -261,4 +283,5 @@ class MainWindow(QMainWindow):
         self.ctx.stop_all()
         if not self.ctx.wait_idle(SHUTDOWN_WAIT_MS):
             log.warning("some workers were still running %d ms after stop", SHUTDOWN_WAIT_MS)
+        self.history.close()  # records how the stopped runs ended, saves each tab's state
         super().closeEvent(event)

@@ -65,10 +65,12 @@ class ModelPickerMixin:
     def _fill_model_combo(self, entries: Iterable[tuple[str, str, str]], *, fallback: str | None = None,
                           placeholder: str | None = None) -> None:
         """The combo's items, (model id, text, tooltip) each, without a signal: the model chosen
-        before stays chosen, else `fallback`, else the first; `placeholder` (no data) when none."""
+        before stays chosen, else the one the user chose last session, else the tab's preferred
+        model (`prefers_model`), else `fallback`, else the first; `placeholder` (no data) when none."""
         from PySide6.QtCore import Qt
 
         combo = self.model_combo
+        self._remember_choices()
         current = combo.currentData()
         combo.blockSignals(True)
         combo.clear()
@@ -77,11 +79,40 @@ class ModelPickerMixin:
             combo.setItemData(combo.count() - 1, tooltip, Qt.ItemDataRole.ToolTipRole)
         if placeholder is not None and not combo.count():
             combo.addItem(placeholder, None)
-        index = combo.findData(current) if current else -1
-        if index < 0 and fallback is not None:
-            index = combo.findData(fallback)
+        for wanted in (current, self.ctx.remembered_model(self.MODEL_KIND), self._preferred_model_id(), fallback):
+            index = combo.findData(wanted) if wanted else -1
+            if index >= 0:
+                break
         combo.setCurrentIndex(max(0, index))
         combo.blockSignals(False)
+
+    # --- the model a tab opens on ------------------------------------------------------------------
+    # A fresh tab (no choice remembered, or the remembered model gone) opens on the first listed
+    # model that `prefers_model` accepts: the one that shows the tab best. Tabs override it.
+    def prefers_model(self, info) -> bool:
+        """Whether `info` (a usable ModelInfo of this tab) is one the tab opens on by preference."""
+        return False
+
+    def _preferred_model_id(self) -> str | None:
+        for i in range(self.model_combo.count()):
+            info = self._infos.get(self.model_combo.itemData(i))
+            if info is not None and self.prefers_model(info):
+                return info.id
+        return None
+
+    def _remember_choices(self) -> None:
+        """From now on, every model chosen in the combo (by the user, or by reopening a request) is
+        saved in the settings, so the next session opens on it; fills (signals blocked) are not."""
+        if getattr(self, "_remembering_choices", False):
+            return
+        self._remembering_choices = True
+
+        def remember(_index: int) -> None:
+            model_id = self.model_combo.currentData()
+            if model_id:
+                self.ctx.remember_model(self.MODEL_KIND, model_id)
+
+        self.model_combo.currentIndexChanged.connect(remember)
 
     def _show_models_found(self, any_usable: bool, empty_text: str, problems: list[str] = ()) -> None:
         """The page to show, and the empty page's text with the models found but not usable."""
@@ -103,6 +134,11 @@ class ModelPickerMixin:
         if i >= 0:
             self.model_combo.setCurrentIndex(i)
         return i >= 0
+
+    def current_model_info(self):
+        """The chosen ModelInfo, or None (quietly: for the decoding dock's header and probes)."""
+        model_id = self.model_combo.currentData()
+        return self._infos.get(model_id) if model_id else None
 
     def chosen_model(self):
         """The chosen ModelInfo, or None after telling the user why there is none."""

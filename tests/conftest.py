@@ -2,7 +2,8 @@
 
 * Qt renders offscreen: set before anything imports Qt (without a display Qt would abort
   looking for xcb).
-* The studio's settings go to a fresh file per test, never the user's config.
+* The studio's settings go to a fresh file per test, never the user's config; its history to a
+  fresh folder, never the user's data dir.
 * `isolated_user_models` (opt-in: `pytestmark = pytest.mark.usefixtures("isolated_user_models")`)
   hides the user's models folder and CHAINRULE_MODELS_DIR, so a test sees only the models it
   points the registry at (and the shipped ones); `isolated_model_dirs` (opt-in the same way)
@@ -27,6 +28,8 @@ def _studio_settings_file(tmp_path_factory, monkeypatch):
     # The variable is read by studio.context.make_settings; plain string: no Qt import here.
     path = tmp_path_factory.mktemp("studio-settings") / "studio.ini"
     monkeypatch.setenv("CHAINRULE_STUDIO_SETTINGS", str(path))
+    # The run history (studio.app.history_folder) too: never the user's data dir.
+    monkeypatch.setenv("CHAINRULE_STUDIO_DATA", str(path.parent / "data"))
     yield
 
 

@@ -375,7 +375,7 @@ def test_a_signal_during_text_generation_keeps_the_samples_says_one_line_and_exi
 def test_sigterm_during_audio_generation_keeps_the_audio(capsys, tmp_path, monkeypatch):
     """SIGTERM (a real signal) while the second chunk is made: the first is written, one line, exit 143."""
     pytest.importorskip("torch")
-    import engines.audio.commands as commands
+    import engines.audio.generate as commands  # where the audio runner draws its chunks from
     from engines.audio.wav import read_audio
     from engines.cli import main
     from tests.audio_models import export_model_dir, make_wavenet
@@ -407,7 +407,7 @@ def test_sigterm_during_audio_generation_keeps_the_audio(capsys, tmp_path, monke
 def test_ctrl_c_during_audio_generation_is_one_line(capsys, tmp_path, monkeypatch):
     """The audio command used to print its own line and the CLI a second one."""
     pytest.importorskip("torch")
-    import engines.audio.commands as commands
+    import engines.audio.generate as commands  # where the audio runner draws its chunks from
     from engines.cli import main
     from tests.audio_models import export_model_dir, make_wavenet
 
@@ -428,10 +428,10 @@ def test_ctrl_c_during_audio_generation_is_one_line(capsys, tmp_path, monkeypatc
 
 
 def test_ctrl_c_during_text_generation_without_out_prints_what_was_generated(capsys, monkeypatch):
-    import engines.text.commands as commands
+    import engines.text.session as session  # the runner (engines.text.request.run) steps through it
     from engines.cli import main
 
-    real = commands.stream_tokens
+    real = session.stream_tokens
 
     def interrupted_after_five_tokens(*args, **kwargs):
         for i, ev in enumerate(real(*args, **kwargs)):
@@ -439,7 +439,7 @@ def test_ctrl_c_during_text_generation_without_out_prints_what_was_generated(cap
                 raise KeyboardInterrupt
             yield ev
 
-    monkeypatch.setattr(commands, "stream_tokens", interrupted_after_five_tokens)
+    monkeypatch.setattr(session, "stream_tokens", interrupted_after_five_tokens)
     code = main(["generate", "text", "--model", "tiny-gpt2-optimum", "--models-dir", FIXTURES, "--seed", "3",
                  "--prompt", "ROMEO:", "--max-new-tokens", "50"])
     out, err = capsys.readouterr()
@@ -453,10 +453,10 @@ def test_ctrl_c_during_text_generation_without_out_prints_what_was_generated(cap
 def _density_groups_of_two(monkeypatch, stop):
     """`generate image` with a density model drawing groups of 2 samples; `stop()` runs when the second
     group starts (after the first group's DensityDone has been handed on)."""
-    import engines.density.commands as commands
+    import engines.density.request as commands  # the request runner draws the groups
 
     real, calls = commands.sample_events, []
-    monkeypatch.setattr(commands, "SAMPLE_GROUP", 2, raising=False)  # (absent before groups existed)
+    monkeypatch.setattr(commands, "SAMPLE_GROUP", 2)
 
     def stopping(*args, **kwargs):
         events = real(*args, **kwargs)
@@ -518,7 +518,7 @@ def test_ctrl_c_during_density_sampling_without_out_prints_the_finished_samples(
 
 
 def test_ctrl_c_before_any_density_sample_is_finished_says_nothing_was_kept(capsys, tmp_path, monkeypatch):
-    import engines.density.commands as commands
+    import engines.density.request as commands  # the request runner draws the samples
     from engines.cli import main
 
     real = commands.sample_events

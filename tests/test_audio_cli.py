@@ -219,7 +219,7 @@ def test_bench_write_card_records_the_result_in_the_benched_model(capsys, models
     (["--seconds", "0"], "seconds = 0.0 is invalid"),
     (["--seconds", "1e9"], "too long"),
     (["--temperature", "-1"], "temperature = -1.0 is invalid"),
-    (["--top-k", "5"], "--top-k is not used by audio models"),
+    (["--top-k", "5"], "top-k 5 is not used by audio models"),
     (["--strategy", "beam"], "beam search is not available for audio"),
     (["--count", "0"], "--count 0 is invalid"),
     (["--count", "65"], "--count 65 is invalid: must be in 1..64"),
@@ -227,7 +227,7 @@ def test_bench_write_card_records_the_result_in_the_benched_model(capsys, models
 ])
 def test_bad_generate_input_is_one_clear_line(capsys, models_dir, tmp_path, monkeypatch, argv, expected):
     if "--count" in argv or "--out" in argv:  # refused before any generation
-        monkeypatch.setattr("engines.audio.commands.generate_audio_chunks", must_not_generate)
+        monkeypatch.setattr("engines.audio.generate.generate_audio_chunks", must_not_generate)
     line = error_line(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.01",
                       "--out", str(tmp_path / "o.wav"), *argv)
     assert expected in line
@@ -243,22 +243,22 @@ def test_generate_without_out_warns_that_nothing_is_saved(capsys, models_dir):
 
 
 def test_ctrl_c_during_generation_writes_what_was_generated(capsys, models_dir, tmp_path, monkeypatch):
-    import engines.audio.commands as commands
+    import engines.audio.generate as generate_module
 
-    real = commands.generate_audio_chunks
+    real = generate_module.generate_audio_chunks
 
     def interrupted_after_one_chunk(*args, **kwargs):
         chunks = real(*args, **kwargs)
         yield next(chunks)
         raise KeyboardInterrupt  # the user pressed Ctrl-C while the second chunk was being made
 
-    monkeypatch.setattr(commands, "generate_audio_chunks", interrupted_after_one_chunk)
+    monkeypatch.setattr(generate_module, "generate_audio_chunks", interrupted_after_one_chunk)
     out = tmp_path / "partial.wav"
     code = main(["generate", "audio", "--model", MODEL, "--seconds", "0.25", "--seed", "4", "--count", "2",
                  "--out", str(out), "--models-dir", models_dir])
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err and "wrote what was generated so far" in err
-    monkeypatch.setattr(commands, "generate_audio_chunks", real)
+    monkeypatch.setattr(generate_module, "generate_audio_chunks", real)
     full, _ = run_cli(capsys, models_dir, "generate", "audio", "--model", MODEL, "--seconds", "0.25", "--seed", "4",
                   "--count", "2", "--out", str(tmp_path / "full.wav"))
     for row in (1, 2):

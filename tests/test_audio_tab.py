@@ -436,7 +436,7 @@ def test_chunks_reach_the_player_at_once_and_the_plots_and_status_at_most_every_
     from studio.audio import work
     from studio.tabs import audio_tab
 
-    def quiet_worker(info, *, cancel, **kw):  # the test hands the tab its chunks itself
+    def quiet_worker(info, request, *, cancel, **kw):  # the test hands the tab its chunks itself
         cancel.wait(RUN_TIMEOUT_MS / 1000)
         return
         yield

@@ -234,7 +234,7 @@ def flag_values(world) -> dict[str, st.SearchStrategy]:
         "--data": paths(world), "--split": st.sampled_from(["train", "val", "test", "bogus", ""]),
         "--limit": small_or_bad("1", "2"), "--task": st.sampled_from(["likelihood", "generation", "resynthesis",
                                                                        "recognition", "bogus"]),
-        "--seeds": small_or_bad("1"), "--out": st.sampled_from(OUT_NAMES),
+        "--seeds": small_or_bad("1"), "--sample": small_or_bad("1", "2"), "--out": st.sampled_from(OUT_NAMES),
         "--models-dir": st.sampled_from(["/nonexistent", "/dev/null", "", str(world["inputs"] / "text.txt")]),
         "--model": st.sampled_from(["fz-text", "fz-image", "fz-audio", "fz-nade", "fz-judge", "nope", "",
                                     "\x1b[2J", "../fz-text", "fz-text\n"]),
@@ -257,7 +257,7 @@ APPLICABLE = {
     ("generate", "audio"): [*DECODING, "--count", "--out", "--digit", "--speaker", "--prompt", "--seconds",
                             "--frame-temperature", "--resynth"],
     ("score",): ["--prompt", "--label", "--digit", "--speaker", "--ensemble", "--ordering"],
-    ("eval",): ["--data", "--split", "--limit", "--ensemble", "--task", "--seeds"],
+    ("eval",): ["--data", "--split", "--limit", "--sample", "--seed", "--ensemble", "--task", "--seeds"],
     ("judge", "image"): ["--model"], ("judge", "audio"): ["--model"],
 }
 

@@ -412,3 +412,149 @@ def test_the_recogniser_reads_the_density_samples_and_is_not_a_density_model(qtb
 def test_the_tiny_models_have_no_reading(tab, qtbot):
     run_and_wait(qtbot, tab, tab.sample)
     assert not tab.reads_as_label.isVisible() and tab.reads_as_text() == ""
+
+
+# --- requests: what a run carries, restoring it, the history ----------------------------------------------------
+class Recorder:
+    """Stands for the studio's history store: what `ctx.record_run_*` hand it."""
+
+    def __init__(self):
+        self.started, self.finished = [], {}
+
+    def start_run(self, tab, request_json, parent=None):
+        self.started.append((tab, request_json, parent))
+        return len(self.started)
+
+    def finish_run(self, run_id, files, summary, status):
+        self.finished[run_id] = (files, summary, status)
+
+
+def test_runs_are_recorded_with_files_that_carry_each_samples_request(window, tab, qtbot, tmp_path):
+    from engines.density.request import DensityRequest
+    from engines.requests import read_request_file, request_from_json
+
+    window.ctx.history = recorder = Recorder()
+    set_seed(window, 21)
+    assert tab.set_ordering("reverse")
+    tab.samples_spin.setValue(2)
+    run = run_and_wait(qtbot, tab, tab.sample)
+    assert [(t, DensityRequest.from_json(r)) for t, r, _p in recorder.started] == [("density", run.lanes[0])]
+    files, summary, status = recorder.finished[1]
+    assert status == "done" and sorted(files) == ["sample_1.png", "sample_2.png"]
+    assert summary["logprob"] == pytest.approx(run.results[(0, 0)].order_logprob)
+    second = tmp_path / "second.png"
+    second.write_bytes(files["sample_2.png"])
+    assert request_from_json(read_request_file(second)) == run.lanes[0].for_sample(1)
+    np.testing.assert_array_equal((np.asarray(Image.open(second)) > 0).reshape(-1), run.results[(0, 1)].image)
+    # Compare orderings: one recorded run per ordering, each with its own request
+    recorder.started.clear()
+    run = run_and_wait(qtbot, tab, tab.compare_orderings)
+    assert [DensityRequest.from_json(r).ordering for _t, r, _p in recorder.started] == [ln.ordering for ln in
+                                                                                         run.lanes]
+
+
+def test_an_exported_sample_carries_its_request_and_the_cli_regenerates_it(window, tab, qtbot, tmp_path, capsys,
+                                                                            models_dir):
+    from engines.requests import read_request_file, request_from_json
+
+    set_seed(window, 30)
+    assert tab.set_ordering("column")
+    tab.samples_spin.setValue(3)
+    run = run_and_wait(qtbot, tab, tab.sample)
+    assert tab.pick_sample(1)
+    png = tmp_path / "picked.png"
+    assert tab.export_png(str(png))
+    request = request_from_json(read_request_file(png))
+    assert request == run.lanes[0].for_sample(1) and request.seed == 31
+    assert request_from_json(read_request_file(png.with_suffix(".json"))) == request
+    again = tmp_path / "again.png"
+    assert cli_main(["generate", "--from", str(png), "--out", str(again), "--models-dir", str(models_dir),
+                     "--json"]) == 0
+    capsys.readouterr()
+    assert again.read_bytes() == png.read_bytes()
+    # an edited canvas is no longer the sample: its export carries no request
+    pixels = tab.canvas.pixels.copy()
+    pixels[0, 0, 0] ^= 1
+    tab.canvas.set_state(pixels=pixels)
+    edited = tmp_path / "edited.png"
+    assert tab.export_png(str(edited))
+    assert "request" not in json.loads(edited.with_suffix(".json").read_text())
+
+
+def test_apply_request_restores_an_inpainting_that_runs_again_identically(window, tab, qtbot):
+    set_seed(window, 13)
+    init, mask = digit(3), scattered_mask()
+    tab.canvas.set_state(pixels=init, mask=mask)
+    assert tab.set_ordering("random", seed=4)
+    assert tab.set_k(2)
+    tab.samples_spin.setValue(2)
+    first = run_and_wait(qtbot, tab, tab.inpaint)
+    request = first.lanes[0]
+    assert request.ensemble_k == 2 and request.ordering == "random:4" and request.count == 2
+    # the tab moves on: another model, another ordering, another config, a blank canvas
+    assert tab.select_model(NADE)
+    tab.samples_spin.setValue(5)
+    window.ctx.set_decoding_config(DecodingConfig(seed=99, temperature=0.5), "density")
+    tab.clear()
+    tab.apply_request(request)
+    assert tab.model_combo.currentData() == MADE and tab.ordering_spec() == "random:4" and tab.k() == 2
+    assert tab.samples_spin.value() == 2 and window.ctx.decoding_config("density") == request.decoding
+    np.testing.assert_array_equal(tab.canvas.pixels, init)
+    np.testing.assert_array_equal(tab.canvas.mask_layer, mask)
+    assert "press <b>Inpaint</b>" in tab.status.text()
+    again = run_and_wait(qtbot, tab, tab.inpaint)
+    assert again.lanes[0] == request
+    for s in range(2):
+        np.testing.assert_array_equal(again.results[(0, s)].image, first.results[(0, s)].image)
+    # what the tab cannot restore is refused in one line, nothing changed
+    from engines.errors import InputError
+
+    with pytest.raises(InputError, match="not installed"):
+        tab.apply_request(request.replace(model="no-such-model"))
+    with pytest.raises(InputError, match="raster order only"):
+        tab.apply_request(request.replace(model=NADE, init=None, mask=None, ensemble_k=None))
+    assert tab.model_combo.currentData() == MADE
+
+
+def test_unusable_decoding_is_refused_in_tab_words_and_model_defaults_are_adopted(window, tab):
+    window.ctx.set_decoding_config(DecodingConfig(top_p=0.9, seed=1), "density")
+    assert tab.sample() is None
+    status = tab.status_text()
+    assert status.startswith("top-p 0.9 cannot be used for black-or-white pixels") and "--" not in status
+    assert "Decoding panel" in status and "untick it" in status and "Reset to model defaults" in status
+    assert tab.select_model(NADE)  # a new model: the tab's config becomes its card's defaults (seed kept)
+    config = window.ctx.decoding_config("density")
+    assert config.top_p == 1.0 and config.seed == 1
+    assert config == window.ctx.model_defaults("density").replace(seed=1)
+
+
+def test_the_tab_state_survives_a_restart(window, tab, qtbot, models_dir):
+    set_seed(window, 17)
+    init, mask = digit(5), scattered_mask()
+    tab.canvas.set_state(pixels=init, mask=mask)
+    assert tab.set_ordering("column")
+    assert tab.set_k(1)
+    tab.samples_spin.setValue(3)
+    run = run_and_wait(qtbot, tab, tab.inpaint)
+    assert tab.pick_sample(2)
+    state = json.loads(json.dumps(tab.history_state()))
+    assert len(json.dumps(state)) < 2_000_000
+    second = new_window(qtbot, models_dir)
+    other = second.tab("Density")
+    other.restore_history_state(state)
+    assert other.model_combo.currentData() == MADE and other.ordering_spec() == "column" and other.k() == 1
+    assert other.samples_spin.value() == 3
+    assert second.ctx.decoding_config("density") == window.ctx.decoding_config("density")
+    np.testing.assert_array_equal(other.canvas.pixels.reshape(-1), run.results[(0, 2)].image)
+    assert other.run is not None, other.status_text()
+    assert other.grid.count() == 3 and other.run.lanes == run.lanes
+    assert other.shown_request() == run.lanes[0].for_sample(2)
+    assert other.pick_sample(0)
+    np.testing.assert_array_equal(other.canvas.pixels.reshape(-1), run.results[(0, 0)].image)
+    # a state whose model is gone, or that is garbage, leaves the tab usable with a status line
+    other.restore_history_state({**state, "model": "gone-model"})
+    assert "no longer installed" in other.status_text()
+    other.restore_history_state({"version": 1, "model": MADE, "canvas": {"pixels": [[7]]}})
+    assert "could not be restored" in other.status_text()
+    assert other.sample() is not None
+    qtbot.waitUntil(other.is_idle, timeout=RUN_TIMEOUT_MS)

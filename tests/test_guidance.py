@@ -72,7 +72,7 @@ def test_guided_images_are_visible_while_they_are_drawn(model):
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--guidance", "2"], "give --label D too"),
+    (["--guidance", "2"], "give a label too"),
     (["--label", "1", "--guidance", "-1"], "guidance = -1.0 is invalid"),
     (["--label", "1", "--guidance", "nan"], "guidance = nan is invalid"),
     (["--label", "1", "--guidance", "99"], "must be a number in 0..20"),
@@ -87,10 +87,12 @@ def test_cli_refuses_guidance_without_a_condition_or_with_candidates(capsys, mod
     from tests.cli_helpers import save_png
 
     init = save_png(tmp_path / "i.png", np.zeros((H, W)))
-    mask = save_png(tmp_path / "m.png", np.full((H, W), 255))
+    half = np.zeros((H, W))
+    half[H // 2:] = 255
+    mask = save_png(tmp_path / "m.png", half)
     line = error_line(capsys, str(models_dir), "generate", "image", "--model", "tiny-mnist", "--label", "1",
                       "--guidance", "2", "--init", init, "--mask", mask, "--candidates", "4")
-    assert "--candidates" in line and "--guidance" in line
+    assert "candidates" in line and "guidance" in line
 
 
 def test_cli_guidance_is_recorded_and_says_whose_likelihood_it_reports(capsys, models_dir, tmp_path):

@@ -116,7 +116,7 @@ def test_bad_inputs_give_one_line_errors_and_lose_nothing(capsys, models_dir, tm
     assert "nothing to regenerate" in error_line(capsys, models_dir, *gen, "--init", good, "--mask", empty_mask)
     assert "white everywhere" in error_line(capsys, models_dir, *gen, "--init", good, "--mask", full_mask)
     assert "--init needs --mask" in error_line(capsys, models_dir, *gen, "--init", good)
-    assert "--candidates needs" in error_line(capsys, models_dir, *gen, "--candidates", "4")
+    assert "candidates need an init image and a mask" in error_line(capsys, models_dir, *gen, "--candidates", "4")
     assert "out of range" in error_line(capsys, models_dir, "generate", "image", "--model", "tiny-mnist", "--label", "11")
     assert "out of range" in error_line(capsys, models_dir, "score", "--model", "tiny-mnist", "--image", good, "--label", "-1")
     assert "unconditional" in error_line(capsys, models_dir, *gen, "--label", "3")
@@ -151,7 +151,7 @@ def test_a_model_without_step_graphs_generates_with_the_naive_sampler(capsys, mo
 
 
 def test_a_bad_out_folder_is_refused_before_any_generation(capsys, models_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("engines.image.commands.PixelSampler", must_not_generate)
+    monkeypatch.setattr("engines.image.sampler.PixelSampler", must_not_generate)
     gen = ["generate", "image", "--model", "tiny-bmnist", "--seed", "1"]
     line = error_line(capsys, models_dir, *gen, "--out", str(tmp_path / "missing" / "s.png"))
     assert "missing" in line and "does not exist" in line and "nothing was generated" in line
@@ -161,17 +161,17 @@ def test_a_bad_out_folder_is_refused_before_any_generation(capsys, models_dir, t
 @pytest.mark.parametrize("flags, named", [(["--temperature", "0.8"], "temperature 0.8"),
                                           (["--top-k", "1"], "greedy"),
                                           (["--strategy", "greedy"], "greedy"),
-                                          (["--top-p", "0.9"], "--top-p 0.9"),
-                                          (["--min-p", "0.1"], "--min-p 0.1")])
+                                          (["--top-p", "0.9"], "top-p 0.9"),
+                                          (["--min-p", "0.1"], "min-p 0.1")])
 def test_posterior_candidates_need_plain_sampling(capsys, models_dir, tmp_path, monkeypatch, flags, named):
     """SIR weights p(known after | candidate) are right only for candidates drawn from the model itself."""
-    monkeypatch.setattr("engines.image.commands.PixelSampler", must_not_generate)
+    monkeypatch.setattr("engines.image.sampler.PixelSampler", must_not_generate)
     init = save_png(tmp_path / "init.png", np.eye(5) * 255)
     mask = np.zeros((5, 5))
     mask[1:3] = 255
     line = error_line(capsys, models_dir, "generate", "image", "--model", "tiny-bmnist", "--init", init,
                       "--mask", save_png(tmp_path / "mask.png", mask), "--candidates", "4", *flags)
-    assert "--candidates needs plain sampling" in line and named in line
+    assert "candidates need plain sampling" in line and named in line
 
 
 def test_a_mask_at_the_models_size_goes_with_an_init_of_another_size(capsys, models_dir, tmp_path):

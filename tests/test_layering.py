@@ -14,7 +14,23 @@ def test_import_linter_contracts_hold():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     out = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Contracts: 2 kept, 0 broken" in out.stdout
+    assert "Contracts: 4 kept, 0 broken" in out.stdout
+    # the issue-14 contracts are among them: the studio builds requests, never CLI commands
+    assert "the studio never imports the CLI layer" in out.stdout
+    assert "inference never imports training code" in out.stdout
+
+
+def test_a_studio_import_of_a_cli_module_breaks_the_contract(tmp_path):
+    """The contract is live: a copy of the tree where one studio module imports engines.cli fails lint-imports."""
+    for package in ("engines", "studio"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.onnx", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "studio" / "borrows_the_cli.py").write_text("from engines.cli import config_from_args\n")
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([exe], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert "studio.borrows_the_cli -> engines.cli" in out.stdout
 
 
 def test_studio_and_runtime_work_with_torch_blocked(tmp_path):

@@ -245,8 +245,7 @@ def test_cli_resynth_and_score(capsys, models_dir, tmp_path):
 
 @pytest.mark.parametrize("extra, words", [
     (["--seconds", "1"], "--seconds does not apply"),
-    (["--count", "2"], "one utterance per run"),
-    (["--top-k", "5"], "--top-k is not used"),
+    (["--top-k", "5"], "top-k 5 is not used"),
     (["--digit", "12"], "digit 12 is out of range"),
     (["--speaker", "nobody"], "unknown speaker"),
     (["--frame-temperature", "-1"], "frame temperature"),
@@ -291,10 +290,10 @@ def test_eval_generation_judges_every_digit_and_speaker(capsys, models_dir, monk
 
 
 def test_ctrl_c_while_speaking_keeps_the_audio_so_far(capsys, models_dir, tmp_path, monkeypatch):
-    from engines.audio import speech_commands
+    from engines.audio import speech
     from engines.cli import main
 
-    real = speech_commands.speak
+    real = speech.speak
 
     def interrupted(*a, **k):
         n_chunks = 0
@@ -305,7 +304,7 @@ def test_ctrl_c_while_speaking_keeps_the_audio_so_far(capsys, models_dir, tmp_pa
                 if n_chunks == 1:  # the user presses Ctrl-C once audio is coming
                     raise KeyboardInterrupt
 
-    monkeypatch.setattr(speech_commands, "speak", interrupted)
+    monkeypatch.setattr(speech, "speak", interrupted)
     out = tmp_path / "part.wav"
     code = main(["generate", "audio", "--model", MODEL, "--models-dir", models_dir, "--digit", "1", "--seed", "3",
                  "--out", str(out)])

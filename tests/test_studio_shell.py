@@ -42,7 +42,8 @@ def test_window_builds_with_its_tabs_dock_and_status_bar(window):
     assert window.windowTitle() == "Chainrule Studio"
     assert "Models" in window.tab_names()
     assert window.tab_names() == [s.name for s in registered_tabs()]
-    assert window.decoding_dock.widget() is window.decoding_panel
+    assert window.decoding_dock.widget() is window.decoding_settings
+    assert window.decoding_settings.panel is window.decoding_panel
     assert window.dockWidgetArea(window.decoding_dock) == Qt.DockWidgetArea.RightDockWidgetArea
     assert window.provider_label.text().startswith("ONNX Runtime: ")
     assert window.select_tab("mOdElS")
@@ -120,10 +121,14 @@ def test_a_tab_whose_factory_raises_shows_the_error_instead(qtbot):
 
 
 def test_decoding_panel_edits_reach_the_context(window, qtbot):
+    key = window.decoding_settings.key()  # the tab whose config the dock shows
+    assert key == window.ctx.active_decoding_tab()
+    others = {k: window.ctx.decoding_config(k) for k in ("text", "image", "density") if k != key}
     with qtbot.waitSignal(window.ctx.decodingConfigChanged, timeout=1000) as blocker:
         window.decoding_panel.apply_preset("Precise")
-    assert blocker.args[0].top_k == 10
-    assert window.ctx.decoding_config() == window.decoding_panel.config()
+    assert blocker.args[0] == key and blocker.args[1].top_k == 10
+    assert window.ctx.decoding_config(key) == window.decoding_panel.config()
+    assert {k: window.ctx.decoding_config(k) for k in others} == others  # only that tab's changed
 
 
 def test_closing_the_window_stops_its_tasks(window, qtbot):

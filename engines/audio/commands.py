@@ -11,54 +11,26 @@ from typing import Any
 import numpy as np
 
 from engines.audio.data import load_fsdd
-from engines.audio.generate import MAX_BATCH, generate_audio_chunks
-from engines.audio.model import AudioModel, load_audio_model
+from engines.audio.generate import MAX_BATCH
+from engines.audio.model import load_audio_model
+from engines.audio.request import (DEFAULT_SECONDS, AudioRequest, Chunk, Finished, card_decoding_defaults,
+                                   card_frame_temperature, recording_ref, run, write_sample)
+from engines.audio.request import audio_temperature as request_temperature
 from engines.audio.scoring import SURPRISE_WINDOW, score_audio, score_clips
 from engines.cli import config_from_args
-from engines.cli_common import (check_count, check_out_path, eval_size, print_model_and_seed, print_notes,
-                                refuse_overwriting_inputs, sample_paths)
+from engines.cli_common import (check_count, check_out_path, eval_indices, eval_subset_label, print_model_and_seed,
+                                print_notes, refuse_overwriting_inputs, sample_paths)
 from engines.decoding.config import DecodingConfig
 from engines.errors import InputError, stopped_note
-from engines.generation import resolve_seed
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
 LN2 = math.log(2)
-# Decoding settings a WaveNet sampler does not use: refused rather than silently ignored.
-_UNUSED = {"top_k": ("--top-k", 0), "top_p": ("--top-p", 1.0), "min_p": ("--min-p", 0.0),
-           "typical_p": ("--typical-p", 1.0), "repetition_penalty": ("--repetition-penalty", 1.0),
-           "no_repeat_ngram": ("--no-repeat-ngram", 0)}
 
 
 def audio_temperature(config: DecodingConfig) -> float:
-    """The one decoding value audio uses; greedy means temperature 0."""
-    if config.strategy == "beam":
-        raise InputError("beam search is not available for audio: use --strategy sample (or greedy)")
-    for name, (flag, off) in _UNUSED.items():
-        if getattr(config, name) != off:
-            raise InputError(f"{flag} is not used by audio models: a WaveNet samples with --temperature only")
-    return 0.0 if config.strategy == "greedy" else float(config.temperature)
-
-
-def _read_prompt(path: str, model: AudioModel) -> tuple[np.ndarray, list[str]]:
-    from engines.audio.wav import read_audio
-
-    loaded = read_audio(path, sample_rate=model.sample_rate)
-    return loaded.samples, list(loaded.notes)
-
-
-def _write_partial(paths: list[str | None], parts: list[np.ndarray], sample_rate: int) -> list[str]:
-    """On Ctrl-C: write the chunks generated so far (each row to its --out path); the paths written."""
-    from engines.audio.wav import write_audio
-
-    if not parts or paths[0] is None:
-        return []
-    samples = np.concatenate(parts, axis=1)
-    written = []
-    for i, path in enumerate(paths):
-        write_audio(path, samples[i], sample_rate)
-        written.append(path)
-    return written
+    """The one decoding value audio uses; greedy means temperature 0 (engines.audio.request)."""
+    return request_temperature(config)
 
 
 def _speech(info: ModelInfo):
@@ -82,74 +54,112 @@ def _refuse_speech_flags(args: argparse.Namespace, info: ModelInfo) -> None:
                              "(a mel prior + a vocoder, e.g. fsdd-speech)")
 
 
-def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
-    from engines.audio.wav import WRITE_FORMATS, write_audio
+def check_audio_out(out: str | None, count: int, inputs: dict[str, str | None]) -> None:
+    """Refuse a bad --out before any work: its suffix, its folder, or one that would replace an input."""
+    from engines.audio.wav import WRITE_FORMATS
 
-    speech = _speech(info)
-    if speech is not None:
-        return {**speech.generate(args, info), "family": "speech"}
-    _refuse_speech_flags(args, info)
-    if args.seconds is None:
-        args.seconds = 1.0
+    if out is not None and Path(out).suffix.lower() not in WRITE_FORMATS:
+        raise InputError(f"--out {out}: audio is written as {' or '.join(WRITE_FORMATS)} (choose one of those suffixes)")
+    check_out_path(out)  # before any work: nothing generated is lost to a bad --out
+    refuse_overwriting_inputs(out, count, inputs)
 
+
+def request_from_args(args: argparse.Namespace, info: ModelInfo) -> AudioRequest:
+    """The AudioRequest that `chainrule generate audio` flags ask for (card defaults filled in, so the
+    request says every setting it runs with; the seed stays None until the run resolves it)."""
+    speech = _speech(info) is not None
+    if speech:
+        from engines.audio.speech_commands import refuse_flags
+
+        refuse_flags(args, info)
+    else:
+        _refuse_speech_flags(args, info)
     count = args.count
-    check_count(count, cap=MAX_BATCH)  # the samples are generated together, as one batch
-    if args.out is not None and Path(args.out).suffix.lower() not in WRITE_FORMATS:
-        raise InputError(f"--out {args.out}: audio is written as {' or '.join(WRITE_FORMATS)} (choose one of those suffixes)")
-    check_out_path(args.out)  # before any work: nothing generated is lost to a bad --out
-    model = load_audio_model(info)
-    config = config_from_args(args, model.decoding_defaults)
-    temperature = audio_temperature(config)
-    digit, speaker = getattr(args, "digit", None), getattr(args, "speaker", None)
-    paths = sample_paths(args.out, count)
-    prompt_path = getattr(args, "prompt", None)
-    prompt, notes = (None, [])
-    if prompt_path:
-        refuse_overwriting_inputs(args.out, count, {"prompt": prompt_path})
-        prompt, notes = _read_prompt(prompt_path, model)
-    print_notes(notes)
-    seed = resolve_seed(config)
-    chunks = generate_audio_chunks(model, seconds=args.seconds, temperature=temperature, seed=seed, digit=digit,
-                                   speaker=speaker, batch=count, prompt=prompt)
-    if args.out is None:
+    check_count(count, getattr(args, "seed", None), cap=MAX_BATCH)
+    config = config_from_args(args, card_decoding_defaults(info.card))
+    prompt_path, resynth_path = getattr(args, "prompt", None), getattr(args, "resynth", None)
+    seconds = getattr(args, "seconds", None)
+    if seconds is None and not speech:
+        seconds = DEFAULT_SECONDS
+    ft = getattr(args, "frame_temperature", None)
+    if speech and ft is None and resynth_path is None:
+        ft = card_frame_temperature(info.card)
+    prompt = recording_ref(prompt_path, "--prompt") if prompt_path else None
+    resynth = recording_ref(resynth_path, "--resynth") if resynth_path else None
+    return AudioRequest(model=info.id, decoding=config, count=count, digit=getattr(args, "digit", None),
+                        speaker=getattr(args, "speaker", None), seconds=seconds, frame_temperature=ft,
+                        prompt=prompt, resynth=resynth)
+
+
+def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    """`chainrule generate audio`: flags -> AudioRequest -> `generate_from_request`."""
+    check_audio_out(args.out, args.count, {"prompt": getattr(args, "prompt", None),
+                                           "resynth": getattr(args, "resynth", None)})
+    return generate_from_request(request_from_args(args, info), info, args.out)
+
+
+def generate_from_request(request: AudioRequest, info: ModelInfo, out: str | None) -> dict[str, Any]:
+    """Run `request` (`engines.audio.request.run`), write each sample to --out (_1, _2 ... for
+    several) carrying its own request (`for_sample(i)`), and return the result dict."""
+    speech = _speech(info)
+    inputs = {"prompt": request.prompt.path if request.prompt else None,
+              "resynth": request.resynth.path if request.resynth else None}
+    check_audio_out(out, request.count, inputs)
+    request = request.resolved()
+    if speech is not None:
+        return {**speech.generate_from_request(request, info, out), "family": "speech"}
+    paths = sample_paths(out, request.count)
+    events = run(request, info)  # checks the request against the model, reads the prompt
+    started = next(events)
+    print_notes(started.notes)
+    if out is None:
         print("chainrule: warning: no --out given: the audio is not saved (only its numbers are printed); "
               "pass --out FILE.wav to keep it", file=sys.stderr)
-    n_total = int(round(args.seconds * model.sample_rate))
-    progress = Progress(n_total, "generate")
-    parts, lps = [], []
+    rate = started.sample_rate
+    progress = Progress(started.n_samples, "generate")
+    parts: list[np.ndarray] = []
+    finished = None
     try:
-        for chunk in chunks:
-            parts.append(chunk.samples)
-            lps.append(chunk.logprobs)
-            progress.advance(chunk.samples.shape[1])
+        for ev in events:
+            if isinstance(ev, Chunk):
+                parts.append(ev.samples)
+                progress.advance(ev.samples.shape[1])
+            elif isinstance(ev, Finished):
+                finished = ev
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what was generated, then stop as interrupted
         progress.close()
-        written = _write_partial(paths, parts, model.sample_rate)
+        written = []
+        if parts and paths[0] is not None:
+            samples = np.concatenate(parts, axis=1)
+            for i, path in enumerate(paths):
+                write_sample(path, samples[i], rate, request.for_sample(i), info,
+                             {"complete": False, "samples": int(samples.shape[1])})
+                written.append(path)
         done = sum(p.shape[1] for p in parts)
         # said by the CLI in its one "interrupted" line (stderr holds one line, not two)
         if written:
-            stopped_note(exc, f"after {done / model.sample_rate:.2f} s of {args.seconds:g} s: "
+            stopped_note(exc, f"after {done / rate:.2f} s of {started.n_samples / rate:g} s: "
                               f"wrote what was generated so far to {', '.join(written)}")
-        elif args.out is not None:
+        elif out is not None:
             stopped_note(exc, "before the first chunk was generated: nothing written")
         raise
     progress.close()
-    samples, logprobs = np.concatenate(parts, axis=1), np.concatenate(lps, axis=1).astype(np.float64)
-    settings = {"temperature": temperature, "strategy": config.strategy, "seed": seed, "digit": digit,
-                "speaker": speaker, "seconds": args.seconds, "prompt": prompt_path, "count": count,
-                "sample_rate": model.sample_rate}
+    settings = {"temperature": request.temperature, "strategy": request.decoding.strategy, "seed": request.seed,
+                "digit": request.digit, "speaker": request.speaker, "seconds": request.seconds,
+                "prompt": inputs["prompt"], "count": request.count, "sample_rate": rate}
     out_samples = []
     for i, path in enumerate(paths):
+        samples, total = finished.samples[i], finished.total_logprob(i)
+        n = int(len(samples))
+        entry = {"path": path, "total_logprob": total, "n": n, "bits_per_sample": -total / LN2 / n,
+                 "seconds": n / rate, "row": i, "seed": request.seed + i}
         if path is not None:
-            write_audio(path, samples[i], model.sample_rate)
-        total = float(logprobs[i].sum())
-        out_samples.append({
-            "path": path, "total_logprob": total, "n": int(samples.shape[1]),
-            "bits_per_sample": -total / LN2 / samples.shape[1], "seconds": samples.shape[1] / model.sample_rate,
-            "row": i,
-        })
-    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes,
-            "prompt_samples": 0 if prompt is None else int(len(prompt)), "samples": out_samples}
+            write_sample(path, samples, rate, request.for_sample(i), info,
+                         {"total_logprob": total, "bits_per_sample": entry["bits_per_sample"], "seconds": n / rate})
+        out_samples.append(entry)
+    return {"model": info.id, "seed": request.seed, "settings": settings, "notes": list(started.notes),
+            "prompt_samples": 0 if finished.prompt is None else int(len(finished.prompt)), "samples": out_samples,
+            "request": request.to_json()}
 
 
 def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
@@ -192,7 +202,9 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     data = load_fsdd(args.data, args.split)
     if data.sample_rate != model.sample_rate:
         raise InputError(f"{args.data} is sampled at {data.sample_rate} Hz; {info.id} models {model.sample_rate} Hz audio")
-    n = eval_size(len(data), args)  # the first --limit clips, in order
+    n_available = len(data)
+    data = data.take(eval_indices(n_available, args))  # all, the first --limit clips, or --sample's draw
+    n = len(data)
     speaker_ids = np.array([model.speaker_value(data.speakers[i]) for i in data.speaker_ids[:n]], dtype=np.int64)
     digits = data.digits[:n]
     if digits.min() < 0 or digits.max() >= model.n_digits:
@@ -206,7 +218,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         "model": info.id, "data": args.data, "split": args.split, "nats_per_element": total / n_samples,
         "nats_per_example": total / n, "bits_per_dim": total / n_samples / LN2, "n_examples": n,
         "nats_per_sample": total / n_samples, "bits_per_sample": total / n_samples / LN2, "n_samples": n_samples,
-        "conditioning": "true digit and speaker",
+        "conditioning": "true digit and speaker", "subset": eval_subset_label(n, n_available, args),
     }
 
 

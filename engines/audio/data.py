@@ -9,8 +9,9 @@ speaker are the test set; we hold out takes 5-9 for validation and train on take
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -37,6 +38,12 @@ class AudioSplit:
     @property
     def n_samples(self) -> int:
         return int(sum(len(c) for c in self.clips))
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> AudioSplit:
+        """The clips at `indices` (in that order), as a split of their own (eval's --limit / --sample)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return replace(self, clips=[self.clips[i] for i in idx], digits=self.digits[idx],
+                       speaker_ids=self.speaker_ids[idx], filenames=[self.filenames[i] for i in idx])
 
 
 def load_fsdd(path: str | Path, split: str) -> AudioSplit:

@@ -13,8 +13,9 @@ silence. A context (silence, or silence + a prompt) primes the buffers in one ca
 `prime.onnx` over its last ``max(d) + receptive_field - 1`` samples; the first step feeds
 the context's last sample and yields the distribution of the first new sample.
 
-Sampling: one uniform per sample per batch row from ``np.random.default_rng(seed)`` (drawn
-as a (n, B) block per chunk, which is the same stream whatever the chunk size); the class is
+Sampling: one uniform per sample per batch row, row b from ``np.random.default_rng(seed + b)``
+(n per chunk, which is the same stream whatever the chunk size; so row b of a batch is the
+sample a batch of one with seed + b draws); the class is
 the inverse CDF of softmax(logits / temperature) at that uniform; temperature 0 is greedy.
 Each chosen sample's log-probability is reported under the model itself (temperature 1), so
 totals are exact likelihoods that scoring the result reproduces. The same arguments and
@@ -34,6 +35,7 @@ from engines.audio import mulaw
 from engines.audio.mel import frame_of_sample
 from engines.audio.model import AudioModel
 from engines.errors import InputError
+from engines.generation import draw_step, temperature_chain
 
 MAX_SECONDS = limits.MAX_GENERATE_SECONDS  # the caps live in engines.limits with the others
 MAX_BATCH = limits.MAX_AUDIO_BATCH
@@ -62,22 +64,18 @@ class GeneratedAudio:
 def choose(logits: np.ndarray, uniforms: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """logits (B, V), uniforms (B,) in [0, 1) -> (classes (B,) int64, ln p at temperature 1 (B,) float32).
 
-    The host twin of the step graph's sampler (used by the naive and torch steppers): the class
-    is the number of cumulative probabilities <= u (at most V - 1), so a class of probability 0
-    is never chosen. Temperature 0 takes the most likely class.
+    The host twin of the step graph's sampler (used by the naive and torch steppers), and the same
+    temperature and draw code as every other modality (`engines.generation.draw_step`): the class
+    is the number of cumulative probabilities <= u, so a class of probability 0 is never chosen.
+    Temperature 0 takes the most likely class. The cached stepper cannot use it: its ONNX step graph
+    samples inside the graph (one call per block of samples), from the same uniforms.
     """
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    total = e.sum(axis=1)
-    if temperature == 0:
-        c = z.argmax(axis=1)
-    else:
-        p = e if temperature == 1 else np.exp(z / temperature)
-        cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
-        c = np.minimum((cdf <= uniforms[:, None]).sum(axis=1), z.shape[1] - 1)
+    total = np.exp(z).sum(axis=1)
+    c, _ = draw_step(temperature_chain(temperature), z, None, uniforms)  # (B,)
     rows = np.arange(len(c))
-    return c.astype(np.int64), (z[rows, c] - np.log(total)).astype(np.float32)
+    return c, (z[rows, c] - np.log(total)).astype(np.float32)
 
 
 # --- steppers: feed one sample per row, get the next distribution ---------------------------
@@ -290,13 +288,15 @@ def generate_audio_chunks(model: AudioModel, *, seconds: float, temperature: flo
 def sample_loop(stepper, context: np.ndarray, n_total: int, temperature: float, seed: int, batch: int,
                 chunk_samples: int) -> Iterator[AudioChunk]:
     """The loop every stepper shares (`prime(context) -> x`, then `step(x) -> logits` per sample)."""
-    rng = np.random.default_rng(seed)
+    # row b draws from its own stream, default_rng(seed + b): row b of a batch is the sample that a
+    # batch of one with seed + b gives (the request's seed-per-sample rule, engines.audio.request)
+    rngs = [np.random.default_rng(seed + b) for b in range(batch)]
     x = stepper.prime(context)
     block = stepper.max_block
     done = 0
     while done < n_total:
         n = min(chunk_samples, n_total - done)
-        uniforms = rng.random((n, batch))
+        uniforms = np.stack([r.random(n) for r in rngs], axis=1)  # (n, batch)
         classes = np.empty((n, batch), dtype=np.int64)
         logprobs = np.empty((n, batch), dtype=np.float32)
         for a in range(0, n, block):

@@ -25,6 +25,7 @@ import numpy as np
 
 from engines.audio.mel import MelSpec
 from engines.errors import InputError, ModelLoadError
+from engines.generation import draw_step, temperature_chain, two_value_rows
 from engines.runtime import ModelSession
 
 MAX_FRAMES = 400  # 4 s at 10 ms frames: the longest utterance the prior may write (FSDD's longest is 2.3 s)
@@ -132,20 +133,18 @@ class MelPriorModel:
 
     def draw(self, dist: FrameStep, rng: np.random.Generator, temperature: float) -> tuple[np.ndarray, np.ndarray]:
         """(frames (B, D) clamped at the floor, stop bits (B,)) drawn at `temperature` (0: the mode)."""
-        B, K, D = dist.mean.shape
+        B, _, D = dist.mean.shape
         u_comp, noise, u_stop = rng.random(B), rng.standard_normal((B, D)), rng.random(B)
-        w = dist.logit_pi.astype(np.float64)
-        if temperature == 0:
-            k = w.argmax(axis=1)
-        else:
-            p = np.exp(w - w.max(axis=1, keepdims=True))
-            cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
-            k = np.minimum((cdf <= u_comp[:, None]).sum(axis=1), K - 1)
+        # The component and the stop bit are categorical draws: the shared chain and draw of every
+        # modality (engines.generation.draw_step; the weights are not tempered, so the chain is
+        # temperature 1, or greedy at 0). The frame values come from a continuous Gaussian, which no
+        # chain of logits filters can express: temperature scales its noise here.
+        chain = temperature_chain(0.0 if temperature == 0 else 1.0)
+        k, _ = draw_step(chain, dist.logit_pi, None, u_comp)  # (B,)
         rows = np.arange(B)
         x = dist.mean[rows, k] + temperature * dist.scale[rows, k] * noise
-        stop_p = 1.0 / (1.0 + np.exp(-dist.stop_logit.astype(np.float64)))
-        stop = (stop_p >= 0.5) if temperature == 0 else (u_stop < stop_p)
-        return np.maximum(x, self.floor).astype(np.float32), stop
+        stop, _ = draw_step(chain, two_value_rows(dist.stop_logit), None, u_stop)  # (B,) 1 = stop
+        return np.maximum(x, self.floor).astype(np.float32), stop.astype(bool)
 
 
 def write_frames(prior: MelPriorModel, *, digit_id: int, speaker_id: int, seed: int, temperature: float,

@@ -18,7 +18,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from engines.audio.data import load_fsdd
 from engines.audio.scoring import SURPRISE_WINDOW, smooth_surprise
 from engines.audio.speech import (SpeechModel, frames_of_audio, load_speech_model, resynthesize, run_to_end,
                                   score_prior, score_vocoder, speak)
-from engines.cli_common import check_out_path, eval_size, print_notes, refuse_overwriting_inputs
+from engines.cli_common import eval_indices, eval_subset_label, print_notes, sample_paths
 from engines.errors import InputError, stopped_note
 from engines.progress import Progress
 from engines.registry import ModelInfo
@@ -36,21 +35,6 @@ from engines.registry import ModelInfo
 LN2 = math.log(2)
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 EVAL_TASKS = ("likelihood", "generation", "resynthesis")
-
-
-def speech_settings(args: argparse.Namespace, model: SpeechModel) -> tuple[float, float, int]:
-    """(frame temperature, sample temperature, seed) from the flags over the card's defaults;
-    decoding flags a speech model does not use are refused."""
-    from engines.audio.commands import audio_temperature
-    from engines.cli import config_from_args
-    from engines.generation import resolve_seed
-
-    defaults = dict(model.decoding_defaults)
-    card_ft = float(defaults.pop("frame_temperature", 0.6))  # the prior's; the rest is the vocoder's
-    ft = getattr(args, "frame_temperature", None)
-    ft = card_ft if ft is None else ft
-    config = config_from_args(args, defaults)
-    return ft, audio_temperature(config), resolve_seed(config)
 
 
 def _judge():
@@ -67,74 +51,92 @@ def _verdict_dict(judge, samples: np.ndarray, rate: int) -> dict[str, Any] | Non
             "speaker": v.speaker, "speaker_probability": v.speaker_probability}
 
 
-def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
-    from engines.audio.wav import WRITE_FORMATS, read_audio, write_audio
-
-    if args.count != 1:
-        raise InputError("--count: a speech model writes one utterance per run (its length is its own); "
-                         "run again with another --seed for more")
+def refuse_flags(args: argparse.Namespace, info: ModelInfo) -> None:
+    """`generate audio` flags a speech model does not take, refused in the flags' own words."""
     if getattr(args, "seconds", None) is not None:
         raise InputError(f"--seconds does not apply to {info.id}: its prior decides where the utterance ends")
-    if args.out is not None and Path(args.out).suffix.lower() not in WRITE_FORMATS:
-        raise InputError(f"--out {args.out}: audio is written as {' or '.join(WRITE_FORMATS)}")
     resynth, prompt_path = getattr(args, "resynth", None), getattr(args, "prompt", None)
     if resynth and prompt_path:
         raise InputError("--resynth and --prompt do not go together: re-speak a recording, or continue it")
     if resynth and getattr(args, "frame_temperature", None) is not None:
         raise InputError("--frame-temperature does not apply to --resynth: the recording's own frames are used, "
                          "none are sampled")
-    if resynth and args.digit is not None:
+    if resynth and getattr(args, "digit", None) is not None:
         raise InputError("--digit does not apply to --resynth: the recording's own frames say what is spoken")
-    check_out_path(args.out)
-    refuse_overwriting_inputs(args.out, 1, {"prompt": prompt_path, "resynth": resynth})
+
+
+def _sample_result(finished, i: int, path: str | None, judge) -> dict[str, Any]:
+    """What the CLI reports of utterance i of a finished run."""
+    request, rate = finished.request, finished.sample_rate
+    resynth = request.resynth is not None
+    new = finished.samples[i]
+    audio = finished.audio(i, with_prompt=not resynth)
+    n = len(new)
+    vocoder = finished.total_logprob(i)
+    prior = finished.prior_logprobs[i]
+    n_prior_frames = finished.n_prior_frames[i]
+    return {
+        "path": path, "row": i, "seed": request.seed + i, "frames": int(finished.frames[i].shape[1]),
+        "seconds": len(audio) / rate, "new_samples": n,
+        "prior_logprob": None if resynth else prior,
+        "prior_nats_per_frame": None if resynth else prior / max(1, n_prior_frames),
+        "vocoder_logprob": vocoder, "vocoder_bits_per_sample": -vocoder / LN2 / max(1, n),
+        "heard_as": _verdict_dict(judge, audio, rate),
+    }
+
+
+def generate_from_request(request, info: ModelInfo, out: str | None) -> dict[str, Any]:
+    """Run a speech request (`engines.audio.request.run`: utterance i with seed + i) and write each
+    utterance to --out (_1, _2 ... for several) carrying its own request."""
+    from engines.audio.request import Chunk, Finished, run, write_sample
+
     model = load_speech_model(info)
-    ft, temperature, seed = speech_settings(args, model)
-    notes: list[str] = []
-    source = resynth or prompt_path
-    recording = None
-    if source:
-        loaded = read_audio(source, sample_rate=model.sample_rate)
-        recording, notes = loaded.samples, list(loaded.notes)
-    print_notes(notes)
+    paths = sample_paths(out, request.count)
+    events = run(request, info, model=model)
+    started = next(events)
+    print_notes(started.notes)
     t0 = time.perf_counter()
-    if resynth:
-        frames, events = resynthesize(model, recording, seed=seed, speaker=args.speaker, temperature=temperature)
-    else:
-        frames, events = None, speak(model, seed=seed, digit=args.digit, speaker=args.speaker, frame_temperature=ft,
-                                     temperature=temperature, prompt=recording)
-    got: list = []
+    resynth = request.resynth is not None
+    rows: dict[int, list[np.ndarray]] = {}
+    finished = None
     try:
         for ev in events:
-            got.append(ev)
+            if isinstance(ev, Chunk):
+                rows.setdefault(ev.row, []).append(ev.samples[0])
+            elif isinstance(ev, Finished):
+                finished = ev
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the audio spoken so far, then stop as interrupted
-        part = run_to_end(model, got).samples
-        if args.out is not None and len(part):
-            whole = part if recording is None or resynth else np.concatenate([recording, part])
-            write_audio(args.out, whole, model.sample_rate)
+        written = []
+        for i, parts in sorted(rows.items()):
+            if paths[i] is None:
+                continue
+            part = np.concatenate(parts)
+            whole = part if started.prompt is None or resynth else np.concatenate([started.prompt, part])
+            write_sample(paths[i], whole, started.sample_rate, request.for_sample(i), info, {"complete": False})
+            written.append(f"{len(part) / started.sample_rate:.2f} s of audio to {paths[i]}")
+        if written:
             # said by the CLI in its one "interrupted" line (stderr holds one line, not two)
-            stopped_note(exc, f"after {len(part) / model.sample_rate:.2f} s of audio: wrote it to {args.out}")
+            stopped_note(exc, f"after {'; '.join(written)}: wrote it")
         raise
-    result = run_to_end(model, got)
-    if frames is not None:
-        result.frames = frames
     elapsed = time.perf_counter() - t0
-    audio = result.samples if recording is None or resynth else np.concatenate([recording, result.samples])
-    if args.out is not None:
-        write_audio(args.out, audio, model.sample_rate)
-    n = len(result.samples)
-    settings = {"mode": "resynthesis" if resynth else ("continuation" if prompt_path else "generation"),
-                "digit": args.digit, "speaker": args.speaker, "seed": seed, "frame_temperature": ft,
-                "temperature": temperature, "source": source, "sample_rate": model.sample_rate}
-    return {
-        "model": info.id, "seed": seed, "settings": settings, "notes": notes, "path": args.out,
-        "frames": int(result.frames.shape[1]), "seconds": len(audio) / model.sample_rate, "new_samples": n,
-        "prior_logprob": None if resynth else result.prior_logprob,
-        "prior_nats_per_frame": None if resynth else result.prior_logprob / max(1, len(result.frame_logprobs)),
-        "vocoder_logprob": result.vocoder_logprob,
-        "vocoder_bits_per_sample": -result.vocoder_logprob / LN2 / max(1, n),
-        "samples_per_second": n / elapsed if elapsed > 0 else None,
-        "heard_as": _verdict_dict(_judge(), audio, model.sample_rate),
-    }
+    judge = _judge()
+    samples = []
+    for i, path in enumerate(paths):
+        entry = _sample_result(finished, i, path, judge)
+        if path is not None:
+            write_sample(path, finished.audio(i, with_prompt=not resynth), finished.sample_rate,
+                         request.for_sample(i), info,
+                         {k: entry[k] for k in ("prior_logprob", "vocoder_logprob", "vocoder_bits_per_sample",
+                                                "seconds")})
+        samples.append(entry)
+    n_new = sum(s["new_samples"] for s in samples)
+    settings = {"mode": request.mode, "digit": request.digit, "speaker": request.speaker, "seed": request.seed,
+                "frame_temperature": request.frame_temperature, "temperature": request.temperature,
+                "source": (request.resynth or request.prompt).path if (request.resynth or request.prompt) else None,
+                "sample_rate": finished.sample_rate, "count": request.count}
+    return {"model": info.id, "seed": request.seed, "settings": settings, "notes": list(started.notes),
+            **samples[0], "samples": samples, "samples_per_second": n_new / elapsed if elapsed > 0 else None,
+            "request": request.to_json()}
 
 
 def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
@@ -171,10 +173,13 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     data = load_fsdd(args.data, args.split)
     if data.sample_rate != model.sample_rate:
         raise InputError(f"{args.data} is sampled at {data.sample_rate} Hz; {info.id} speaks {model.sample_rate} Hz")
-    n = eval_size(len(data), args)
+    n_available = len(data)
+    data = data.take(eval_indices(n_available, args))  # all, the first --limit clips, or --sample's draw
+    n = len(data)
+    subset = eval_subset_label(n, n_available, args)
     progress = Progress(n, "eval")
     if task == "resynthesis":
-        return evaluate_resynthesis(model, data, n, args, progress)
+        return {**evaluate_resynthesis(model, data, n, args, progress), "subset": subset}
     v_total = p_total = 0.0
     n_samples = n_frames = 0
     for i in range(n):
@@ -193,7 +198,8 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
             "vocoder_bits_per_sample": v_total / n_samples / LN2, "vocoder_nats_per_sample": v_total / n_samples,
             "n_samples": n_samples, "prior_nats_per_frame": p_total / n_frames, "n_frames": n_frames,
             "bits_per_sample": v_total / n_samples / LN2, "nats_per_element": v_total / n_samples,
-            "conditioning": "vocoder: each clip's own frames and speaker; prior: its true digit and speaker"}
+            "conditioning": "vocoder: each clip's own frames and speaker; prior: its true digit and speaker",
+            "subset": subset}
 
 
 def _require_judge():
@@ -264,17 +270,19 @@ def evaluate_resynthesis(model: SpeechModel, data, n: int, args, progress) -> di
 
 def print_result(command: str, result: dict[str, Any]) -> None:
     if command == "generate":
-        r = result
-        heard = r.get("heard_as")
-        prior = (f"log p(frames) = {r['prior_logprob']:.1f} nats ({r['prior_nats_per_frame']:.2f}/frame), "
-                 if r["prior_logprob"] is not None else "")
-        print(f"--- {r['settings']['mode']}: {r['frames']} frames, {r['seconds']:.2f} s; {prior}"
-              f"log p(audio | frames) = {r['vocoder_logprob']:.1f} nats ({r['vocoder_bits_per_sample']:.3f} bits/sample)"
-              + (f", saved to {r['path']}" if r["path"] else ""))
-        if heard:
-            print(f"heard as: {heard['digit_name']} ({heard['digit_probability']:.0%}), "
-                  f"{heard['speaker']} ({heard['speaker_probability']:.0%})")
-        print(f"\n[model {r['model']}, seed {r['seed']}]", file=sys.stderr)
+        several = len(result.get("samples", [])) > 1
+        for r in result.get("samples", [result]):
+            heard = r.get("heard_as")
+            prior = (f"log p(frames) = {r['prior_logprob']:.1f} nats ({r['prior_nats_per_frame']:.2f}/frame), "
+                     if r["prior_logprob"] is not None else "")
+            head = f"--- {result['settings']['mode']}" + (f" {r['row'] + 1} (seed {r['seed']})" if several else "")
+            print(f"{head}: {r['frames']} frames, {r['seconds']:.2f} s; {prior}"
+                  f"log p(audio | frames) = {r['vocoder_logprob']:.1f} nats "
+                  f"({r['vocoder_bits_per_sample']:.3f} bits/sample)" + (f", saved to {r['path']}" if r["path"] else ""))
+            if heard:
+                print(f"heard as: {heard['digit_name']} ({heard['digit_probability']:.0%}), "
+                      f"{heard['speaker']} ({heard['speaker_probability']:.0%})")
+        print(f"\n[model {result['model']}, seed {result['seed']}]", file=sys.stderr)
     elif command == "score":
         print(f"log p(frames | digit, speaker) = {result['prior_logprob']:.2f} nats over {result['frames']} frames "
               f"({result['prior_nats_per_frame']:.3f} nats/frame)")

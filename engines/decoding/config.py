@@ -13,23 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from engines import limits
+from engines.decoding.sampler_table import DEFAULT_CHAIN, FILTER_NAMES, SAMPLING_SETTINGS, SETTINGS, setting_problem
 from engines.errors import DecodingError
 
 STRATEGIES = ("greedy", "sample", "beam")
 
-# The filters a chain may contain, by the name the UI and `--chain` use.
-FILTER_NAMES = (
-    "repetition_penalty",
-    "no_repeat_ngram",
-    "top_k",
-    "typical_p",
-    "top_p",
-    "min_p",
-    "temperature",
-)
-
-# llama.cpp's default order: penalties first, then truncation, temperature last.
-DEFAULT_CHAIN = FILTER_NAMES
+# The filters a chain may contain (by the name the UI and `--chain` use) and their default
+# order (llama.cpp's: penalties first, then truncation, temperature last) come from the table.
 
 
 @dataclass(frozen=True)
@@ -42,6 +32,8 @@ class DecodingConfig:
     typical_p: float = 1.0  # locally typical sampling mass; 1 = off; (0, 1]
     repetition_penalty: float = 1.0  # CTRL-style penalty on already-seen values; 1 = off; > 0
     no_repeat_ngram: int = 0  # forbid repeating any n-gram of this size; 0 = off
+    mirostat_tau: float = 0.0  # Mirostat v2 target surprise in bits; 0 = off; (0, 30]
+    mirostat_eta: float = 0.1  # Mirostat v2 learning rate; (0, 1]
     chain: tuple[str, ...] = DEFAULT_CHAIN  # order in which the filters run
     num_beams: int = 4  # beam search width
     length_penalty: float = 1.0  # beam score = sum logprob / length ** length_penalty
@@ -77,6 +69,9 @@ class DecodingConfig:
     def replace(self, **changes: Any) -> "DecodingConfig":
         return dataclasses.replace(self, **changes)
 
+    # The sampler settings above (temperature .. mirostat_eta) are those of the table of samplers
+    # (engines.decoding.sampler_table.SETTINGS), which validates them; tests check the two agree.
+
     @property
     def is_greedy(self) -> bool:
         """Greedy when asked for, or when temperature 0 / top-k 1 make sampling deterministic."""
@@ -95,28 +90,11 @@ def _validate(c: DecodingConfig) -> None:
 
     if c.strategy not in STRATEGIES:
         raise bad("strategy", c.strategy, f"choose one of {', '.join(STRATEGIES)}")
-    # The upper and lower caps (engines.limits) keep logits / temperature and logits x penalty
-    # finite in float32: beyond them the sampler would overflow into NaN.
-    if not _is_number(c.temperature) or c.temperature < 0:
-        raise bad("temperature", c.temperature, "must be a number >= 0 (0 means greedy)")
-    if c.temperature != 0 and not limits.MIN_TEMPERATURE <= c.temperature <= limits.MAX_TEMPERATURE:
-        raise bad("temperature", c.temperature, f"must be 0 (greedy) or in {limits.MIN_TEMPERATURE:g}.."
-                  f"{limits.MAX_TEMPERATURE:g}")
-    if not isinstance(c.top_k, int) or isinstance(c.top_k, bool) or c.top_k < 0:
-        raise bad("top_k", c.top_k, "must be a whole number >= 1, or 0 to turn it off")
-    if not _is_number(c.top_p) or not 0 < c.top_p <= 1:
-        raise bad("top_p", c.top_p, "must be in (0, 1]; 1 turns it off (0 would keep nothing)")
-    if not _is_number(c.min_p) or not 0 <= c.min_p < 1:
-        raise bad("min_p", c.min_p, "must be in [0, 1); 0 turns it off")
-    if not _is_number(c.typical_p) or not 0 < c.typical_p <= 1:
-        raise bad("typical_p", c.typical_p, "must be in (0, 1]; 1 turns it off")
-    if not _is_number(c.repetition_penalty) or c.repetition_penalty <= 0:
-        raise bad("repetition_penalty", c.repetition_penalty, "must be > 0; 1 turns it off")
-    if not limits.MIN_REPETITION_PENALTY <= c.repetition_penalty <= limits.MAX_REPETITION_PENALTY:
-        raise bad("repetition_penalty", c.repetition_penalty, f"must be in {limits.MIN_REPETITION_PENALTY:g}.."
-                  f"{limits.MAX_REPETITION_PENALTY:g}; 1 turns it off")
-    if not isinstance(c.no_repeat_ngram, int) or isinstance(c.no_repeat_ngram, bool) or c.no_repeat_ngram < 0:
-        raise bad("no_repeat_ngram", c.no_repeat_ngram, "must be a whole number >= 1, or 0 to turn it off")
+    for setting in SETTINGS:  # the table's ranges; limits' caps keep logits finite in float32
+        value = getattr(c, setting.field)
+        why = setting_problem(setting.field, value)
+        if why is not None:
+            raise bad(setting.field, value, why)
     unknown = [n for n in c.chain if n not in FILTER_NAMES]
     if unknown:
         raise bad("chain", ",".join(c.chain), f"unknown sampler(s) {', '.join(unknown)}; known: {', '.join(FILTER_NAMES)}")
@@ -144,7 +122,7 @@ def _validate(c: DecodingConfig) -> None:
 # Which settings only one strategy reads (build_chain / beam_search). A setting the user gave
 # that the chosen strategy does not read is refused, never silently ignored.
 BEAM_ONLY = ("num_beams", "length_penalty", "early_stopping", "num_return_sequences")
-SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p", "typical_p", "chain")
+SAMPLING_ONLY = (*SAMPLING_SETTINGS, "chain")
 
 
 def unused_settings(config: DecodingConfig, given: Iterable[str]) -> list[str]:

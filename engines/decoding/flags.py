@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from engines.decoding.config import DecodingConfig, unused_settings
+from engines.decoding.sampler_table import SETTINGS
 
-# config field -> CLI flag, for every setting passed as `--flag VALUE`
+# config field -> CLI flag, for every setting passed as `--flag VALUE`: the strategy, every
+# sampler setting of the table, and the beam settings
 FLAG_OF = {
-    "strategy": "--strategy", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-    "min_p": "--min-p", "typical_p": "--typical-p", "repetition_penalty": "--repetition-penalty",
-    "no_repeat_ngram": "--no-repeat-ngram", "num_beams": "--num-beams", "length_penalty": "--length-penalty",
-    "num_return_sequences": "--num-return-sequences",
+    "strategy": "--strategy",
+    **{setting.field: setting.flag for setting in SETTINGS},
+    "num_beams": "--num-beams", "length_penalty": "--length-penalty", "num_return_sequences": "--num-return-sequences",
 }
 
 

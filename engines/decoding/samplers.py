@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from engines.decoding.config import DecodingConfig
 from engines.errors import DecodingError
+
+if TYPE_CHECKING:
+    from engines.decoding.config import DecodingConfig
 
 __all__ = [
     "LogitsFilter",
@@ -42,6 +44,7 @@ __all__ = [
     "TokenSelector",
     "GreedySelector",
     "CategoricalSelector",
+    "inverse_cdf",
     "SamplerChain",
     "build_chain",
     "log_softmax",
@@ -345,11 +348,20 @@ class NoRepeatNGram(LogitsFilter):
 # --- selectors ---------------------------------------------------------------------------
 
 class TokenSelector:
-    """Last link of a chain: processed logits (B, V) -> chosen ids (B,) int64."""
+    """Last link of a chain: processed logits (B, V) -> chosen ids (B,) int64.
+
+    `select(logits)` draws its own uniforms (if it needs any) from the generator it owns;
+    `draw(logits, u)` takes them from the caller (u (B,) in [0, 1)): the density sampler draws
+    one uniform stream per sample and the audio sampler hands the ONNX step graph the same
+    uniforms, so both need the draw without the selector's generator.
+    """
 
     name: str = "selector"
 
     def select(self, logits: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def draw(self, logits: np.ndarray, u: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def accept(self, tokens: np.ndarray) -> None:
@@ -368,9 +380,35 @@ class GreedySelector(TokenSelector):
         x = _check_selectable(_as_rows(logits))  # (B, V); raises if a row was filtered out entirely
         return np.argmax(x, axis=1).astype(np.int64)
 
+    def draw(self, logits: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
+        return self.select(logits)  # the uniforms are not needed
+
+
+def inverse_cdf(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Draw one id per row (B,) from softmax(logits (B, V)) at the uniforms u (B,) in [0, 1).
+
+    The id is the number of cumulative (unnormalised) probabilities <= u x their total, i.e. the
+    first id whose cumulative probability passes u: an id of probability 0 (-inf) is never
+    drawn, and scaling u by the total means float rounding in the sum cannot run past the end.
+    DecodingError when a row has NaN / +inf or nothing finite left. Every sampler that draws
+    from a categorical (text, pixels, binary pixels as 2-value rows, audio samples, mixture
+    components) draws here.
+    """
+    x = _as_rows(logits)  # (B, V)
+    if x.shape[1] == 0:
+        _check_selectable(x)
+    # ndarray methods rather than np.* functions: this runs once per pixel, and on (B, 2) rows
+    # numpy's dispatch costs more than the arithmetic
+    m = x.max(axis=1, keepdims=True)  # (B, 1)
+    if not math.isfinite(m.sum()):  # NaN anywhere, +inf, or a row filtered out entirely (or a huge sum)
+        _check_selectable(x)
+    cdf = np.exp(x - m).cumsum(axis=1)  # (B, V) rises only on values with p > 0
+    target = np.asarray(u, dtype=np.float64).reshape(-1, 1) * cdf[:, -1:]  # (B, 1)
+    return (cdf <= target).sum(axis=1, dtype=np.int64)
+
 
 class CategoricalSelector(TokenSelector):
-    """Draw from softmax(logits) per row by inverse CDF.
+    """Draw from softmax(logits) per row by inverse CDF (`inverse_cdf`).
 
     Each `select` makes exactly one `rng.random(B)` call, so the same seed and the same
     processed distributions give the same draws, however the filters removed values.
@@ -385,12 +423,11 @@ class CategoricalSelector(TokenSelector):
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
 
     def select(self, logits: np.ndarray) -> np.ndarray:
-        probs = np.exp(log_softmax(_as_rows(logits)))  # (B, V)
-        cdf = np.cumsum(probs, axis=1)  # (B, V)
-        u = self.rng.random(probs.shape[0])  # (B,) in [0, 1)
-        target = u[:, None] * cdf[:, -1:]  # (B, 1) scaled so rounding in the sum cannot overrun
-        # First index whose cdf passes the target: cdf only rises on values with p > 0.
-        return np.argmax(cdf > target, axis=1).astype(np.int64)
+        x = _as_rows(logits)  # (B, V)
+        return self.draw(x, self.rng.random(x.shape[0]))  # (B,) uniforms in [0, 1)
+
+    def draw(self, logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+        return inverse_cdf(logits, u)
 
 
 # --- chain ----------------------------------------------------------------------------
@@ -444,40 +481,19 @@ class SamplerChain:
         return f"<SamplerChain {self.name!r}>"
 
 
-_PENALTIES = ("repetition_penalty", "no_repeat_ngram")
-
-
-def _filter_for(name: str, config: DecodingConfig) -> LogitsFilter | None:
-    """The filter `name` of the chain, or None when its value is neutral (off)."""
-    c = config
-    if name == "repetition_penalty":
-        return RepetitionPenalty(c.repetition_penalty) if c.repetition_penalty != 1 else None
-    if name == "no_repeat_ngram":
-        return NoRepeatNGram(c.no_repeat_ngram) if c.no_repeat_ngram > 0 else None
-    if name == "top_k":
-        return TopK(c.top_k) if c.top_k > 0 else None
-    if name == "typical_p":
-        return TypicalP(c.typical_p) if c.typical_p < 1 else None
-    if name == "top_p":
-        return TopP(c.top_p) if c.top_p < 1 else None
-    if name == "min_p":
-        return MinP(c.min_p) if c.min_p > 0 else None
-    if name == "temperature":  # 0 means greedy: never divide by it
-        return Temperature(c.temperature) if c.temperature not in (0, 1) else None
-    raise DecodingError(f"unknown sampler {name!r}")
-
-
-def build_chain(config: DecodingConfig, seed: int) -> SamplerChain:
+def build_chain(config: "DecodingConfig", seed: int) -> SamplerChain:
     """The chain for `config`: its active filters in `config.chain` order, then a selector.
 
-    * strategy "sample": every active filter (temperature 0 and 1 are left out); the
-      selector is greedy when `config.is_greedy` (temperature 0 or top-k 1), otherwise a
-      categorical draw seeded with `seed`;
+    Both come from the table of samplers (`engines.decoding.sampler_table`): each filter's
+    factory returns None when its value is off, and the first selector whose factory applies
+    is used (greedy for strategy greedy / beam, temperature 0 or top-k 1; Mirostat when its
+    target surprise is set; otherwise a categorical draw seeded with `seed`).
+
+    * strategy "sample": every active filter (temperature 0 and 1 are left out);
     * strategy "greedy" and "beam": only the penalties (repetition penalty, n-gram ban),
       as HF applies logits processors but not warpers when not sampling; greedy selector.
       `beam_search` applies these filters to every beam.
     """
-    names = config.chain if config.strategy == "sample" else [n for n in config.chain if n in _PENALTIES]
-    filters = [f for f in (_filter_for(n, config) for n in names) if f is not None]
-    selector: TokenSelector = GreedySelector() if config.is_greedy or config.strategy != "sample" else CategoricalSelector(seed)
-    return SamplerChain(filters, selector)
+    from engines.decoding.sampler_table import chain_filters, chain_selector  # the table imports this module
+
+    return SamplerChain(chain_filters(config), chain_selector(config, seed))

@@ -1,5 +1,10 @@
 """`chainrule generate image`, `score --image`, `eval` and `bench density` for NADE and MADE models.
 
+`generate image` parses its flags into an `engines.density.request.DensityRequest`
+(`request_from_args`) and runs it with `generate_from_request`, which `chainrule generate --from
+FILE` calls too: every PNG written carries the request of its own sample, so it is made again bit
+for bit. The request module holds the rules (validation, orderings, the seed-per-sample rule).
+
 The JSON keys are those of `engines.image.commands` (samples[i].path/total_logprob/n/
 bits_per_dim/seed/pixels, score's total_logprob/per_element/logprob_map, eval's
 nats_per_example/bits_per_dim/n_examples), so the studio and scripts treat PixelCNN and
@@ -29,102 +34,44 @@ from typing import Any
 import numpy as np
 
 from engines.cli import config_from_args
-from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_size, print_model_and_seed,
-                                print_notes, read_init_and_mask, refuse_overwriting_inputs, sample_paths)
-from engines.decoding.config import DecodingConfig
+from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_indices, eval_subset_label,
+                                print_model_and_seed, print_notes, read_init_and_mask, refuse_overwriting_inputs,
+                                sample_paths)
+from engines.density import request as density_request
 from engines.density.model import DensityModel, MadeModel, NadeModel, load_density_model
 from engines.density.orderings import positions
-from engines.density.sampling import DensityDone, sample_events
-from engines.errors import DecodingError, InputError, stopped_note
-from engines.generation import resolve_seed
+from engines.density.request import (DensityDrawn, DensityRequest, DensitySample, DensityStarted, image_input,
+                                     mask_input, ordering_label, resolve_ordering, run, sample_image)
+from engines.density.sampling import DensityStep
+from engines.errors import InputError, stopped_note
 from engines.image.data import load_split
-from engines.image.png import read_image, write_image
+from engines.image.png import read_image
+from engines.requests import embed_in_png, stamp
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
 LN2 = math.log(2)
-# Samples drawn together (one model run per pixel serves them all). A --count above it is drawn in
-# groups of this size, each written (or kept for printing) as soon as it is finished: Ctrl-C or
-# SIGTERM then keeps every finished group and loses at most the one being drawn. Up to here a larger
-# batch is much cheaper per sample (MADE on 2 cores: 2.2 s for 1 sample, 9.5 s for 128); beyond it,
-# a little (512 samples as 2 groups took about 11% longer than as one). The samples are the same:
-# sample i draws from seed + i whatever group it is in.
-SAMPLE_GROUP = 256
-
-
-def check_config(config: DecodingConfig) -> float:
-    """The temperature to sample with; DecodingError for settings a binary pixel cannot use."""
-    if config.strategy == "beam":
-        raise DecodingError("strategy = 'beam' is not available for density models: pixels are sampled one at a "
-                            "time (use --strategy sample or greedy)")
-    default = DecodingConfig()
-    for name, flag in (("top_p", "top-p"), ("min_p", "min-p"), ("typical_p", "typical-p"),
-                       ("repetition_penalty", "repetition-penalty"), ("no_repeat_ngram", "no-repeat-ngram")):
-        if getattr(config, name) != getattr(default, name):
-            raise DecodingError(f"{flag} has no effect on a black-or-white pixel; density models take only "
-                                "--temperature and --strategy greedy|sample")
-    if config.top_k not in (0, 1, 2):
-        raise DecodingError(f"top-k = {config.top_k} is invalid for binary pixels: use 1 (greedy) or 0 (off)")
-    return 0.0 if config.is_greedy else float(config.temperature)
-
-
-def _ordering_spec(model: DensityModel, name: str | None, what: str = "samples"
-                   ) -> tuple[str, int, list[str]]:
-    """(ordering name for the engine, random seed, notes) from --ordering NAME | random | random:SEED.
-
-    `random` without a seed is the card's first trained random ordering; an ordering the card did not
-    train gets a note (exact, but `what` may be poorer). InputError when unknown."""
-    name = (name or "raster").strip()
-    base, sep, seed_text = name.partition(":")
-    random_seed = 0
-    if sep:
-        if base != "random":
-            raise InputError(f"ordering {name!r}: only 'random' takes a seed (random:SEED)")
-        try:
-            random_seed = int(seed_text)
-        except ValueError:
-            raise InputError(f"ordering {name!r}: the seed after 'random:' must be a whole number") from None
-        if random_seed < 0:
-            raise InputError(f"ordering {name!r}: the seed must be >= 0")
-    if base not in model.orderings():
-        if model.family == "nade" and base in ("reverse", "column", "random"):
-            raise InputError(f"NADE model {model.id!r} is trained in raster order only, not {base!r}; "
-                             "use a MADE model for reverse, column or random orderings")
-        raise InputError(f"unknown ordering {name!r}; {model.id} offers: {', '.join(model.orderings())}"
-                         + (" (random takes a seed: random:SEED)" if "random" in model.orderings() else ""))
-    if base == "random" and not sep:
-        trained = model.trained_random_seed()
-        random_seed = trained if trained is not None else 0
-    notes = []
-    if not model.is_trained_ordering(model.ordering(base, random_seed)):
-        trained_specs = list(dict.fromkeys(getattr(model, "trained_orderings", ("raster",))))
-        shown = ", ".join(trained_specs[:6]) + (", ..." if len(trained_specs) > 6 else "")
-        notes.append(f"ordering {_ordering_label(base, random_seed)}: exact, but this ordering was not trained; "
-                     f"{what} may be poorer ({model.id} was trained on {shown})")
-    return base, random_seed, notes
-
-
-def _ordering_label(base: str, random_seed: int) -> str:
-    return f"random:{random_seed}" if base == "random" else base
 
 
 def _read_inputs(model: DensityModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    """--init and --mask -> (image (D,) 0/1, regenerate (D,) bool) or (None, None); notes on every conversion."""
+    """--init and --mask -> (image (H, W) 0/1, regenerate (H, W) bool) or (None, None); notes on every conversion."""
     pixels, mask, notes = read_init_and_mask(args, channels=1, height=model.height, width=model.width, levels=2)
     if pixels is None:
         return None, None, notes
-    return pixels.reshape(-1), mask.reshape(-1), notes  # (1, H, W) and (H, W) -> raster order (D,)
+    return pixels[0], mask, notes
 
 
 def _rows(flat: np.ndarray, model: DensityModel) -> list:
     return np.asarray(flat).reshape(model.height, model.width).tolist()
 
 
-def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
-    check_out_path(args.out)  # before any work: nothing computed is lost to a bad --out
-    model = load_density_model(info)
+def request_from_args(args: argparse.Namespace, info: ModelInfo, model: DensityModel | None = None,
+                      notes: list[str] | None = None) -> DensityRequest:
+    """The DensityRequest `generate image --model <density model>` asks for (its init image and mask read,
+    converted and carried by content; each conversion appended to `notes`). InputError / DecodingError
+    in one line for anything the flags get wrong."""
+    model = load_density_model(info) if model is None else model
     config = config_from_args(args, model.decoding_defaults)
-    temperature = check_config(config)
     check_count(args.count, config.seed)
     if getattr(args, "label", None) is not None:
         raise InputError(f"{info.id} is an unconditional density model: it takes no label (leave --label out)")
@@ -134,50 +81,68 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     if getattr(args, "candidates", None) is not None:
         raise InputError("--candidates is for PixelCNN models; density models inpaint exactly without it "
                          "(MADE conditions on every known pixel)")
-    order_name, random_seed, order_notes = _ordering_spec(model, getattr(args, "ordering", None))
     refuse_overwriting_inputs(args.out, args.count, {flag: getattr(args, flag, None) for flag in ("init", "mask")})
-    init, regenerate, notes = _read_inputs(model, args)
-    notes = notes + order_notes
-    known_mask = None if regenerate is None else ~regenerate
-    seed = resolve_seed(config)
-    groups = [(start, min(SAMPLE_GROUP, args.count - start)) for start in range(0, args.count, SAMPLE_GROUP)]
+    image, regenerate, read_notes = _read_inputs(model, args)
+    if notes is not None:
+        notes.extend(read_notes)
+    init = mask = None
+    if image is not None:
+        init, mask = image_input(image, args.init), mask_input(regenerate, args.mask)
+    return DensityRequest(model=info.id, decoding=config, count=args.count,
+                          ordering=(getattr(args, "ordering", None) or "raster").strip(),
+                          ensemble_k=getattr(args, "ensemble", None), init=init, mask=mask)
 
-    def group_events(start: int, n: int):
-        return sample_events(model, order_name=order_name, seed=seed + start, count=n, known=init,
-                             known_mask=known_mask, random_seed=random_seed, temperature=temperature)
 
-    first = group_events(*groups[0])  # checks everything before any sampling
+def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    check_out_path(args.out)  # before any work: nothing computed is lost to a bad --out
+    model = load_density_model(info)
+    notes: list[str] = []
+    request = request_from_args(args, info, model, notes)
+    return generate_from_request(request, info, args.out, model=model, notes=notes)
+
+
+def generate_from_request(request: DensityRequest, info: ModelInfo, out: str | None, *,
+                          model: DensityModel | None = None, notes: list[str] | tuple = ()) -> dict[str, Any]:
+    """Run `request` (engines.density.request.run) and write sample i to its --out path as soon as its
+    group is drawn, as a PNG carrying `for_sample(i)`'s request; the result dict (with "request")."""
+    check_out_path(out)
+    request = request.resolved()
+    refuse_overwriting_inputs(out, request.count, {"init": request.init and request.init.path,
+                                                   "mask": request.mask and request.mask.path})
+    model = load_density_model(info) if model is None else model
+    events = run(request, info, model=model)
+    started = next(events)  # everything is checked before this: nothing is written on bad input
+    notes = list(notes) + list(started.notes)
     print_notes(notes)
-    ordering = _ordering_label(order_name, random_seed)
-    settings = {**config.to_dict(), "seed": seed, "ordering": ordering, "init": getattr(args, "init", None),
-                "mask": getattr(args, "mask", None), "count": args.count}
-    n_sampled = int(model.dims - (0 if known_mask is None else known_mask.sum()))
-    paths = sample_paths(args.out, args.count)
-    finished: list[np.ndarray] = []  # (D,) 0/1 images in sample order, added as each group completes
+    seed, count = request.seed, request.count
+    settings = {**request.decoding.to_dict(), "seed": seed, "ordering": started.ordering,
+                "init": request.init and request.init.path, "mask": request.mask and request.mask.path,
+                "count": count}
+    paths = sample_paths(out, count)
+    finished: list[np.ndarray] = []  # (D,) 0/1 images in sample order, added as each group is drawn
     written: list[str] = []
     samples: list[dict[str, Any]] = []
     reached = 0  # pixels of the running group sampled so far, in its ordering (for the note when stopped)
 
-    def write_finished() -> None:  # each finished image to its --out path, as soon as it is finished
-        while args.out is not None and len(written) < len(finished):
+    def write_finished() -> None:  # each finished image to its --out path, carrying its own request
+        while out is not None and len(written) < len(finished):
             i = len(written)
-            write_image(paths[i], finished[i].reshape(1, model.height, model.width), 2)
+            embed_in_png(paths[i], sample_image(finished[i], model.height, model.width),
+                         stamp(request.for_sample(i).to_json(), info))
             written.append(paths[i])
 
     try:
-        for g, (start, n) in enumerate(groups):
-            done = None
-            for event in first if g == 0 else group_events(start, n):
-                if isinstance(event, DensityDone):
-                    done = event
-                else:
-                    reached = event.position + 1
-            finished.extend(done.images)
-            write_finished()  # before scoring: an interrupt from here on keeps this group whole
-            samples += _scored_samples(model, done, start, seed, ordering, known_mask, n_sampled, paths)
+        for event in events:
+            if isinstance(event, DensityStep):
+                reached = event.position + 1
+            elif isinstance(event, DensityDrawn):
+                finished.extend(event.images)
+                write_finished()  # before scoring: an interrupt from here on keeps this group whole
+            elif isinstance(event, DensitySample):
+                samples.append(_sample_result(model, event, started, paths[event.index]))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep every finished sample, then stop
         kept = len(finished)
-        if args.out is not None:
+        if out is not None:
             write_finished()  # the rest of a group whose writing the interrupt cut short
         else:  # nothing on disk: the pictures on stdout are what the user keeps
             for i, image in enumerate(finished):
@@ -185,42 +150,35 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
                 print(ascii_art(_rows(image, model)))
         if kept:
             shown = ", ".join(written) if len(written) <= 3 else f"{written[0]} ... {written[-1]}"
-            where = f"wrote the finished samples to {shown}" if args.out is not None else "printed the finished samples"
+            where = f"wrote the finished samples to {shown}" if out is not None else "printed the finished samples"
         else:
-            n = groups[0][1]
+            n = min(density_request.SAMPLE_GROUP, count)
             where = (f"nothing was kept (stopped at pixel {reached} of {model.dims} of the {n} sample"
                      f"{'s' if n > 1 else ''} drawn together)")
-        stopped_note(exc, f"after {kept} of {args.count} samples: {where}")
+        stopped_note(exc, f"after {kept} of {count} samples: {where}")
         raise
-    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
+    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples,
+            "request": request.to_json()}
 
 
-def _scored_samples(model: DensityModel, done: DensityDone, start: int, seed: int, ordering: str,
-                    known_mask: np.ndarray | None, n_sampled: int, paths: list) -> list[dict[str, Any]]:
-    """The result entries of one group of finished samples (sample `start` + i), with their log-likelihoods."""
-    images = done.images.astype(np.float32)  # (n, D)
-    cond = model.conditionals(images, done.order, done.mask_seed)  # (n, D) under the sampling ordering
-    ensemble = model.log_prob(images) if isinstance(model, MadeModel) else None
-    samples = []
-    for i in range(len(images)):
-        total = float(cond[i].sum())
-        sampled = float(done.sampled_logprob[i])
-        sample = {
-            "path": paths[start + i], "total_logprob": total, "n": model.dims,
-            "bits_per_dim": -total / LN2 / model.dims, "sampled_logprob": sampled, "n_sampled": n_sampled,
-            "known_logprob": total - sampled if known_mask is not None else 0.0,
-            "seed": seed + start + i, "label": None, "pixels": _rows(done.images[i], model),
-            "width": model.width, "height": model.height, "channels": 1, "levels": 2,
-            "family": model.family, "ordering": ordering,
-            "inpainting": None if known_mask is None else (
-                "exact: known pixels first, then the unknown ones in the chosen ordering"
-                if model.family == "made" else "exact: every known pixel precedes the masked ones in raster order"),
-        }
-        if ensemble is not None:
-            sample.update({"mask_seed": done.mask_seed, "ensemble_logprob": float(ensemble[i]),
-                           "ensemble_k": model.default_k})
-        samples.append(sample)
-    return samples
+def _sample_result(model: DensityModel, s: DensitySample, started: DensityStarted, path: str | None
+                   ) -> dict[str, Any]:
+    """The result entry of one finished sample, with its log-likelihoods."""
+    completing = not started.pending.all()
+    sample = {
+        "path": path, "total_logprob": s.total_logprob, "n": model.dims,
+        "bits_per_dim": -s.total_logprob / LN2 / model.dims, "sampled_logprob": s.sampled_logprob,
+        "n_sampled": s.n_sampled, "known_logprob": s.total_logprob - s.sampled_logprob if completing else 0.0,
+        "seed": s.seed, "label": None, "pixels": _rows(s.image, model),
+        "width": model.width, "height": model.height, "channels": 1, "levels": 2,
+        "family": model.family, "ordering": started.ordering,
+        "inpainting": None if not completing else (
+            "exact: known pixels first, then the unknown ones in the chosen ordering"
+            if model.family == "made" else "exact: every known pixel precedes the masked ones in raster order"),
+    }
+    if isinstance(model, MadeModel):
+        sample.update({"mask_seed": started.mask_seed, "ensemble_logprob": s.ensemble_logprob, "ensemble_k": s.k})
+    return sample
 
 
 def _ensemble_arg(model: DensityModel, args: argparse.Namespace) -> int:
@@ -238,9 +196,9 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     ordering_arg = getattr(args, "ordering", None)
     order_notes: list[str] = []
     if ordering_arg is not None:
-        base, random_seed, order_notes = _ordering_spec(model, ordering_arg, what="its conditionals")
+        base, random_seed, order_notes = resolve_ordering(model, ordering_arg, what="its conditionals")
         order = model.ordering(base, random_seed)
-        spec = _ordering_label(base, random_seed)
+        spec = ordering_label(base, random_seed)
     elif isinstance(model, MadeModel):
         order, spec = model.training_order(0), model.trained_orderings[0]
     else:
@@ -273,7 +231,8 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 
 
 def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
-    """Exact average NLL over a split of binarized_mnist.npz (first --limit images, in order)."""
+    """Exact average NLL over a split of binarized_mnist.npz (all, the first --limit images or a seeded
+    random --sample of them: `engines.cli_common.eval_indices`)."""
     task = getattr(args, "task", None)
     if task == "recognition":
         from engines.image.recognition import density_recognition
@@ -288,7 +247,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         raise InputError(f"{args.data} holds {data.levels}-level images but {info.id} models binary pixels: "
                          "use binarized_mnist.npz (0/1 pixels)")
     check_image_geometry(data.images, args.data, info.id, (1, model.height, model.width))
-    images = data.images[:eval_size(len(data.images), args)]  # the first --limit images, in order
+    images = data.images[eval_indices(len(data.images), args)]  # all, the first --limit, or --sample's draw
     n, D = len(images), model.dims
     totals = np.zeros(k, dtype=np.float64)  # sum over images of log p_k(x), per mask
     total_mix = 0.0
@@ -306,6 +265,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         "model": info.id, "data": args.data, "split": args.split, "nats_per_element": -total_mix / (n * D),
         "nats_per_example": -total_mix / n, "bits_per_dim": -total_mix / LN2 / (n * D), "n_examples": n,
         "n_dims": n * D, "conditioning": "none (unconditional)", "family": model.family,
+        "subset": eval_subset_label(n, len(data.images), args),
     }
     if isinstance(model, MadeModel):
         result.update({

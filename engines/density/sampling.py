@@ -1,8 +1,10 @@
 """Sampling NADE and MADE pixel by pixel in a chosen ordering, and exact inpainting.
 
 One loop for every path: sample i draws its uniforms once, u = default_rng(seed + i).random(D),
-and the pixel at ordering position k becomes 1 when u[k] < p(x_d = 1 | pixels before it).
-Which graph produced that probability does not enter the draw, so:
+and the pixel at ordering position k is drawn at u[k] by the sampler chain every modality uses
+(`engines.generation.draw_step`): its logit z becomes the 2-value row [0, z], temperature divides
+it, and the inverse CDF makes the pixel 1 when u[k] >= p(x_d = 0 | pixels before it) (greedy: 1
+when z > 0). Which graph produced the logit does not enter the draw, so:
 
 * NADE "incremental" (step.onnx: the running pre-activation a_d = c + sum_{j<d} x_j W[:, j] is
   updated by one column per pixel, O(H) per pixel) and NADE "naive" (the full O(DH) graph on
@@ -32,9 +34,12 @@ from typing import Iterator
 
 import numpy as np
 
-from engines.density.model import DensityModel, MadeModel, NadeModel, log_bernoulli
+from engines.density.model import DensityModel, MadeModel, NadeModel
 from engines.density.orderings import known_first_ordering
+from engines.decoding.config import DecodingConfig
+from engines.decoding.support import check_supported
 from engines.errors import InputError
+from engines.generation import draw_step, temperature_chain, two_value_rows
 
 METHODS = ("incremental", "naive")
 
@@ -103,14 +108,12 @@ def sampling_order(model: DensityModel, order_name: str = "raster", known_mask: 
     return base, seed
 
 
-def _probabilities(logit: np.ndarray, temperature: float) -> np.ndarray:
-    """p(1) used for the draw: sigmoid(logit / T); T = 0 is greedy (1 exactly when the logit is > 0)."""
-    z = np.asarray(logit, dtype=np.float64)
-    if temperature == 0:
-        return (z > 0).astype(np.float64)
-    # sigmoid as exp(-log(1 + e^-x)): logaddexp never overflows, so a sharp temperature or an
-    # extreme logit gives 0 or 1, not a RuntimeWarning
-    return np.exp(-np.logaddexp(0.0, -z / temperature))
+def check_config(config: DecodingConfig) -> float:
+    """The temperature a density model samples at (0 = greedy); DecodingError naming the first setting
+    a black-or-white pixel cannot use (the declaration is `engines.decoding.support`, shared with
+    the Decoding panel and every other modality)."""
+    check_supported(config, "density")
+    return 0.0 if config.is_greedy else float(config.temperature)
 
 
 def sample_events(model: DensityModel, *, order_name: str = "raster", seed: int, count: int = 1,
@@ -122,7 +125,8 @@ def sample_events(model: DensityModel, *, order_name: str = "raster", seed: int,
     order_name: raster | reverse | column | random (with random_seed) | "random:<seed>".
     known (D,) 0/1 and known_mask (D,) bool (True = known, kept): inpainting.
     method: NADE "incremental" (step graph) or "naive" (full graph per pixel); MADE ignores it.
-    temperature: p(1) = sigmoid(logit / T) for the draw (0 = greedy); the reported
+    temperature: p(1) = sigmoid(logit / T) for the draw (0 = greedy; `check_config` turns a
+    DecodingConfig into it); the reported
     probabilities and log-probabilities are always the model's own (T = 1).
     """
     if method not in METHODS:
@@ -140,6 +144,8 @@ def sample_events(model: DensityModel, *, order_name: str = "raster", seed: int,
 
 def _run(model, order, mask_seed, seed, count, kv, km, method, temperature) -> Iterator[DensityStep | DensityDone]:
     D = model.dims
+    chain = temperature_chain(temperature)  # the same temperature and draw code as pixels, text and audio
+    histories = None  # binary pixels use no penalties (engines.decoding.support)
     uniforms = np.stack([np.random.default_rng(seed + i).random(D) for i in range(count)])  # (count, D)
     x = np.zeros((count, D), dtype=np.float32)
     n_known = 0
@@ -164,11 +170,13 @@ def _run(model, order, mask_seed, seed, count, kv, km, method, temperature) -> I
             logit = model.logits(x, order, mask_seed)[:, d]
         if k < n_known:  # NADE: a known top part only advances the running state
             continue
-        p_model = _probabilities(logit, 1.0)
-        p_draw = p_model if temperature == 1.0 else _probabilities(logit, temperature)
-        values = (uniforms[:, k] < p_draw).astype(np.float32)
+        z = np.asarray(logit, dtype=np.float64)  # (count,)
+        softplus = np.logaddexp(0.0, z)  # ln(1 + e^z), never overflows: ln p(1) = z - it, ln p(0) = -it
+        p_model = np.exp(z - softplus)  # (count,) p(1) under the model itself
+        draws, _ = draw_step(chain, two_value_rows(z), histories, uniforms[:, k])  # the shared chain and draw
+        values = draws.astype(np.float32)
         x[:, d] = values
-        lp += log_bernoulli(logit, values)
+        lp += draws * z - softplus  # log_bernoulli(z, values), reusing the softplus
         for i in range(count):
             yield DensityStep(i, k, d, int(values[i]), float(p_model[i]))
     yield DensityDone(x.astype(np.uint8), lp, np.asarray(order, dtype=np.int64).copy(), mask_seed)

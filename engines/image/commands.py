@@ -1,4 +1,10 @@
-"""`chainrule generate image`, `score --image`, `eval` and `bench image` for Gated PixelCNN models."""
+"""`chainrule generate image`, `score --image`, `eval` and `bench image` for Gated PixelCNN models.
+
+`generate image` parses its flags into an `engines.image.request.ImageRequest` (`request_from_args`)
+and runs it with `generate_from_request`, which `chainrule generate --from sample.png` calls too:
+the request (validation, guidance default, notes, seed per sample) and its runner live in
+engines/image/request.py, shared with the studio; this module only reads files, writes PNGs
+(each carrying the request of its own sample) and prints."""
 
 from __future__ import annotations
 
@@ -8,23 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from engines import limits
 from engines.cli import config_from_args
-from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_size, print_model_and_seed,
-                                print_notes, read_init_and_mask, refuse_overwriting_inputs, sample_paths)
-from engines.decoding.config import DecodingConfig
+from engines.cli_common import (check_count, check_image_geometry, check_out_path, eval_indices,
+                                eval_subset_label, print_model_and_seed, print_notes, read_init_and_mask,
+                                refuse_overwriting_inputs, sample_paths)
 from engines.errors import InputError
-from engines.generation import resolve_seed
 from engines.image.data import load_split
-from engines.image.model import ImageModel, card_n_classes, load_image_model
-from engines.image.png import read_image, write_image
-from engines.image.sampler import (PixelSampler, card_guidance, check_config, check_guidance, posterior_resample,
-                                   score_images)
+from engines.image.model import card_n_classes, load_image_model, shape_from_card
+from engines.image.png import check_scale, read_image, write_sample
+from engines.image.request import ImageRequest, PixelArray, RunStarted, SampleDone, run
+from engines.image.sampler import score_images
 from engines.progress import Progress
 from engines.registry import ModelInfo
+from engines.requests import stamp
 
 LN2 = math.log(2)
-MAX_CANDIDATES = limits.MAX_CANDIDATES
 
 
 def _pixels_json(pixels: np.ndarray) -> list:
@@ -32,113 +36,88 @@ def _pixels_json(pixels: np.ndarray) -> list:
     return pixels[0].tolist() if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0).tolist()
 
 
-def _read_inputs(model: ImageModel, args: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
-    """--init and --mask at the model's geometry: (pixels (C, H, W), mask (H, W)), or (None, None, [])."""
-    s = model.shape
-    return read_init_and_mask(args, channels=s.channels, height=s.height, width=s.width, levels=s.levels)
-
-
-def candidates_config_problems(config: DecodingConfig) -> list[str]:
-    """Settings that make posterior-aware completion wrong (empty when it is fine).
-
-    It weights candidates by p(known after | candidate), which is only the right importance
-    weight when candidates come from the model's own conditionals: temperature 1, no filters."""
-    changed = []
-    if config.is_greedy:
-        changed.append("greedy decoding")
-    elif config.temperature != 1:
-        changed.append(f"temperature {config.temperature:g}")
-    for name, label, off in (("top_k", "top-k", 0), ("top_p", "top-p", 1.0), ("min_p", "min-p", 0.0),
-                             ("typical_p", "typical-p", 1.0)):
-        value = getattr(config, name)
-        if value != off and not (name == "top_k" and config.is_greedy):
-            changed.append(f"{label} {value:g}")
-    return changed
-
-
-def check_candidates_config(config: DecodingConfig) -> None:
-    changed = candidates_config_problems(config)
-    if changed:
-        flags = [c if c.startswith(("greedy", "temperature")) else f"--{c}" for c in changed]
-        raise InputError(f"--candidates needs plain sampling (temperature 1, no top-k/top-p/min-p/typical-p); "
-                         f"got {', '.join(flags)}: its weights are only right for samples from the model's own "
-                         "conditionals (pass --temperature 1 and leave the filters off)")
-
-
-def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+def request_from_args(args: argparse.Namespace, info: ModelInfo) -> ImageRequest:
+    """`generate image` flags as an ImageRequest: the card's decoding defaults overridden by the flags,
+    --init and --mask read at the model's size (notes printed) and held by value in the request."""
     check_out_path(args.out)  # before any work: nothing computed is lost to a bad --out
-    model = load_image_model(info)
-    config = config_from_args(args, model.decoding_defaults)
-    check_config(config)
+    check_scale(_scale(args))
+    config = config_from_args(args, info.card.get("decoding_defaults") or {})
     check_count(args.count, config.seed)
     if getattr(args, "ordering", None):
         raise InputError("--ordering is for density models; a PixelCNN samples in raster order")
-    label = getattr(args, "label", None)
-    model.label_value(label)  # refuse a bad label before any work
-    candidates = getattr(args, "candidates", None)
-    if candidates is not None:
-        check_candidates_config(config)
-    guidance = getattr(args, "guidance", None)
-    if guidance is None:  # the card's default, toward a label; plain sampling without one
-        guidance = card_guidance(info.card) if label is not None and candidates is None else 0.0
-    guidance = check_guidance(model, guidance, label)
-    if guidance > 0 and candidates is not None:
-        raise InputError("--candidates weighs completions drawn from the model's own conditionals; with --guidance "
-                         "they are not: use one or the other")
-    # the step graphs are optional in a card: without them every pixel runs the full network (same samples)
-    method = "fast" if model.has_fast_path else "naive"
     refuse_overwriting_inputs(args.out, args.count, {flag: getattr(args, flag, None) for flag in ("init", "mask")})
-    init, mask, notes = _read_inputs(model, args)
-    if candidates is not None:
-        if mask is None:
-            raise InputError("--candidates needs --init and --mask: it resamples completions by how well they "
-                             "explain the known pixels that follow the masked ones")
-        if not 1 <= candidates <= MAX_CANDIDATES:
-            raise InputError(f"candidates = {candidates} is invalid: must be in 1..{MAX_CANDIDATES}")
-    if guidance > 0:
-        notes = [*notes, f"guidance {guidance:g}: samples follow log p(x|label) + {guidance:g} (log p(x|label) - "
-                         "log p(x)); the log-probabilities reported are the unguided conditional model's"]
+    s = shape_from_card(info.card)
+    init, mask, notes = read_init_and_mask(args, channels=s.channels, height=s.height, width=s.width, levels=s.levels)
     print_notes(notes)
-    seed = resolve_seed(config)
-    s = model.shape
-    settings = {**config.to_dict(), "seed": seed, "label": label, "init": getattr(args, "init", None),
-                "mask": getattr(args, "mask", None), "candidates": candidates, "count": args.count, "method": method,
-                "guidance": guidance}
+    return ImageRequest(
+        model=info.id, decoding=config, count=args.count, label=getattr(args, "label", None),
+        guidance=getattr(args, "guidance", None), candidates=getattr(args, "candidates", None),
+        init=None if init is None else PixelArray.of(init),
+        mask=None if mask is None else PixelArray.of(mask.astype(np.uint8)))
+
+
+def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
+    request = request_from_args(args, info)
+    return generate_from_request(request, info, args.out, scale=_scale(args))
+
+
+def _scale(args: argparse.Namespace) -> int:
+    """--scale N (1: no display copy when it is left out)."""
+    scale = getattr(args, "scale", None)
+    return 1 if scale is None else scale
+
+
+def generate_from_request(request: ImageRequest, info: ModelInfo, out: str | None, *, scale: int = 1) -> dict[str, Any]:
+    """Run `request` and write each sample to `out` (several: _1, _2 ...) as a PNG carrying the
+    request that makes it alone (with `scale` > 1 also a NAME@{scale}x.png display copy beside it);
+    the result dict `chainrule generate` prints (the keys of before, plus "request")."""
+    check_out_path(out)
+    check_scale(scale)
+    paths = sample_paths(out, request.count)
     samples: list[dict[str, Any]] = []
-    for i in range(args.count):
-        sample_seed = seed + i  # each sample is reproducible on its own
-        K = candidates or 1
-        sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K,
-                               method=method, distributions=False, guidance=guidance).run()
-        posterior = None
-        if candidates is not None:
-            post = posterior_resample(model, sampler.images, mask, sample_seed, label, sampler.sampled_logprobs)
-            image, k = post.image, post.chosen
-            posterior = {
-                "candidates": K, "chosen": k, "known_after_logprob": float(post.known_after_logprobs[k]),
-                "candidate_known_after_logprobs": post.known_after_logprobs.tolist(),
-                "weights": post.weights.tolist(), "log_evidence": post.log_evidence,
-                "effective_sample_size": post.effective_sample_size, "n_known_after": post.n_known_after,
-            }
-        else:
-            image, k = sampler.images[0], 0
-        lp = score_images(model, image, label)[0]  # (C, H, W) exact conditionals of the final image
-        total = float(lp.sum())
-        sample = {
-            "path": None, "total_logprob": total, "n": int(lp.size), "bits_per_dim": -total / LN2 / lp.size,
-            "sampled_logprob": float(sampler.sampled_logprobs[k]), "n_sampled": sampler.n_sampled,
-            "known_logprob": total - float(sampler.sampled_logprobs[k]) if mask is not None else 0.0,
-            "seed": sample_seed, "label": label, "pixels": _pixels_json(image),
-            "width": s.width, "height": s.height, "channels": s.channels, "levels": s.levels,
+    started = None
+    for ev in run(request, info):
+        if isinstance(ev, RunStarted):
+            started = ev
+            print_notes(ev.notes)
+        elif isinstance(ev, SampleDone):
+            sample = _sample_json(ev, started.request)
+            samples.append(sample)
+            # written as soon as it is done: Ctrl-C or SIGTERM later loses none of the finished images
+            path = paths[ev.sample]
+            if path is not None:
+                display = write_sample(path, ev.image, sample["levels"], stamp(ev.request.to_json(), info), scale)
+                sample["path"] = path
+                if display is not None:
+                    sample["display_path"] = display
+    resolved = started.request
+    settings = {**resolved.decoding.to_dict(), "label": resolved.label, "candidates": resolved.candidates,
+                "init": None if resolved.init is None else resolved.init.sha256,
+                "mask": None if resolved.mask is None else resolved.mask.sha256,
+                "count": resolved.count, "method": started.method, "guidance": resolved.guidance}
+    return {"model": info.id, "seed": resolved.seed, "settings": settings, "notes": list(started.notes),
+            "samples": samples, "request": resolved.to_json()}
+
+
+def _sample_json(ev: SampleDone, request: ImageRequest) -> dict[str, Any]:
+    """One finished sample as `generate`'s JSON reports it."""
+    c, h, w = ev.image.shape
+    sample = {
+        "path": None, "total_logprob": ev.total_logprob, "n": ev.n, "bits_per_dim": ev.bits_per_dim,
+        "sampled_logprob": ev.sampled_logprob, "n_sampled": ev.n_sampled,
+        "known_logprob": ev.total_logprob - ev.sampled_logprob if request.mask is not None else 0.0,
+        "seed": ev.seed, "label": request.label, "pixels": _pixels_json(ev.image),
+        "width": w, "height": h, "channels": c, "levels": ev.levels,
+    }
+    if ev.candidates is not None:
+        k = ev.chosen
+        sample["posterior"] = {
+            "candidates": len(ev.candidates), "chosen": k, "known_after_logprob": float(ev.known_after_logprobs[k]),
+            "candidate_known_after_logprobs": ev.known_after_logprobs.tolist(),
+            "weights": ev.weights.tolist(), "log_evidence": ev.log_evidence,
+            "effective_sample_size": ev.effective_sample_size, "n_known_after": ev.n_known_after,
         }
-        if posterior is not None:
-            sample["posterior"] = posterior
-        samples.append(sample)
-        # written as soon as it is done: Ctrl-C or SIGTERM later loses none of the finished images
-        sample["path"] = sample_paths(args.out, args.count)[i]
-        if sample["path"] is not None:
-            write_image(sample["path"], image, s.levels)
-    return {"model": info.id, "seed": seed, "settings": settings, "notes": notes, "samples": samples}
+    return sample
 
 
 def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
@@ -165,7 +144,8 @@ def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 
 
 def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
-    """Exact average NLL over a split of mnist.npz / binarized_mnist.npz (first --limit images, in order)."""
+    """Exact average NLL over a split of mnist.npz / binarized_mnist.npz (all, the first --limit images or a
+    seeded random --sample of them: `engines.cli_common.eval_indices`)."""
     task = getattr(args, "task", None)
     if task == "recognition":
         from engines.image.recognition import pixelcnn_recognition
@@ -188,9 +168,9 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         want = "binarized_mnist.npz (0/1 pixels)" if s.levels == 2 else f"data with {s.levels} levels (mnist.npz)"
         raise InputError(f"{args.data} holds {data.levels}-level images but {info.id} models {s.levels} levels: use {want}")
     check_image_geometry(data.images, args.data, info.id, (s.channels, s.height, s.width))
-    n = eval_size(len(data.images), args)  # the first --limit images, in order
-    images = data.images[:n]
-    labels = data.labels[:n] if data.labels is not None else None
+    chosen = eval_indices(len(data.images), args)  # ascending: all, the first --limit, or --sample's draw
+    images = data.images[chosen]
+    labels = data.labels[chosen] if data.labels is not None else None
     conditional = model.n_classes > 0 and labels is not None
     if conditional and (labels.min() < 0 or labels.max() >= model.n_classes):
         raise InputError(f"{args.data}: labels outside 0..{model.n_classes - 1}")
@@ -208,6 +188,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         "model": info.id, "data": args.data, "split": args.split, "nats_per_element": -total / (n * dims),
         "nats_per_example": -total / n, "bits_per_dim": -total / LN2 / (n * dims), "n_examples": n,
         "n_dims": n * dims, "conditioning": "true labels" if conditional else "none (unconditional)",
+        "subset": eval_subset_label(n, len(data.images), args),
     }
 
 
@@ -232,7 +213,8 @@ def print_result(command: str, result: dict[str, Any]) -> None:
         for i, s in enumerate(result["samples"]):
             head = f"--- sample {i + 1}" if len(result["samples"]) > 1 else "---"
             print(f"{head}: log p(image) = {s['total_logprob']:.2f} nats ({s['bits_per_dim']:.4f} bits/dim)"
-                  + (f", saved to {s['path']}" if s["path"] else ""))
+                  + (f", saved to {s['path']}" if s["path"] else "")
+                  + (f" (and {s['display_path']})" if s.get("display_path") else ""))
             print(ascii_art(s["pixels"], s["levels"]))
             if "posterior" in s:
                 p = s["posterior"]

@@ -183,11 +183,72 @@ def to_8bit(pixels: np.ndarray, levels: int) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def write_image(path: str | os.PathLike, pixels: np.ndarray, levels: int) -> None:
-    """Save (C, H, W) model values as a PNG (written atomically: a failure leaves no half file)."""
+def to_pil(pixels: np.ndarray, levels: int, scale: int = 1):
+    """(C, H, W) model values as a PIL image (L or RGB), `scale` times larger without smoothing."""
     a = to_8bit(pixels, levels)
+    im = Image.fromarray(np.ascontiguousarray(a))  # uint8: L or RGB
+    if scale != 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    return im
+
+
+MAX_SCALE = 64  # a display copy of a 28x28 sample at 64x is 1792x1792
+
+
+def check_scale(scale) -> int:
+    """A display scale as an int in 1..MAX_SCALE; InputError otherwise."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
+        raise InputError(f"scale {scale!r} is invalid: must be a whole number in 1..{MAX_SCALE}")
+    return scale
+
+
+def scaled_path(path: str | os.PathLike, scale: int) -> Path:
+    """Where the display copy of a sample goes: `s.png` at 8x -> `s@8x.png` beside it."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}@{scale}x{p.suffix or '.png'}")
+
+
+def write_image(path: str | os.PathLike, pixels: np.ndarray, levels: int, request_json=None, *,
+                scale: int = 1) -> None:
+    """Save (C, H, W) model values as a PNG (written atomically: a failure leaves no half file),
+    `scale` times larger (nearest neighbour), with `request_json` in its text chunk when given."""
+    im = to_pil(pixels, levels, scale)
+    if request_json is not None:
+        from engines.requests import embed_in_png
+
+        embed_in_png(path, im, request_json)
+        return
     with atomic_path(path) as tmp:
         try:
-            Image.fromarray(np.ascontiguousarray(a)).save(tmp, format="PNG")  # uint8: L or RGB
+            im.save(tmp, format="PNG")
         except OSError as exc:
             raise InputError(f"cannot write {path}: {exc}") from exc
+
+
+def write_sample(path: str | os.PathLike, pixels: np.ndarray, levels: int, request_json=None,
+                 scale: int = 1) -> str | None:
+    """The model-size PNG at `path` and, with `scale` > 1, its display copy `NAME@{scale}x.png`
+    beside it; both carry `request_json`. The display copy's path (None without one)."""
+    write_image(path, pixels, levels, request_json)
+    if scale == 1:
+        return None
+    big = scaled_path(path, scale)
+    write_image(big, pixels, levels, request_json, scale=scale)
+    return str(big)
+
+
+def png_bytes(pixels: np.ndarray, levels: int, request_json=None, scale: int = 1) -> bytes:
+    """The PNG file `write_image` would write, as bytes (for a history store)."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    from engines.requests import PNG_CHUNK_KEY, dumps
+
+    info = None
+    if request_json is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(PNG_CHUNK_KEY, dumps(request_json), zip=True)
+    buf = io.BytesIO()
+    to_pil(pixels, levels, scale).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()

@@ -42,7 +42,9 @@ import numpy as np
 from engines.decoding import build_chain
 from engines.decoding.config import DecodingConfig
 from engines.decoding.samplers import log_softmax
-from engines.errors import DecodingError, InputError
+from engines.decoding.support import check_supported
+from engines.errors import InputError
+from engines.generation import draw_step
 from engines.image.model import ImageModel
 
 METHODS = ("fast", "naive")
@@ -92,15 +94,10 @@ class PixelEvent:
         return float(np.exp(self.logprobs[0]))
 
 
-def check_config(config: DecodingConfig) -> None:
-    """Refuse decoding settings that have no meaning for images."""
-    if config.strategy == "beam":
-        raise DecodingError("strategy = 'beam' is not available for images: pixels are sampled one at a time "
-                            "(use --strategy sample or greedy)")
-    if config.repetition_penalty != 1:
-        raise DecodingError("repetition-penalty has no meaning for images; leave it at 1")
-    if config.no_repeat_ngram != 0:
-        raise DecodingError("no-repeat-ngram has no meaning for images; leave it at 0")
+def check_config(config: DecodingConfig, card: dict | None = None) -> None:
+    """Refuse decoding settings that have no meaning for images (beam search, the penalties): the
+    declaration of what each modality supports is `engines.decoding.support`, shared with the panel."""
+    check_supported(config, "image", card)
 
 
 def check_mask(model: ImageModel, mask: np.ndarray | None) -> np.ndarray:
@@ -285,8 +282,7 @@ class PixelSampler:
                     own = log_softmax(logits[:B])  # (B, V) the (conditional) model's own distribution
                     if w > 0:
                         logits = own + w * (own - log_softmax(logits[B:]))
-                    processed = chain.process(logits, histories)
-                    values = chain.select(processed)  # (B,)
+                    values, processed = draw_step(chain, logits, histories)  # (B,), (B, V)
                     chain.accept(values)
                     img[:, ch, r, c] = np.tile(values, img.shape[0] // B)
                     lps = own[np.arange(B), values]

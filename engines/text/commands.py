@@ -9,112 +9,121 @@ from typing import Any
 
 from engines import atomic
 from engines.cli import config_from_args
-from engines.cli_common import (check_count, check_out_path, eval_size, print_model_and_seed, print_notes,
-                                refuse_empty_split, sample_paths)
+from engines.cli_common import (check_count, check_out_path, eval_indices, eval_subset_label, print_model_and_seed,
+                                print_notes, refuse_empty_split, sample_paths)
 from engines.errors import InputError, stopped_note
-from engines.generation import resolve_seed
 from engines.limits import check_regular_file
 from engines.progress import Progress
 from engines.registry import ModelInfo
 from engines.text.model import load_text_model
-from engines.text.session import beam_generate, plan_prompt, score_text, stream_tokens, trim_at_stop
+from engines.requests import stamp, write_sidecar
+from engines.text.request import (SampleDone, TextDone, TextRequest, TextStarted, TextToken, beam_sample, run,
+                                  token_sample)
+from engines.text.session import score_text
 
 
-def _write_sample(path: str | None, sample: dict[str, Any], record: dict[str, Any]) -> None:
+def _write_sample(path: str | None, sample: dict[str, Any], record: dict[str, Any], request_json: dict[str, Any]) -> None:
+    """Write one sample: `.json` -> the whole record with the sample and its request; any other
+    name -> the text, plus the sidecar NAME.json holding the request (what `--from` reads)."""
     if path is None:
         return
     if path.endswith(".json"):
-        atomic.write_json(path, {**record, "sample": sample})
+        atomic.write_json(path, {**record, "sample": sample, "request": request_json})
     else:
         atomic.write_text(path, sample["text"])
+        write_sidecar(path, request_json, {"text": sample["text"], "total_logprob": sample["total_logprob"]})
+
+
+def request_from_args(args: argparse.Namespace, info: ModelInfo, defaults: dict[str, Any] | None = None) -> TextRequest:
+    """The TextRequest `chainrule generate text` flags describe (the card's decoding defaults first)."""
+    if defaults is None:
+        defaults = dict(info.card.get("decoding_defaults") or {})
+    config = config_from_args(args, defaults)
+    check_count(args.count, config.seed)
+    if config.strategy == "beam" and args.count != 1:
+        raise InputError(f"--count does not apply to --strategy beam: beam search returns --num-return-sequences "
+                         f"hypotheses (at most --num-beams, {config.num_beams}); leave --count out")
+    return TextRequest(model=info.id, prompt=args.prompt, max_new_tokens=args.max_new_tokens, stop=tuple(args.stop),
+                       count=args.count, decoding=config)
 
 
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     check_out_path(getattr(args, "out", None))  # before any work: nothing generated is lost
     model = load_text_model(info)
-    config = config_from_args(args, model.decoding_defaults)
-    check_count(args.count, config.seed)
-    if config.strategy == "beam" and args.count != 1:
-        raise InputError(f"--count does not apply to --strategy beam: beam search returns --num-return-sequences "
-                         f"hypotheses (at most --num-beams, {config.num_beams}); leave --count out")
-    plan = plan_prompt(model, args.prompt, args.max_new_tokens)
-    print_notes(plan.notes)
-    seed = resolve_seed(config)
-    settings = {**config.to_dict(), "seed": seed, "max_new_tokens": args.max_new_tokens, "prompt": args.prompt, "stop": args.stop}
-    record = {"model": info.id, "seed": seed, "settings": settings, "notes": plan.notes}  # every sample file's header
-    samples: list[dict[str, Any]] = []
-    if config.strategy == "beam":
-        def beam_sample(beam, cut_short: bool = False) -> dict[str, Any]:
-            text, stop = trim_at_stop(beam.text, args.stop)
-            return {
-                "text": text, "tokens": [model.tokenizer.decode([t]) for t in beam.token_ids], "token_ids": beam.token_ids,
-                "logprobs": beam.token_logprobs, "total_logprob": beam.total_logprob, "n": len(beam.token_ids),
-                "beam_score": beam.score, "stopped_by": stop or ("interrupted" if cut_short else None),
-            }
+    request = request_from_args(args, info, model.decoding_defaults)
+    return generate_from_request(request, info, args.out, model=model)
 
-        try:
-            beams = beam_generate(model, plan.ids, config, args.max_new_tokens)
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the best hypotheses so far, then stop
-            kept = getattr(exc, "beam_results", [])
-            paths = sample_paths(args.out, len(kept))
-            for path, beam in zip(paths, kept):
-                sample = {**beam_sample(beam, cut_short=not beam.finished), "path": path}
-                _write_sample(path, sample, record)
+
+def generate_from_request(request: TextRequest, info: ModelInfo, out: str | None, *, model=None) -> dict[str, Any]:
+    """Run `request` (engines.text.request.run, as the studio does) and write each sample to `out`
+    (several: _1, _2 ...) with its own request (`for_sample(i)`, stamped) beside or inside it.
+
+    The result: model, seed, settings, notes, samples (text, tokens, log-probs ... path) and request."""
+    check_out_path(out)
+    if model is None:
+        model = load_text_model(info)
+    request = request.resolved()
+    seed = request.decoding.seed
+    config = request.decoding
+    settings = {**config.to_dict(), "seed": seed, "max_new_tokens": request.max_new_tokens, "prompt": request.prompt,
+                "stop": list(request.stop)}
+    record: dict[str, Any] = {"model": info.id, "seed": seed, "settings": settings, "notes": []}
+    beam = config.strategy == "beam"
+    paths = sample_paths(out, request.count)
+    samples: list[dict[str, Any]] = []
+    tokens: list = []  # the events of the sample being made (kept if interrupted)
+
+    def keep(i: int, sample: dict[str, Any], path: str | None) -> None:
+        sample["path"] = path
+        samples.append(sample)
+        _write_sample(path, sample, record, stamp(request.for_sample(i).to_json(), info))
+
+    try:
+        for ev in run(request, info, model=model, n_alternatives=0):
+            if isinstance(ev, TextStarted):
+                record["notes"] = list(ev.notes)
+                print_notes(ev.notes)
+            elif isinstance(ev, TextToken):
+                tokens.append(ev.token)
+            elif isinstance(ev, SampleDone) and not beam:
+                tokens = []
+                # written as soon as it is done: an interrupt later loses none of the finished samples
+                keep(ev.index, ev.sample.to_dict(), paths[ev.index])
+            elif isinstance(ev, TextDone) and beam:
+                beam_paths = sample_paths(out, len(ev.samples))
+                for i, s in enumerate(ev.samples):
+                    keep(0, s.to_dict(), beam_paths[i])
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what was made, then stop
+        if beam:
+            beams = getattr(exc, "beam_results", [])
+            kept = [beam_sample(model, request, b, cut_short=not b.finished) for b in beams]
+            beam_paths = sample_paths(out, len(kept))
+            for path, s in zip(beam_paths, kept):
+                keep(0, s.to_dict(), path)
                 if path is None:  # nothing on disk: the text on stdout is what the user keeps
-                    print(sample["text"])
+                    print(s.text)
             steps = getattr(exc, "beam_steps", 0)
             if kept:
                 what = (f"the {len(kept)} best hypotheses so far" if len(kept) > 1 else "the best hypothesis so far")
-                ended = sum(b.finished for b in kept)
+                ended = sum(b.finished for b in beams)
                 what += f" ({ended} ended by end-of-text)" if ended else " (cut short)"
-                where = f"wrote {what} to {', '.join(str(p) for p in paths)}" if args.out is not None else f"printed {what}"
+                where = f"wrote {what} to {', '.join(str(p) for p in beam_paths)}" if out is not None else f"printed {what}"
             else:
                 where = "nothing was kept (the search had not taken its first step)"
-            stopped_note(exc, f"after {steps} of at most {args.max_new_tokens} beam search steps: {where}")
+            stopped_note(exc, f"after {steps} of at most {request.max_new_tokens} beam search steps: {where}")
             raise
-        samples = [beam_sample(beam) for beam in beams]
-    else:
-        paths = sample_paths(args.out, args.count)
-        events: list = []
-
-        def sample_of(i: int, stop_reason: str | None = None) -> dict[str, Any]:
-            ids = [e.token_id for e in events]
-            text, stop = trim_at_stop(model.tokenizer.decode(ids), args.stop)
-            lps = [e.logprob for e in events]
-            return {
-                "text": text, "tokens": [e.text for e in events], "token_ids": ids, "logprobs": lps,
-                "total_logprob": float(sum(lps)), "n": len(ids), "seed": seed + i, "stopped_by": stop_reason or stop,
-                "window_slides": events[-1].window_slides if events else 0, "path": paths[i],
-            }
-
-        try:
-            for i in range(args.count):
-                # sample i uses seed + i, so each sample is reproducible on its own (CLI and studio)
-                events = []
-                for ev in stream_tokens(model, plan.ids, config, args.max_new_tokens, seed=seed + i,
-                                        stop_strings=args.stop, n_alternatives=0):
-                    events.append(ev)
-                samples.append(sample_of(i))
-                # written as soon as it is done: an interrupt later loses none of the finished samples
-                _write_sample(paths[i], samples[-1], record)
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep the sample being made too, then stop
-            done = len(samples)
-            if events and done < args.count:
-                samples.append(sample_of(done, "interrupted"))
-                _write_sample(paths[done], samples[-1], record)
-            if args.out is None:  # nothing on disk: the text on stdout is what the user keeps
-                for s in samples:
-                    print(s["text"])
-            where = (f"wrote what was generated so far to {', '.join(str(s['path']) for s in samples)}"
-                     if args.out is not None and samples else "printed what was generated so far" if samples
-                     else "nothing was generated yet")
-            stopped_note(exc, f"after {done} of {args.count} samples: {where}")
-            raise
-        return {**record, "samples": samples}
-    for path, sample in zip(sample_paths(args.out, len(samples)), samples):
-        sample["path"] = path
-        _write_sample(path, sample, record)
-    return {**record, "samples": samples}
+        done = len(samples)
+        if tokens and done < request.count:
+            keep(done, token_sample(model, request, seed + done, tokens, "interrupted").to_dict(), paths[done])
+        if out is None:  # nothing on disk: the text on stdout is what the user keeps
+            for s in samples:
+                print(s["text"])
+        where = (f"wrote what was generated so far to {', '.join(str(s['path']) for s in samples)}"
+                 if out is not None and samples else "printed what was generated so far" if samples
+                 else "nothing was generated yet")
+        stopped_note(exc, f"after {done} of {request.count} samples: {where}")
+        raise
+    return {**record, "samples": samples, "request": request.to_json()}
 
 
 def score(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
@@ -158,7 +167,8 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
 
     Each document is scored from the document-start token in examples of 8 context windows
     (the window slides inside an example, so every token sees at least half a window of
-    context after the first). `--limit N` keeps the first N examples, in order.
+    context after the first). `--limit N` keeps the first N examples, in order; `--sample N` a
+    seeded random N of them (`engines.cli_common.eval_indices`).
     """
     from engines.text.decoder import score_tokens
 
@@ -176,7 +186,8 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
                              f"{where}; remove or replace them") from None
         examples += [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
     refuse_empty_split(len(examples), args)  # text says "empty" before it looks at --limit
-    examples = examples[:eval_size(len(examples), args)]
+    n_available = len(examples)
+    examples = [examples[i] for i in eval_indices(n_available, args)]
     total, n_tok, n_chars = 0.0, 0, 0
     progress = Progress(len(examples), "eval")
     for ex in examples:
@@ -191,6 +202,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
         "bits_per_dim": -total / math.log(2) / n_chars, "bits_per_char": -total / math.log(2) / n_chars,
         "nats_per_char": -total / n_chars, "perplexity": math.exp(nats_tok), "n_examples": len(examples),
         "n_tokens": n_tok, "n_chars": n_chars, "example_tokens": chunk,
+        "subset": eval_subset_label(len(examples), n_available, args),
     }
 
 

@@ -1,7 +1,9 @@
 """The Audio tab's export: the shown sound as 16-bit WAV or FLAC, with a JSON of what made it.
 
-For a generated sound the JSON holds the seed, variation, conditioning, temperature,
-log-likelihood and the `chainrule generate audio` command; for a recording, its source,
+For a generated sound the file carries its request (`engines.audio.request.write_sample`:
+the variation's own AudioRequest in the WAV/FLAC comment tag and in the JSON beside it, so
+`chainrule generate --from FILE` makes it again and the studio reopens it), and the JSON also
+holds the seed, variation, conditioning, temperature, log-likelihood and the command; for a recording, its source,
 the conversion notes and its score. A continuation is exported as the generated part
 alone (as the CLI writes it) unless "with the recording" is ticked.
 
@@ -51,13 +53,21 @@ class AudioExportMixin:
             return False
         settings = self.export_settings(Path(path).name)
         run = self.shown_run()
-        rate = run.sample_rate if what[0] == "run" and run is not None else self.sample_rate
+        is_run = what[0] == "run" and run is not None
+        rate = run.sample_rate if is_run else self.sample_rate
+        info = self._infos.get(run.model_id) if is_run else None
+        request = run.request.for_sample(what[1]) if is_run and run.request is not None and info is not None else None
 
         def write() -> int:
             from engines.audio.wav import write_audio
 
-            write_audio(path, sound, rate)
-            work.write_settings(work.settings_path(path), settings)
+            if request is not None:  # the sound, its request in the comment tag and in the .json beside it
+                from engines.audio.request import write_sample
+
+                write_sample(path, sound, rate, request, info, settings)
+            else:  # a loaded recording: what it is and its score
+                write_audio(path, sound, rate)
+                work.write_settings(work.settings_path(path), settings)
             return len(sound)
 
         return self._write_export(path, write, lambda n: f"Exported {n / rate:.2f} s ({fmt.upper()}, 16-bit) "
@@ -73,8 +83,11 @@ class AudioExportMixin:
         return self.shown_sound()
 
     def _export_with_prompt(self) -> bool:
+        """Whether the export holds the continued recording too: ticked, or a speech model's
+        continuation (which `chainrule generate audio --prompt` writes whole, so its request
+        regenerates the file bit for bit)."""
         run = self.shown_run()
-        return run is not None and run.prompt is not None and self.with_prompt_check.isChecked()
+        return run is not None and run.prompt is not None and (run.speech or self.with_prompt_check.isChecked())
 
     def export_settings(self, file_name: str = "") -> dict:
         """What made the shown sound, for the JSON beside an export."""

@@ -37,6 +37,9 @@ class Run:
         self.prompt_name, self.prompt_path, self.prompt_notes = prompt_name, prompt_path, prompt_notes
         self.prompt_surprise = prompt_surprise  # (len(prompt),) bits, or None (not scored alike)
         self.cli = cli
+        self.request = None  # the resolved engines.audio.request.AudioRequest it runs (variation v: for_sample(v))
+        self.finished = None  # the engine's Finished event, once it came
+        self.history_id: int | None = None  # its run in the history (studio.context.record_run_started)
         self.n_samples = work.n_new_samples(seconds, sample_rate)
         self.samples = np.zeros((batch, self.n_samples), np.float32)
         self.logprobs = np.full((batch, self.n_samples), np.nan, np.float64)
@@ -143,10 +146,11 @@ class Recording:
 
     _ids = 0
 
-    def __init__(self, path: str, loaded) -> None:  # noqa: D107
+    def __init__(self, path: str, loaded, ref=None) -> None:  # noqa: D107
         Recording._ids += 1
         self.id = Recording._ids
         self.path = path
+        self.ref = ref  # the engines.requests.InputRef it came from (a request reopened), else None: read by path
         self.name = Path(path).name
         self.loaded = loaded  # engines.audio.wav.LoadedAudio
         self.score: work.ScoreDone | None = None

@@ -2,12 +2,12 @@
 
 Nothing here touches Qt. The events extend those of `studio.audio.work`:
 
-* `speech_events` - Generate (or Re-speak): `engines.audio.speech.speak` with the arguments
-  `chainrule generate audio` passes for a speech model, so the same seed gives the same frames
-  and the same audio. First the frames (`FramesStarted` with the prompt's or the recording's
+* `speech_events` - Generate (or Re-speak): the tab's `AudioRequest` run by
+  `engines.audio.request.run`, as `chainrule generate audio` runs it, so the same seed gives
+  the same frames and the same audio. First the frames (`FramesStarted` with the prompt's or the recording's
   frames, then one `FrameWritten` per frame the prior writes), then `work.RunStarted` with the
   audio's length (known once the prior has stopped), then `work.Chunk`s as the vocoder speaks,
-  and last `Heard`: what the recogniser hears in the result (prompt included).
+  `work.RunFinished`, and last `Heard`: what the recogniser hears in the result (prompt included).
 * `speech_score_events` - a loaded recording under a speech model: both levels' log-likelihoods
   (its frames under the prior, its audio under the vocoder given those frames) and the verdict.
 """
@@ -45,8 +45,9 @@ def is_speech_card(card: dict) -> bool:
 
 
 def card_frame_temperature(card: dict) -> float:
-    value = (card.get("decoding_defaults") or {}).get("frame_temperature", 0.6) if isinstance(card, dict) else 0.6
-    return float(value) if isinstance(value, (int, float)) and 0 <= value <= 10 else 0.6
+    from engines.audio.request import card_frame_temperature as frame_temperature
+
+    return frame_temperature(card)
 
 
 @dataclass(frozen=True)
@@ -134,50 +135,43 @@ def judged_score_events(info: ModelInfo, samples: np.ndarray, digit: int | None 
         yield heard
 
 
-def speech_events(info: ModelInfo, *, seed: int, digit: int | None, speaker: str | None, frame_temperature: float,
-                  temperature: float, prompt: np.ndarray | None = None, resynth: np.ndarray | None = None,
-                  chunk_samples: int = work.CHUNK_SAMPLES, cancel: threading.Event | None = None,
-                  judge_info: ModelInfo | None = None) -> Iterator[Any]:
-    """The events of one speech run (see the module doc); `resynth` re-speaks a recording instead."""
-    from engines.audio.speech import FrameEvent, SpeechStarted, resynthesize, speak
+def speech_events(info: ModelInfo, request, *, chunk_samples: int = work.CHUNK_SAMPLES,
+                  cancel: threading.Event | None = None, judge_info: ModelInfo | None = None) -> Iterator[Any]:
+    """The events of one speech run (see the module doc): the tab's `AudioRequest` (a resynthesis
+    when it names a recording to re-speak) run by `engines.audio.request.run`."""
+    from engines.audio import request as audio_request
 
     cancel = cancel or threading.Event()
     model = load_speech(info)
+    events = audio_request.run(request, info, model=model, should_stop=cancel.is_set, chunk_samples=chunk_samples)
+    prompt = None
     rate = model.sample_rate
-    if resynth is not None:
-        frames, events = resynthesize(model, resynth, seed=seed, speaker=speaker, temperature=temperature,
-                                      chunk_samples=chunk_samples)
-        yield FramesStarted(frames, model.prior.floor, True)
-        n_new = len(resynth)
-        prompt_len = 0
-    else:
-        events = speak(model, seed=seed, digit=digit, speaker=speaker, frame_temperature=frame_temperature,
-                       temperature=temperature, prompt=prompt, chunk_samples=chunk_samples)
-        prompt_len = 0 if prompt is None else len(prompt)
-        n_new = None
-    pieces = [] if prompt is None else [np.asarray(prompt, np.float32)]
-    n_frames = 0
+    finished = None
     try:
         for ev in events:
-            if cancel.is_set():
-                return
-            if isinstance(ev, SpeechStarted):
-                yield FramesStarted(ev.prompt_frames, model.prior.floor, False)
-                n_frames = ev.prompt_frames.shape[1]
-            elif isinstance(ev, FrameEvent):
-                n_frames += 1
-                yield FrameWritten(ev.frame.index, ev.frame.frame, ev.frame.logprob + ev.frame.stop_logprob)
-            else:
-                if n_new is None:  # the prior has stopped: the audio's length is known
-                    n_new = n_frames * model.mel.hop - prompt_len
-                if ev.start == 0:
-                    yield work.RunStarted(info.id, seed, 1, int(n_new), prompt_len, rate,
-                                          int(model.vocoder.receptive_field), time.perf_counter())
-                pieces.append(ev.samples[0])
+            if isinstance(ev, audio_request.Started):
+                prompt = ev.prompt
+            elif isinstance(ev, audio_request.FramesStarted):
+                yield FramesStarted(ev.frames, ev.floor, ev.resynthesis)
+            elif isinstance(ev, audio_request.FrameWritten):
+                if cancel.is_set():
+                    return
+                yield FrameWritten(ev.index, ev.frame, ev.logprob)
+            elif isinstance(ev, audio_request.Chunk):
+                if cancel.is_set():
+                    return
+                if ev.start == 0:  # the prior has stopped: the audio's length is known
+                    yield work.RunStarted(info.id, request.seed, 1, int(ev.total), 0 if prompt is None else len(prompt),
+                                          rate, int(model.vocoder.receptive_field), time.perf_counter())
                 yield work.Chunk(int(ev.start), np.asarray(ev.samples, np.float32), np.asarray(ev.logprobs, np.float32))
+            elif isinstance(ev, audio_request.Finished):
+                finished = ev
+                yield work.RunFinished(ev)
     finally:
         events.close()
-    heard = judge(np.concatenate(pieces) if pieces else np.zeros(0, np.float32), rate, judge_info=judge_info)
+    if finished is None or not finished.samples:
+        return
+    heard = judge(finished.audio(0, with_prompt=request.resynth is None), rate, judge_info=judge_info)
     if heard is not None:
         yield heard
 
@@ -200,22 +194,3 @@ def speech_score_events(info: ModelInfo, samples: np.ndarray, digit: int | None 
     heard = judge(x, model.sample_rate, key, judge_info=judge_info)
     if heard is not None:
         yield heard
-
-
-def cli_arguments(info: ModelInfo, *, seed: int, digit: int | None, speaker: str | None, frame_temperature: float,
-                  temperature: float, prompt_path: str | None, resynth_path: str | None, out: str) -> list[str]:
-    """`chainrule` arguments that reproduce a speech run."""
-    args = ["generate", "audio", "--model", info.id]
-    if info.source not in ("shipped", "user"):
-        args += ["--models-dir", str(info.path.parent)]
-    if digit is not None and resynth_path is None:
-        args += ["--digit", str(digit)]
-    if speaker is not None:
-        args += ["--speaker", speaker]
-    if resynth_path is not None:
-        args += ["--resynth", str(resynth_path)]
-    elif prompt_path is not None:
-        args += ["--prompt", str(prompt_path)]
-    if resynth_path is None:
-        args += ["--frame-temperature", repr(float(frame_temperature))]
-    return args + ["--temperature", repr(float(temperature)), "--seed", str(seed), "--out", out]

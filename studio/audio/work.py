@@ -3,16 +3,16 @@
 Nothing here touches Qt. Each function returns a generator of small events the tab turns
 into plots and sound on the UI thread:
 
-* `generate_events` - Generate: `engines.audio.generate.generate_audio_chunks` with exactly
-  the arguments `chainrule generate audio` passes (the same seed gives the same batch; row
-  i of a batch is variation i, as the engine draws it), streamed chunk by chunk so the tab
-  can draw and play while the model works. The worker's stop flag is checked between
-  chunks, and closing the generator stops the engine at once.
+* `generate_events` - Generate: the tab's `AudioRequest` (`build_request`) run by
+  `engines.audio.request.run`, the runner `chainrule generate audio` uses (the same seed
+  gives the same batch; variation i is the request's sample i, seed + i), streamed chunk by
+  chunk so the tab can draw and play while the model works. The worker's stop flag is
+  checked between chunks, and closing the generator stops the engine at once.
 * `score_events` - the surprise track of a loaded recording: `score_audio` gives ln p of
   every sample given all before it, and its smoothed -log2 p.
 
 Also here: the model cache, reading recordings at the model's rate, the command that
-reproduces a run, and the settings written next to an export.
+reproduces a run (`request.to_command`), and the settings written next to an export.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from engines.decoding.config import DecodingConfig
 from engines.errors import InputError
 from engines.registry import ModelInfo
 from studio.model_cache import ModelCache
@@ -134,30 +135,64 @@ def check_settings(seconds: float, temperature: float, batch: int) -> None:
         raise InputError(f"variations = {batch} is invalid: must be in 1..{MAX_BATCH}")
 
 
-def generate_events(info: ModelInfo, *, seconds: float, temperature: float, seed: int, digit: int | None = None,
-                    speaker: str | None = None, batch: int = 1, prompt: np.ndarray | None = None,
-                    chunk_samples: int = CHUNK_SAMPLES, cancel: threading.Event | None = None) -> Iterator[Any]:
-    """RunStarted, then one Chunk per `chunk_samples` new samples of every variation."""
-    from engines.audio.generate import generate_audio_chunks
+@dataclass(frozen=True)
+class RunFinished:
+    """The engine's last word on a run (engines.audio.request.Finished): every row's samples and
+    log-likelihoods and the resolved request, for the export and the history."""
+    finished: Any
+
+
+def build_request(info: ModelInfo, *, seed: int, temperature: float, digit: int | None = None,
+                  speaker: str | None = None, seconds: float | None = None, batch: int = 1,
+                  prompt_path=None, resynth_path=None, frame_temperature: float | None = None):
+    """The AudioRequest the tab's widgets describe (engines.audio.request): the card's decoding
+    defaults with the tab's own temperature and seed. A recording is a path (hashed now) or an
+    `InputRef` already made (a recording restored from a request). InputError (one line) for a bad
+    setting or an unreadable recording."""
+    from engines.audio.request import AudioRequest, card_decoding_defaults
+    from engines.decoding.flags import card_config
+
+    base = card_config(card_decoding_defaults(info.card)) or DecodingConfig()
+    config = base.replace(strategy="sample", temperature=float(temperature), seed=int(seed))
+    return AudioRequest(model=info.id, decoding=config, count=int(batch), digit=digit, speaker=speaker,
+                        seconds=None if seconds is None else float(seconds), frame_temperature=frame_temperature,
+                        prompt=_ref(prompt_path), resynth=_ref(resynth_path))
+
+
+def _ref(source):
+    """An InputRef for a recording given as a path or as an InputRef (None stays None)."""
+    from engines.audio.request import recording_ref
+    from engines.requests import InputRef
+
+    if source is None or isinstance(source, InputRef):
+        return source
+    return recording_ref(str(source), "the recording")
+
+
+def generate_events(info: ModelInfo, request, *, chunk_samples: int = CHUNK_SAMPLES,
+                    cancel: threading.Event | None = None) -> Iterator[Any]:
+    """RunStarted, one Chunk per `chunk_samples` new samples of every variation, then RunFinished:
+    `engines.audio.request.run` (what `chainrule generate audio` runs) for a WaveNet request."""
+    from engines.audio import request as audio_request
 
     cancel = cancel or threading.Event()
-    check_settings(seconds, temperature, batch)
+    check_settings(request.seconds or 1.0, request.temperature, request.count)
     model = load_model(info)
-    model.digit_value(digit)  # a bad digit or speaker is refused before any work
-    model.speaker_value(speaker)
-    rate = int(model.sample_rate)
-    yield RunStarted(info.id, seed, batch, n_new_samples(seconds, rate), 0 if prompt is None else len(prompt),
-                     rate, int(model.receptive_field), time.perf_counter())
-    chunks = generate_audio_chunks(model, seconds=seconds, temperature=temperature, seed=seed, digit=digit,
-                                   speaker=speaker, batch=batch, prompt=prompt, chunk_samples=chunk_samples)
+    events = audio_request.run(request, info, model=model, should_stop=cancel.is_set, chunk_samples=chunk_samples)
     try:
-        for chunk in chunks:
-            if cancel.is_set():
-                return
-            yield Chunk(int(chunk.start), np.asarray(chunk.samples, np.float32),
-                        np.asarray(chunk.logprobs, np.float32))
+        for ev in events:
+            if isinstance(ev, audio_request.Started):
+                yield RunStarted(info.id, ev.request.seed, ev.request.count, int(ev.n_samples),
+                                 0 if ev.prompt is None else len(ev.prompt), ev.sample_rate, ev.receptive_field,
+                                 time.perf_counter())
+            elif isinstance(ev, audio_request.Chunk):
+                if cancel.is_set():
+                    return
+                yield Chunk(int(ev.start), np.asarray(ev.samples, np.float32), np.asarray(ev.logprobs, np.float32))
+            elif isinstance(ev, audio_request.Finished):
+                yield RunFinished(ev)
     finally:
-        chunks.close()  # the engine's own cleanup, on this thread
+        events.close()  # the engine's own cleanup, on this thread
 
 
 def score_events(info: ModelInfo, samples: np.ndarray, digit: int | None = None, speaker: str | None = None,
@@ -181,26 +216,13 @@ def read_recording(path: str | os.PathLike, sample_rate: int):
     return read_audio(path, sample_rate=sample_rate)
 
 
-def cli_arguments(info: ModelInfo, *, seed: int, seconds: float, temperature: float, digit: int | None,
-                  speaker: str | None, batch: int, prompt_path: str | None, out: str) -> list[str]:
-    """`chainrule` arguments that reproduce a Generate run (every variation, same seed)."""
-    args = ["generate", "audio", "--model", info.id]
-    if info.source not in ("shipped", "user"):
-        args += ["--models-dir", str(info.path.parent)]
-    if digit is not None:
-        args += ["--digit", str(digit)]
-    if speaker is not None:
-        args += ["--speaker", speaker]
-    if prompt_path is not None:
-        args += ["--prompt", str(prompt_path)]
-    args += ["--seconds", repr(float(seconds)), "--temperature", repr(float(temperature)), "--seed", str(seed)]
-    if batch != 1:
-        args += ["--count", str(batch)]
-    return args + ["--out", out]
-
-
 def command_line(args: list[str]) -> str:
     return shlex.join(["chainrule", *args])
+
+
+def request_command(request, info: ModelInfo, out: str) -> str:
+    """The `chainrule` command line that runs `request` and writes it to `out`."""
+    return command_line([*request.to_command(info), "--out", out])
 
 
 def write_settings(path: str | os.PathLike, settings: dict) -> None:

@@ -1,10 +1,11 @@
 """A run of the Density tab (Sample, Inpaint, Compare orderings) and how it is described.
 
-A run is one or more lanes (an ordering, a seed, a number of samples; Compare orderings
-has one lane per ordering) and what they have drawn so far: the images, the pixels still
-to come, the ordering each lane used and each sample's result. Its `status_html`,
-`progress_text`, `sample_tip` and `lane_caption` are the words the tab shows for it, and
-`command` the `chainrule generate image` command that reproduces a lane pixel for pixel.
+A run is one or more lanes, each a resolved `engines.density.request.DensityRequest` (an
+ordering, a seed, a number of samples, the init image and mask; Compare orderings has one lane
+per ordering) and what they have drawn so far: the images, the pixels still to come, the
+ordering each lane used and each sample's result. Its `status_html`, `progress_text`,
+`sample_tip` and `lane_caption` are the words the tab shows for it, and `command` the
+`chainrule generate image` command (the lane's `to_command`) that reproduces a lane pixel for pixel.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ class Run(DrawingRun):
                    "error": "failed"}
     DRAWN = "pixels drawn"
 
-    def __init__(self, kind: str, info, family: str, lanes: list[work.Lane], before: tuple[np.ndarray, np.ndarray],
+    def __init__(self, kind: str, info, family: str, lanes: list, before: tuple[np.ndarray, np.ndarray],
                  regenerate: np.ndarray | None, config, temperature: float, k: int) -> None:
+        """`lanes`: the resolved DensityRequest of each lane (one, or one per ordering compared)."""
         super().__init__(kind, lanes[0].seed, lanes[0].count, before)
         self.info, self.family, self.lanes = info, family, lanes
+        self.run_ids: dict[int, int | None] = {}  # lane -> its entry in the studio's history
+        self.recorded = False  # its end (files, numbers) is in the history: recorded once
+        self.notes: tuple[str, ...] = ()  # the engine's notes (an ordering the model was not trained in)
         self.model_id = info.id
         self.regenerate, self.config = regenerate, config
         self.temperature, self.k = temperature, k
@@ -45,11 +50,8 @@ class Run(DrawingRun):
         return self.n_sampled * sum(lane.count for lane in self.lanes)
 
     def command(self, lane: int = 0, init: str | None = None, mask: str | None = None) -> str:
-        ln = self.lanes[lane]
-        if self.regenerate is not None:
-            init, mask = init or "INIT.png", mask or "MASK.png"
-        return shlex.join(["chainrule", *work.cli_arguments(self.info, self.config, ln.seed, ln.ordering, ln.count,
-                                                            init, mask)])
+        """The shell command that reproduces lane `lane` (init / mask: where its inputs were exported)."""
+        return shlex.join(self.lanes[lane].to_command(self.info, init_path=init, mask_path=mask))
 
     # --- words ---------------------------------------------------------------------------------
     def order_text(self, lane: int) -> str:
@@ -86,6 +88,8 @@ class Run(DrawingRun):
             parts.append(f"{int(self.regenerate.sum())} pixels regenerated exactly, the rest kept")
         parts.append(self.state_text())
         text = " · ".join(parts)
+        for note in self.notes:  # e.g. an ordering the model was not trained in: exact, but poorer
+            text += f"<br><span style='color:#92400e'>Note: {html.escape(note)}</span>"
         if self.kind == "compare":
             shown = self.results.get((shown_sample, 0)) if shown_sample is not None else None
         else:
@@ -103,8 +107,12 @@ class Run(DrawingRun):
         if self.state == "done":
             cmd = self.command(0)
             if self.kind == "compare":  # one command per ordering: the same but for --ordering
-                cmd = cmd.replace(f"--ordering {self.lanes[0].ordering}",
-                                  "--ordering {" + "|".join(ln.ordering for ln in self.lanes) + "}")
+                argv = self.lanes[0].to_command(self.info)
+                if "--ordering" in argv:
+                    del argv[argv.index("--ordering"):argv.index("--ordering") + 2]
+                at = argv.index("--seed") if "--seed" in argv else len(argv)
+                choices = "{" + "|".join(ln.ordering for ln in self.lanes) + "}"
+                cmd = shlex.join(argv[:at]) + f" --ordering {choices} " + shlex.join(argv[at:])
             note = " (Export writes the -init and -mask PNGs it reads)" if self.regenerate is not None else ""
             text += f"<br><span style='color:#6b7280'>CLI: <code>{html.escape(cmd)}</code>{note}</span>"
         return text

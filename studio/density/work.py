@@ -4,9 +4,9 @@ Nothing here touches Qt. Each function returns a generator of small events the t
 into pixels and tables on the UI thread:
 
 * `run_events` - Sample, Inpaint and Compare orderings. A run is one or more *lanes*; a lane
-  is exactly one `engines.density.sampling.sample_events` call (ordering, seed, count, known
-  pixels), i.e. exactly one `chainrule generate image --model ID --ordering O --seed S
-  --count N [--init --mask]` command, so the studio reproduces the CLI pixel for pixel.
+  is exactly one `engines.density.request.DensityRequest` carried out by
+  `engines.density.request.run` (the runner `chainrule generate image --model ID` uses), so the
+  studio and the CLI draw the same pixels and a lane's `to_command` reproduces it.
   Sample / Inpaint is one lane of N samples (sample i uses seed + i and they fill in
   together, position by position); Compare orderings is one lane per ordering with the same
   seed and the same known pixels, stepped in turn so the orderings fill in side by side.
@@ -18,8 +18,8 @@ into pixels and tables on the UI thread:
   given the pixels before it in that model's ordering (MADE: the chosen ordering's mask). One
   model failing gives a row with its error; the others are still scored.
 
-Also here: the model cache (density and image models), ordering specs, NADE's inpainting
-precondition and the `chainrule` arguments that reproduce a run.
+Also here: the model cache (density and image models), ordering specs and NADE's inpainting
+precondition.
 """
 
 from __future__ import annotations
@@ -116,6 +116,15 @@ def parse_spec(spec: str) -> tuple[str, int]:
     return name, (int(seed) if sep else 0)
 
 
+def trained_random_seed(info: ModelInfo) -> int:
+    """The seed of the first random ordering a MADE card trained (what a bare `random` means); 0 without one."""
+    for spec in (info.card.get("architecture") or {}).get("orderings") or ():
+        name, sep, seed = str(spec).partition(":")
+        if name == "random" and sep and seed.isdigit():
+            return int(seed)
+    return 0
+
+
 def ordering_label(spec: str) -> str:
     name, seed = parse_spec(spec)
     return f"random (seed {seed})" if name == "random" else name
@@ -139,15 +148,6 @@ NADE_INPAINT_MESSAGE = (
 # --- run events -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Lane:
-    """One `sample_events` call: what a lane samples."""
-
-    ordering: str  # spec: raster | reverse | column | random:SEED
-    seed: int  # sample i of the lane uses seed + i
-    count: int = 1
-
-
-@dataclass(frozen=True)
 class RunStarted:
     model_id: str
     family: str
@@ -159,13 +159,14 @@ class RunStarted:
 @dataclass(frozen=True)
 class LaneStarted:
     lane: int
-    ordering: str
+    ordering: str  # the spec used (random resolved to random:SEED)
     seed: int
     count: int
     order: np.ndarray  # (D,) raster index sampled at each position (known pixels first when inpainting)
     start: np.ndarray  # (D,) uint8: the known pixels, 0 elsewhere
     pending: np.ndarray  # (D,) bool: the pixels this lane samples
     mask_seed: int | None  # MADE: the connectivity seed of the ordering's masks
+    notes: tuple[str, ...] = ()  # the run's notes (an ordering the model was not trained in)
 
 
 @dataclass(frozen=True)
@@ -187,74 +188,61 @@ class SampleDone:
     n_sampled: int
 
 
-def run_events(info: ModelInfo, lanes: Sequence[Lane], *, temperature: float = 1.0, k: int | None = None,
-               known: np.ndarray | None = None, regenerate: np.ndarray | None = None, pace: Pace | None = None,
+@dataclass(frozen=True)
+class LaneFinished:
+    lane: int
+    stopped: bool  # the lane ended early (a stop inside the engine); the tab's Stop closes the stream instead
+
+
+def run_events(info: ModelInfo, requests: Sequence[Any], *, pace: Pace | None = None,
                cancel: threading.Event | None = None) -> Iterator[Any]:
-    """Sample every lane (see the module doc); `regenerate` (D,) bool True = sample it, the rest kept."""
-    from engines.density.sampling import DensityDone, DensityStep, sample_events, sampling_order
+    """Carry out every lane's DensityRequest (see the module doc), all checked before the first event."""
+    from engines.density.request import DensityFinished, DensitySample, check_decoding, run
+    from engines.density.sampling import DensityStep
 
     cancel = cancel or threading.Event()
-    if not lanes:
+    if not requests:
         raise InputError("nothing to sample: no ordering chosen")
-    for lane in lanes:
-        if not 1 <= lane.count <= MAX_SAMPLES:
-            raise InputError(f"samples = {lane.count} is invalid: must be in 1..{MAX_SAMPLES}")
+    for request in requests:
+        if not 1 <= request.count <= MAX_SAMPLES:
+            raise InputError(f"samples = {request.count} is invalid: must be in 1..{MAX_SAMPLES}")
     model = load_model(info)
-    D = model.dims
-    k = model.check_k(k)
-    known_mask = None
-    start = np.zeros(D, np.uint8)
-    if regenerate is not None:
-        regenerate = np.asarray(regenerate, bool).reshape(-1)
-        if not regenerate.any():
-            raise InputError("the mask is empty: there is nothing to regenerate")
-        if regenerate.all():
-            raise InputError("the mask covers every pixel: nothing of the drawing would be kept")
-        known_mask = ~regenerate
-        start = np.where(known_mask, np.asarray(known, np.uint8).reshape(-1), 0).astype(np.uint8)
-    pending = ~known_mask if known_mask is not None else np.ones(D, bool)
-    n_sampled = int(pending.sum())
-    gens = []
-    for i, lane in enumerate(lanes):
-        name, random_seed = parse_spec(lane.ordering)
-        gen = sample_events(model, order_name=name, seed=lane.seed, count=lane.count,
-                            known=None if known_mask is None else start, known_mask=known_mask,
-                            random_seed=random_seed, temperature=temperature)  # refuses bad input now
-        order, mask_seed = sampling_order(model, name, known_mask, random_seed)
+    gens, starts = [], []
+    for request in requests:
+        gen = run(request, info, model=model)
+        starts.append(next(gen))  # refuses bad input before anything is shown
         gens.append(gen)
-        if i == 0:
-            yield RunStarted(info.id, model.family, temperature, k, time.perf_counter())
-        yield LaneStarted(i, lane.ordering, lane.seed, lane.count, order, start.copy(), pending.copy(), mask_seed)
+    first = starts[0]
+    yield RunStarted(info.id, model.family, check_decoding(first.request.decoding), first.k, time.perf_counter())
+    for i, st in enumerate(starts):
+        yield LaneStarted(i, st.ordering, st.request.seed, st.request.count, st.order, st.known.copy(),
+                          st.pending.copy(), st.mask_seed, st.notes)
     wait = (pace or Pace()).waiter(cancel)
-    live = list(range(len(lanes)))
+    live = list(range(len(requests)))
     while live:
         for i in list(live):
-            lane = lanes[i]
-            # One ordering position of this lane: a step for each of its samples, or its end.
-            for _ in range(lane.count):
+            # One ordering position of this lane: a step for each of its samples (then, at its end,
+            # the samples' scores and the lane's end).
+            steps = 0
+            while steps < requests[i].count:
                 ev = next(gens[i], None)
                 if ev is None:
                     live.remove(i)
                     break
                 if isinstance(ev, DensityStep):
                     yield LaneStep(i, ev)
-                elif isinstance(ev, DensityDone):
-                    yield from _lane_done(model, i, lane, ev, k, n_sampled)
+                    steps += 1
+                elif isinstance(ev, DensitySample):
+                    yield SampleDone(i, ev.index, ev.seed, ev.image, ev.sampled_logprob, ev.total_logprob,
+                                     ev.ensemble_logprob, ev.k, ev.n_sampled)
+                elif isinstance(ev, DensityFinished):
+                    yield LaneFinished(i, ev.stopped)
                     live.remove(i)
                     break
             if cancel.is_set():
                 return
         if wait():
             return
-
-
-def _lane_done(model, lane_index: int, lane: Lane, done, k: int, n_sampled: int) -> Iterator[SampleDone]:
-    images = done.images.astype(np.float32)  # (count, D)
-    order_lp = model.conditionals(images, done.order, done.mask_seed).sum(axis=1)  # (count,)
-    ensemble = model.log_prob(images, k) if model.family == "made" else order_lp
-    for s in range(len(images)):
-        yield SampleDone(lane_index, s, lane.seed + s, done.images[s].copy(), float(done.sampled_logprob[s]),
-                         float(order_lp[s]), float(ensemble[s]), k, n_sampled)
 
 
 # --- scoring --------------------------------------------------------------------------------------------
@@ -374,19 +362,3 @@ def score_events(requests: Sequence[ScoreRequest], pixels: np.ndarray,
             rows.append(ModelScore(req.family, req.info.id, req.ordering, req.k, error=_message(exc)))
         yield ScoreStep(req.info.id, "scored")
     yield ScoreDone(pixels, tuple(key), tuple(rows))
-
-
-# --- the command line -----------------------------------------------------------------------------------
-
-def cli_arguments(info: ModelInfo, config, seed: int, ordering: str, count: int = 1,
-                  init: str | None = None, mask: str | None = None) -> list[str]:
-    """`chainrule` arguments that reproduce a lane (every sample, same seeds, same ordering)."""
-    from engines.cli import reproducing_arguments
-
-    args = reproducing_arguments(["generate", "image"], info, config)
-    args += ["--ordering", ordering, "--seed", str(seed)]
-    if count != 1:
-        args += ["--count", str(count)]
-    if init is not None:
-        args += ["--init", init, "--mask", mask or "MASK.png"]
-    return args

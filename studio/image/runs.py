@@ -2,8 +2,9 @@
 
 `DrawingRun` is what every run on a drawing canvas keeps (the Density tab's runs too): its
 seeds, its state and timing, and whether it has taken the canvas over (the drawing before
-it then is one undo step). `Run` adds what a PixelCNN painting produces: the images as
-painted so far, the frames of each painting (for the GIF) and the samples' results; its
+it then is one undo step). `Run` adds what a PixelCNN painting produces: the ImageRequest it
+carries out, the images as painted so far, the frames of each painting (for the GIF) and the
+samples' results (each with the request that makes it alone); its
 `status_html`, `progress_text` and `sample_tooltip` are the words the tab shows for it.
 """
 
@@ -54,10 +55,13 @@ class Run(DrawingRun):
                    "error": "failed"}
     DRAWN = "values painted"
 
-    def __init__(self, kind: str, model_id: str, seed: int, count: int, candidates: int | None,
-                 label: int | None, before: tuple[np.ndarray, np.ndarray], cli: str | None) -> None:
-        super().__init__(kind, seed, count, before)
-        self.model_id, self.candidates, self.label, self.cli = model_id, candidates, label, cli
+    def __init__(self, kind: str, request, before: tuple[np.ndarray, np.ndarray], cli: str | None) -> None:
+        """`request`: the resolved engines.image.request.ImageRequest the run carries out."""
+        super().__init__(kind, request.seed, request.count, before)
+        self.request = request
+        self.model_id, self.candidates, self.label, self.cli = request.model, request.candidates, request.label, cli
+        self.guidance = request.guidance or 0.0
+        self.run_id: int | None = None  # its entry in the studio's history (None: not recorded)
         self.chain = ""
         self.method = ""
         self.plain_because = ""  # why posterior-aware inpainting was not used, when it was asked for
@@ -110,6 +114,9 @@ class Run(DrawingRun):
                          f"effective sample size {shown.effective_sample_size:.1f}")
         if self.cli and self.state == "done":
             text += f"<br><span style='color:#6b7280'>CLI: <code>{html.escape(self.cli)}</code></span>"
+        elif self.state == "done":  # the canvas is no file the CLI can read: the exported PNG carries all of it
+            text += ("<br><span style='color:#6b7280'>CLI: Export PNG, then <code>chainrule generate --from "
+                     "FILE.png</code> makes the same image</span>")
         return text
 
 

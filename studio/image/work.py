@@ -3,12 +3,11 @@
 Nothing here touches Qt. Each function returns a generator of small events the tab turns
 into pixels on the UI thread:
 
-* `generate_events` - Generate, Complete and Inpaint. Sample i of a run uses seed s + i and
-  exactly the `PixelSampler` the CLI uses (`chainrule generate image --seed s --count N`,
-  with `--init/--mask` for Complete and Inpaint and `--candidates K` for posterior-aware
-  inpainting), so a studio run reproduces a command-line run value for value. Every
-  sampled value is streamed as a `PixelStep`; a `Pace` slows the stream down so the image
-  visibly paints itself (the wait is on the cancel event, so Stop ends it at once).
+* `generate_events` - Generate, Complete and Inpaint: an `ImageRequest` run by
+  `engines.image.request.run`, the runner `chainrule generate image` and `--from` use, so a
+  studio run and a command-line run of the same request give the same values (sample i: seed
+  s + i). Every sampled value is streamed as a `PixelStep`; a `Pace` slows the stream down so
+  the image visibly paints itself (the wait is on the cancel event, so Stop ends it at once).
 * `score_events` - the likelihood view: `score_image` for the exact per-pixel log-likelihoods
   and one full forward for the model's distribution at every pixel (all conditionals at once).
 
@@ -26,16 +25,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from engines.decoding import build_chain
-from engines.decoding.config import DecodingConfig
 from engines.decoding.samplers import log_softmax
 from engines.errors import InputError
+from engines.image import request as request_mod
+from engines.image.request import ImageRequest
 from engines.registry import ModelInfo
 from studio.model_cache import ModelCache
 
 LN2 = math.log(2)
 MAX_SAMPLES = 64
-MAX_CANDIDATES = 256
+MAX_CANDIDATES = 256  # the tab's spin; the engine takes up to engines.limits.MAX_CANDIDATES
 GIF_MAX_FRAMES = 120
 
 # --- model cache -----------------------------------------------------------------------------
@@ -84,50 +83,10 @@ class Pace:
         return wait
 
 
-# --- events --------------------------------------------------------------------------------------
+# --- events (the engine's: engines.image.request) ------------------------------------------------
 
-@dataclass(frozen=True)
-class RunStarted:
-    seed: int
-    count: int
-    candidates: int | None
-    label: int | None
-    chain: str
-    method: str
-    n_values: int  # values sampled per image
-    model_id: str
-    t: float
-
-
-@dataclass(frozen=True)
-class SampleStarted:
-    sample: int
-    seed: int
-    images: np.ndarray  # (K, C, H, W) uint8: the start (masked pixels empty)
-
-
-@dataclass(frozen=True)
-class PixelStep:
-    sample: int
-    event: Any  # engines.image.sampler.PixelEvent
-
-
-@dataclass(frozen=True)
-class SampleDone:
-    sample: int
-    seed: int
-    image: np.ndarray  # (C, H, W) uint8: the result (the chosen candidate when posterior-aware)
-    total_logprob: float  # log p(image), exact, nats
-    bits_per_dim: float
-    sampled_logprob: float  # of the values sampled in this run
-    n_sampled: int
-    chosen: int = 0
-    candidates: np.ndarray | None = None  # (K, C, H, W) when posterior-aware
-    known_after_logprobs: np.ndarray | None = None  # (K,)
-    weights: np.ndarray | None = None  # (K,)
-    log_evidence: float | None = None
-    effective_sample_size: float | None = None
-    n_known_after: int = 0
+RunStarted, SampleStarted, PixelStep, SampleDone = request_mod.RunStarted, request_mod.SampleStarted, \
+    request_mod.PixelStep, request_mod.SampleDone
 
 
 @dataclass(frozen=True)
@@ -146,64 +105,20 @@ class ScoreDone:
         return -self.logprobs.sum(axis=0) / LN2
 
 
-def sampling_method(model) -> str:
-    return "fast" if model.has_fast_path else "naive"
+sampling_method = request_mod.sampling_method
 
 
-def generate_events(info: ModelInfo, config: DecodingConfig, seed: int, *, label: int | None = None,
-                    init: np.ndarray | None = None, mask: np.ndarray | None = None, count: int = 1,
-                    candidates: int | None = None, pace: Pace | None = None,
-                    cancel: threading.Event | None = None, guidance: float = 0.0) -> Iterator[Any]:
-    """Sample `count` images (sample i with seed + i), streaming every value; see the module doc."""
-    from engines.image.sampler import PixelSampler, check_config, check_guidance, posterior_resample, score_images
-
+def generate_events(info: ModelInfo, request: ImageRequest, *, pace: Pace | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[Any]:
+    """`engines.image.request.run` of `request` (sample i: seed + i, exactly as `chainrule generate
+    image` and `--from`), with every value's distributions for the live view, paced by `pace`."""
     cancel = cancel or threading.Event()
-    if not 1 <= count <= MAX_SAMPLES:
-        raise InputError(f"samples = {count} is invalid: must be in 1..{MAX_SAMPLES}")
-    if candidates is not None:
-        if mask is None:
-            raise InputError("posterior-aware sampling needs a mask (Inpaint): it weighs completions by how well "
-                             "they explain the known pixels after the masked ones")
-        if not 1 <= candidates <= MAX_CANDIDATES:
-            raise InputError(f"candidates = {candidates} is invalid: must be in 1..{MAX_CANDIDATES}")
-    check_config(config)
     model = load_model(info)
-    model.label_value(label)  # a bad label is refused before any work
-    check_guidance(model, guidance, label)
-    if guidance > 0 and candidates is not None:
-        raise InputError("posterior-aware inpainting weighs completions drawn from the model's own conditionals; "
-                         "with guidance they are not: set guidance to 0 or untick it")
-    method = sampling_method(model)
-    K = candidates or 1
-    s = model.shape
-    n_values = (int(np.asarray(mask, bool).sum()) if mask is not None else s.height * s.width) * s.channels
-    yield RunStarted(seed, count, candidates, label, build_chain(config, seed).name, method, n_values, info.id,
-                     time.perf_counter())
     wait = (pace or Pace()).waiter(cancel)
-    for i in range(count):
-        sample_seed = seed + i  # as the CLI: each sample is reproducible on its own
-        sampler = PixelSampler(model, config, sample_seed, label=label, init=init, mask=mask, batch=K, method=method,
-                               guidance=guidance)
-        yield SampleStarted(i, sample_seed, sampler.images.copy())
-        for ev in sampler.steps(cancel.is_set):
-            yield PixelStep(i, ev)
-            if wait():
-                return
-        if cancel.is_set() or not sampler.finished:
+    for ev in request_mod.run(request, info, model=model, should_stop=cancel.is_set, distributions=True):
+        yield ev
+        if isinstance(ev, PixelStep) and wait():
             return
-        extra: dict[str, Any] = {}
-        if candidates is not None:
-            post = posterior_resample(model, sampler.images, mask, sample_seed, label, sampler.sampled_logprobs)
-            image, k = post.image, post.chosen
-            extra = dict(chosen=k, candidates=post.candidates, known_after_logprobs=post.known_after_logprobs,
-                         weights=post.weights, log_evidence=post.log_evidence,
-                         effective_sample_size=post.effective_sample_size, n_known_after=post.n_known_after)
-        else:
-            image, k = sampler.images[0], 0
-        lp = score_images(model, image, label)[0]
-        total = float(lp.sum())
-        yield SampleDone(i, sample_seed, image.copy(), total, -total / LN2 / lp.size,
-                         float(sampler.sampled_logprobs[k]), sampler.n_sampled, **extra)
 
 
 def score_events(info: ModelInfo, pixels: np.ndarray, label: int | None = None) -> Iterator[ScoreDone]:
@@ -311,20 +226,3 @@ def read_mask_file(path: str | os.PathLike, geometry, source_size: tuple[int, in
         raise InputError(f"the mask is {size[0]}x{size[1]} but the canvas is {g.width}x{g.height}{also}: "
                          "a mask must have the same size as the image it goes with")
     return read_mask(path, height=g.height, width=g.width, image_size=size)
-
-
-# --- the command line -----------------------------------------------------------------------------------
-
-def cli_arguments(info: ModelInfo, config: DecodingConfig, seed: int, label: int | None, count: int,
-                  guidance: float = 0.0) -> list[str]:
-    """`chainrule` arguments that reproduce a Generate run (every sample, same seeds)."""
-    from engines.cli import reproducing_arguments
-
-    args = reproducing_arguments(["generate", "image"], info, config) + ["--seed", str(seed)]
-    if label is not None:
-        args += ["--label", str(label)]
-    if guidance > 0:
-        args += ["--guidance", repr(float(guidance))]
-    if count != 1:
-        args += ["--count", str(count)]
-    return args

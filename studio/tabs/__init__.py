@@ -29,13 +29,14 @@ if TYPE_CHECKING:  # keep this module importable without building any widget
 TabFactory = Callable[["StudioContext"], "QWidget"]
 
 # Modules imported by `load_builtin_tabs()`, each registering one tab. Suggested orders:
-# Text 10, Image 20, Audio 30, Density 40, Models 90.
+# Text 10, Image 20, Audio 30, Density 40, Models 90, History 95.
 BUILTIN_TAB_MODULES: tuple[str, ...] = (
     "studio.tabs.text_tab",
     "studio.tabs.image_tab",
     "studio.tabs.audio_tab",
     "studio.tabs.density_tab",
     "studio.tabs.models_tab",
+    "studio.tabs.history_tab",
 )
 
 

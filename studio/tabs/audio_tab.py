@@ -8,9 +8,12 @@ log-likelihood; the status line (run, seed, speed, the equivalent `chainrule` co
 Without an audio model the tab says how to get one.
 
 Generation
-    Generate runs `generate_audio_chunks` on a worker with the tab's seed; N variations are
-    one batch, variation i is row i as the engine draws it, so `chainrule generate audio
-    --seed s --count N` gives the same N sounds (the command is shown). The waveform,
+    Generate builds an `AudioRequest` (engines/audio/request.py) from the settings and runs it
+    on a worker with `engines.audio.request.run`, the runner `chainrule generate audio` uses;
+    N variations are one batch, variation i is the request's sample i (seed + i), so
+    `chainrule generate audio --seed s --count N` gives the same N sounds (the command shown is
+    `request.to_command`). Every run is recorded in the history (its request, each
+    variation's WAV carrying its own request, log-likelihoods, timing). The waveform,
     surprise and spectrogram grow as chunks arrive (redraws throttled). Stop ends the run at
     once and keeps what was generated; an error keeps it too. The last MAX_RUNS runs stay in
     the Show list, to compare, play and export.
@@ -32,8 +35,11 @@ Recordings
     recording" primes the next Generate with it: the sound is the recording, then the
     model's continuation (a dashed line marks the join).
 
-Export: the shown sound as 16-bit WAV or FLAC, with a JSON of the settings that made it
-(seed, conditioning, temperature, log-likelihood, command) beside it.
+Export: the shown sound as 16-bit WAV or FLAC carrying its request (comment tag and a JSON
+beside it, with the seed, conditioning, temperature, log-likelihood and command), so
+`chainrule generate --from FILE` makes it again bit for bit; opening such a file sets the tab
+to its request (`apply_request`). The settings and the last runs' sounds survive a restart
+(`history_state`); both live in studio/audio/history.py.
 
 Runs and recordings live in studio/audio/runs.py, the player and its cursor in
 studio/audio/playback_control.py, the export in studio/audio/export.py; the runner,
@@ -57,6 +63,7 @@ from engines.errors import ChainruleError, InputError
 from studio.audio import speech_work, work
 from studio.audio.mel_view import MelView
 from studio.audio.export import AudioExportMixin
+from studio.audio.history import AudioHistoryMixin
 from studio.audio.playback_control import AudioPlaybackMixin
 from studio.audio.plots import AudioPlots
 from studio.audio.runs import Recording, Run, conditioning_text
@@ -101,9 +108,10 @@ EMPTY_TEXT = (
 )
 
 
-class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin, RescoringMixin, StatusLineMixin, ModelPickerMixin,
-               QWidget):
+class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, AudioHistoryMixin, RunnerMixin, RescoringMixin,
+               StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "audio"
+    MAX_RUNS = MAX_RUNS
     uses_decoding_panel = False  # temperature and seed are the tab's own (the step graph samples)
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None, *, player=None) -> None:
@@ -271,6 +279,11 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         if self._speech:
             self.frame_temp_spin.setValue(speech_work.card_frame_temperature(info.card))
         if info is not None:
+            from engines.audio.request import card_decoding_defaults
+
+            # the tab's config starts from the card's defaults; its temperature box shows the card's
+            config = self.ctx.adopt_model_defaults(self.MODEL_KIND, card_decoding_defaults(info.card))
+            self.temperature_spin.setValue(0.0 if config.strategy == "greedy" else config.temperature)
             self.sample_rate = work.card_sample_rate(info.card)
             self.plots.set_sample_rate(self.sample_rate)
             self._player_for_rate()
@@ -370,21 +383,21 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         if self.new_seed_check.isChecked():
             self.randomize_seed()
         seed = self.seed_spin.value()
+        try:
+            request = work.build_request(info, seed=seed, seconds=seconds, temperature=temperature, digit=digit,
+                                         speaker=speaker, batch=batch, prompt_path=self._recording_source(rec))
+        except ChainruleError as exc:
+            self._say_error(str(exc))
+            return None
         prompt_surprise = None
         if rec is not None and rec.score is not None and self._score_matches(rec.score, info.id, digit, speaker):
             prompt_surprise = rec.score.surprise_bits
-        out = f"{info.id}-seed{seed}.wav"
-        cli = work.command_line(work.cli_arguments(
-            info, seed=seed, seconds=seconds, temperature=temperature, digit=digit, speaker=speaker, batch=batch,
-            prompt_path=rec.path if rec is not None else None, out=out))
+        cli = work.request_command(request, info, f"{info.id}-seed{seed}.wav")
         run = Run(info.id, seed, batch, seconds, temperature, digit, speaker, self.sample_rate, prompt,
                   rec.name if rec else None, rec.path if rec else None, list(rec.loaded.notes) if rec else [],
                   prompt_surprise, cli)
         run.recording_id = rec.id if rec is not None else None
-        self.run = run
-        self._runs[run.id] = run
-        while len(self._runs) > MAX_RUNS:  # earlier runs are kept to compare, up to a point
-            del self._runs[next(iter(self._runs))]
+        self._begin_run(run, request)
         self._cancel = cancel = threading.Event()
         self._fill_show_combo(select=("run", 0))
         self._show()
@@ -392,9 +405,8 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             self._start_live_playback(run)
         rate, judge = self.sample_rate, self._judge_info
         self._start_on_runner(
-            lambda: speech_work.judged_wavenet_events(work.generate_events(
-                info, seconds=seconds, temperature=temperature, seed=seed, digit=digit, speaker=speaker, batch=batch,
-                prompt=prompt, cancel=cancel), prompt, rate, judge), run)
+            lambda: speech_work.judged_wavenet_events(work.generate_events(info, request, cancel=cancel), prompt,
+                                                      rate, judge), run)
         self._update_buttons()
         self._update_status()
         return run
@@ -428,10 +440,16 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             self.randomize_seed()
         seed = self.seed_spin.value()
         mode = "resynthesis" if resynth else ("continuation" if prompt is not None else "generation")
-        cli = work.command_line(speech_work.cli_arguments(
-            info, seed=seed, digit=digit, speaker=speaker, frame_temperature=ft, temperature=temperature,
-            prompt_path=rec.path if prompt is not None else None, resynth_path=rec.path if resynth else None,
-            out=f"{info.id}-seed{seed}.wav"))
+        try:
+            request = work.build_request(info, seed=seed, temperature=temperature,
+                                         digit=None if resynth else digit, speaker=speaker,
+                                         prompt_path=self._recording_source(rec) if prompt is not None else None,
+                                         resynth_path=self._recording_source(rec) if resynth else None,
+                                         frame_temperature=None if resynth else ft)
+        except ChainruleError as exc:
+            self._say_error(str(exc))
+            return None
+        cli = work.request_command(request, info, f"{info.id}-seed{seed}.wav")
         prompt_surprise = None
         if prompt is not None and rec.score is not None and self._score_matches(rec.score, info.id, digit, speaker):
             prompt_surprise = rec.score.surprise_bits
@@ -442,10 +460,7 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         run.speech, run.mode, run.frame_temperature = True, mode, ft
         run.source_name = rec.name if rec is not None else None
         run.recording_id = rec.id if prompt is not None else None
-        self.run = run
-        self._runs[run.id] = run
-        while len(self._runs) > MAX_RUNS:
-            del self._runs[next(iter(self._runs))]
+        self._begin_run(run, request)
         self._new_frames = []
         self.mel_view.clear_frames()
         self._cancel = cancel = threading.Event()
@@ -453,15 +468,62 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         self._show()
         if self.live_check.isChecked() and self._play_available:
             self._start_live_playback(run)
-        resynth_samples = rec.samples.copy() if resynth else None
         judge = self._judge_info
         self._start_on_runner(
-            lambda: speech_work.speech_events(info, seed=seed, digit=digit, speaker=speaker, frame_temperature=ft,
-                                              temperature=temperature, prompt=prompt, resynth=resynth_samples,
-                                              cancel=cancel, judge_info=judge), run)
+            lambda: speech_work.speech_events(info, request, cancel=cancel, judge_info=judge), run)
         self._update_buttons()
         self._update_status()
         return run
+
+    @staticmethod
+    def _recording_source(rec: Recording | None):
+        """What a request names for a recording: the InputRef it was reopened from, else its path."""
+        if rec is None:
+            return None
+        return rec.ref if rec.ref is not None else rec.path
+
+    def _begin_run(self, run: Run, request) -> None:
+        """`run` becomes the last run (kept in the Show list) and is recorded in the history."""
+        run.request = request
+        self.run = run
+        self._runs[run.id] = run
+        while len(self._runs) > MAX_RUNS:  # earlier runs are kept to compare, up to a point
+            del self._runs[next(iter(self._runs))]
+        run.history_id = self.ctx.record_run_started(self.MODEL_KIND, request.to_json())
+
+    def _record_run_end(self, run: Run, status: str) -> None:
+        """Store the run's sounds (WAV with the request in its tag) and numbers in the history."""
+        if run.history_id is None:
+            return
+        files = {}
+        info = self._infos.get(run.model_id)
+        if info is not None and run.request is not None and run.n_done:
+            from engines.audio.request import audio_bytes
+
+            for v in range(run.batch):
+                try:
+                    files[f"sample_{v + 1}.wav"] = audio_bytes(self._run_audio(run, v), run.sample_rate,
+                                                               run.request.for_sample(v), info)
+                except ChainruleError:  # pragma: no cover - a sound that cannot be written is left out
+                    continue
+        totals = [run.total_logprob(v) for v in range(run.batch)]
+        summary = {"logprob": totals[0] if run.batch == 1 else totals, "seconds": run.n_done / run.sample_rate,
+                   "wall_seconds": run.elapsed(), "variations": run.batch, "samples": run.n_done,
+                   "bits_per_sample": [(-t / work.LN2 / run.n_done) if run.n_done else None for t in totals]}
+        if run.speech:
+            summary.update(mode=run.mode, prior_logprob=run.prior_logprob if run.n_prior_frames else None,
+                           frames=len(run.frames))
+        self.ctx.record_run_finished(run.history_id, files=files, summary=summary,
+                                     status={"error": "failed"}.get(status, status))
+        run.history_id = None  # recorded once
+
+    @staticmethod
+    def _run_audio(run: Run, v: int) -> np.ndarray:
+        """Variation v as `chainrule generate --from` writes it: a WaveNet's new samples; a speech
+        continuation with its recording in front."""
+        if run.speech and run.mode == "continuation" and run.prompt is not None:
+            return run.sound(v)
+        return run.generated(v)
 
     def _hop_seconds(self) -> float:
         info = self._infos.get(self._model_id) if self._model_id else None
@@ -491,6 +553,8 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         for ev in batch:
             if isinstance(ev, (speech_work.FramesStarted, speech_work.FrameWritten, speech_work.Heard)):
                 self._on_speech_event(run, ev)
+            elif isinstance(ev, work.RunFinished):
+                run.finished = ev.finished
             elif isinstance(ev, work.Chunk):
                 run.add(ev)
                 if run.streamed is not None:
@@ -527,6 +591,7 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
             self._new_frames = []
         run.state = state
         run.t_end = time.perf_counter()
+        self._record_run_end(run, state)
         if self._live(run):
             if state == "stopped":
                 self.stop_playback()
@@ -809,7 +874,7 @@ class AudioTab(ShowListMixin, AudioPlaybackMixin, AudioExportMixin, RunnerMixin,
         what = self.shown()
         run = self.shown_run()
         self.with_prompt_check.setVisible(what is not None and what[0] == "run" and run is not None
-                                          and run.prompt is not None)
+                                          and run.prompt is not None and not run.speech)
 
     # --- lifetime --------------------------------------------------------------------------------------
     def _window_closed(self) -> None:

@@ -28,8 +28,13 @@ Likelihood
     that model's ordering, on one colour scale. Hovering a pixel gives each model's
     probability for it and its place in the chosen ordering.
 
-Export: the image as PNG with a JSON of the settings, scores and reproducing commands (and,
-after an inpainting, its input image and mask as PNGs the commands read).
+Requests: every run is one `engines.density.request.DensityRequest` per lane (the CLI's own
+type and runner), recorded in the studio's history with its samples as PNGs that carry
+`for_sample(i)`'s request. Export: the image as PNG with a JSON of the settings, scores and
+reproducing commands (and, after an inpainting, its input image and mask as PNGs the commands
+read); when the canvas shows a sample, both carry its request, so `chainrule generate --from`
+remakes it and opening the file restores the tab (`apply_request`). `history_state` /
+`restore_history_state` keep the tab (canvas, settings, last samples) across restarts.
 
 A run and how it is described live in studio/density/runs.py, the models side by side and
 their scoring in studio/density/comparison.py, what the Image and Density tabs share
@@ -49,7 +54,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QLabel, QStackedWidget, QWidget
 
-from engines.errors import ChainruleError, InputError
+from engines.errors import ChainruleError, DecodingError, InputError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
 from studio.density import work
@@ -302,6 +307,9 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             self.canvas.geom = geometry  # same image: the drawing and its history stay
         self._configure_orderings()
         self._configure_k()
+        info = self._infos.get(model_id)
+        # the tab's decoding config starts from this model's card (a filter set for text never reaches it)
+        self.ctx.adopt_model_defaults(self.MODEL_KIND, info.card.get("decoding_defaults") if info else None)
         self._setup_comparison()
         self._forget_run_views()
         self._invalidate_score()
@@ -407,11 +415,11 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             return None
         family = self.family()
         pixels, layer = self.canvas.state()
-        config = self.ctx.decoding_config("density")
+        config = self.ctx.decoding_config(self.MODEL_KIND)
         try:
-            from engines.density.commands import check_config
+            from engines.density.request import DensityRequest, check_decoding, image_input, mask_input
 
-            temperature = check_config(config)
+            temperature = check_decoding(config)  # a filter a binary pixel cannot use: refused before anything else
             k = work.check_k(self.k(), info) if family == "made" else 1
             regenerate = None
             if kind == "inpaint":
@@ -424,25 +432,32 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
                                  + (f" ({', '.join(made)} is installed.)" if made else ""))
             if kind == "compare" and family != "made":
                 raise InputError(NADE_COMPARE_TIP)
+            _n, default_k = work.made_masks_and_k(info)
+            request = DensityRequest(
+                model=info.id, decoding=config.replace(seed=resolve_seed(config)), count=self.samples_spin.value(),
+                ordering=self.ordering_spec(), ensemble_k=k if family == "made" and k != default_k else None,
+                init=None if regenerate is None else image_input(pixels),
+                mask=None if regenerate is None else mask_input(regenerate))
+            if kind == "compare":  # one request per ordering: the same seed, the same known pixels
+                lanes = [request.replace(ordering=work.ordering_spec(n, self.order_seed_spin.value()), count=1)
+                         for n in work.COMPARE_ORDERINGS]
+            else:
+                lanes = [request]
+        except DecodingError as exc:  # a setting of this tab's decoding config: say where to change it
+            self._say_error(f"{exc}. In the Decoding panel (the Density tab's settings): untick it, or Reset to "
+                            "model defaults.")
+            return None
         except ChainruleError as exc:  # nothing is touched
             self._say_error(str(exc))
             return None
-        seed = resolve_seed(config)
-        if kind == "compare":
-            specs = [work.ordering_spec(n, self.order_seed_spin.value()) for n in work.COMPARE_ORDERINGS]
-            lanes = [work.Lane(spec, seed, 1) for spec in specs]
-        else:
-            lanes = [work.Lane(self.ordering_spec(), seed, self.samples_spin.value())]
         run = Run(kind, info, family, lanes, (pixels, layer), regenerate, config, temperature, k)
         cancel = self._begin_run(run)
+        for i, lane in enumerate(lanes):
+            run.run_ids[i] = self.ctx.record_run_started(self.MODEL_KIND, lane.to_json())
         self.comparison.set_stale(True)
         self._show_results_for(run, pixels)
-        known = pixels.reshape(-1) if regenerate is not None else None
-        regen = regenerate.reshape(-1) if regenerate is not None else None
         pace = self.pace
-        self._start_on_runner(
-            lambda: work.run_events(info, lanes, temperature=temperature, k=k, known=known, regenerate=regen,
-                                    pace=pace, cancel=cancel), run)
+        self._start_on_runner(lambda: work.run_events(info, lanes, pace=pace, cancel=cancel), run)
         self._update_buttons()
         self._update_status()
         return run
@@ -490,6 +505,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
                 run.pending[ev.lane] = np.tile(ev.pending, (ev.count, 1))
                 run.orders[ev.lane] = ev.order
                 run.n_sampled = int(ev.pending.sum())
+                run.notes = tuple(dict.fromkeys(run.notes + ev.notes))
                 if run.kind != "compare" and ev.lane == 0 and not run.touched:
                     self.canvas.history.push(run.before)  # the drawing before the run: one undo step
                     run.touched = True
@@ -541,6 +557,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             return
         run.state = state
         run.t_end = time.perf_counter()
+        self._record_finished(run, state)
         g = self.geom
         self.canvas.set_marker(None)
         self.canvas.set_pending(None)
@@ -591,15 +608,33 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         return True
 
     def _forget_run_views(self) -> None:
+        run = self.run
+        if run is not None and run.state == "running":  # stopped by a model change: its end never comes
+            run.state, run.t_end = "stopped", time.perf_counter()
+            self._record_finished(run, "stopped")
         self.run = None
         self._shown_sample = None
         self.grid.clear()
         self.results.hide()
         self.results_title.setText("Samples and ordering comparisons appear here")
 
+    # --- the request behind what the canvas shows ------------------------------------------------
+    def shown_request(self):
+        """The DensityRequest that makes exactly the image on the canvas (a finished sample of the last
+        run, unedited), or None (a drawing, an edited sample, a run still going)."""
+        run, shown = self.run, self._shown_sample
+        if run is None or shown is None or run.state == "running":
+            return None
+        lane, sample = (shown, 0) if run.kind == "compare" else (0, shown)
+        done = run.results.get((lane, sample))
+        if done is None or not np.array_equal(self.canvas.pixels.reshape(-1), done.image):
+            return None
+        return run.lanes[lane].for_sample(sample)
+
     # --- export -----------------------------------------------------------------------------------
     def export_png(self, path: str | None = None) -> bool:
-        """The canvas as PNG + a JSON of settings, scores and the reproducing commands (+ the inpainting's input)."""
+        """The canvas as PNG + a JSON of settings, scores and the reproducing commands (+ the inpainting's
+        input). When the canvas shows a sample of the last run, both carry the request that makes it."""
         g = self.geom
         if g is None:
             return False
@@ -609,21 +644,32 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             return False
         png = Path(path)
         json_path = png.with_suffix(".json")
+        request = self.shown_request()
+        info = self._infos.get(request.model) if request is not None else None
 
         def write() -> int:
             from engines import atomic
+            from engines.density.request import sample_image
             from engines.image.png import write_image
+            from engines.requests import embed_in_png, stamp
 
+            stamped = stamp(request.to_json(), info) if request is not None and info is not None else None
             files = [png]
-            write_image(png, self.canvas.pixels, 2)
+            if stamped is not None:
+                embed_in_png(png, sample_image(self.canvas.pixels, g.height, g.width), stamped)
+            else:
+                write_image(png, self.canvas.pixels, 2)
             init = mask = None
             run = self.run
-            if run is not None and run.regenerate is not None:
+            if run is not None and run.regenerate is not None and run.lanes[0].init is not None:
+                # the very PNGs the run's request carries: the commands read them back bit for bit
                 init, mask = png.with_name(f"{png.stem}-init.png"), png.with_name(f"{png.stem}-mask.png")
-                write_image(init, run.before[0], 2)
-                write_image(mask, run.regenerate.astype(np.uint8)[None], 2)
+                atomic.write_bytes(init, run.lanes[0].init.read(1 << 20, "the init image"))
+                atomic.write_bytes(mask, run.lanes[0].mask.read(1 << 20, "the mask"))
                 files += [init, mask]
             settings = self.export_settings(init and str(init), mask and str(mask))
+            if stamped is not None:
+                settings["request"] = stamped
             atomic.write_json(json_path, settings)
             return len(files) + 1
 
@@ -635,7 +681,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         out: dict[str, Any] = {
             "model": self._model_id, "family": self.family(),
             "ordering": self.ordering_spec(), "ensemble_k": self.k() if self.family() == "made" else None,
-            "samples": self.samples_spin.value(), "decoding": self.ctx.decoding_config("density").to_dict(),
+            "samples": self.samples_spin.value(), "decoding": self.ctx.decoding_config(self.MODEL_KIND).to_dict(),
             "image": {"height": self.geom.height, "width": self.geom.width,
                       "pixels": self.canvas.pixels[0].astype(int).tolist()},
         }
@@ -654,6 +700,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
                 "temperature": run.temperature, "k": run.k,
                 "orderings": [ln.ordering for ln in run.lanes],
                 "commands": [run.command(i, init, mask) for i in range(len(run.lanes))],
+                "requests": [ln.to_json() for ln in run.lanes],
                 "samples": [{"ordering": run.lanes[d.lane].ordering, "seed": d.seed,
                              "log_prob_in_ordering": d.order_logprob, "log_prob_ensemble": d.ensemble_logprob,
                              "sampled_logprob": d.sampled_logprob}
@@ -662,6 +709,197 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             if init is not None:
                 out["run"]["init"], out["run"]["mask"] = init, mask
         return out
+
+    # --- history: runs, requests and the tab's saved state -------------------------------------------
+    def _record_finished(self, run: Run, state: str) -> None:
+        """Store each lane's finished samples (PNG bytes carrying their requests) and numbers in the history."""
+        if run.recorded:
+            return
+        run.recorded = True
+        from engines.density.request import sample_png_bytes
+        from engines.requests import stamp
+
+        info = run.info
+        g = self._geometries.get(run.model_id) or self.geom
+        seconds = (run.t_end or time.perf_counter()) - run.t0
+        status = {"done": "done", "stopped": "stopped"}.get(state, "failed")
+        for lane, request in enumerate(run.lanes):
+            run_id = run.run_ids.get(lane)
+            if run_id is None:
+                continue
+            files, samples = {}, []
+            for (ln, s), done in sorted(run.results.items()):
+                if ln != lane:
+                    continue
+                files[f"sample_{s + 1}.png"] = sample_png_bytes(
+                    done.image, g.height, g.width, stamp(request.for_sample(s).to_json(), info))
+                samples.append({"sample": s + 1, "seed": done.seed, "logprob": done.order_logprob,
+                                "ensemble_logprob": done.ensemble_logprob, "sampled_logprob": done.sampled_logprob,
+                                "bits_per_dim": -done.order_logprob / math.log(2) / done.image.size})
+            summary = {"kind": run.kind, "ordering": request.ordering, "seconds": seconds, "samples": samples,
+                       "pixels": run.n}
+            if samples:
+                summary["logprob"] = samples[0]["logprob"]
+            self.ctx.record_run_finished(run_id, files=files, summary=summary, status=status)
+
+    def apply_request(self, request) -> None:
+        """Make the tab ready to run `request` again: its model, ordering (and its seed), K, samples,
+        canvas (the init image and its mask) and decoding config. InputError (nothing changed) when it
+        cannot: another kind, a model not installed, an ordering the model lacks, a run going."""
+        from engines.density.request import DensityRequest, parse_ordering, read_binary_png
+
+        if not isinstance(request, DensityRequest):
+            raise InputError(f"the Density tab runs density requests, not {getattr(request, 'kind', '?')} ones")
+        info, g = self._infos.get(request.model), self._geometries.get(request.model)
+        if info is None or g is None:
+            raise InputError(f"model {request.model!r} is not installed: add the folder that holds it in the Models "
+                             "tab, then open the file again")
+        if self.runner.is_busy():
+            raise InputError("A run is in progress in the Density tab: stop it first, then open the file again")
+        family = self._families[request.model]
+        name, order_seed = parse_ordering(request.ordering)
+        if name not in work.COMPARE_ORDERINGS:
+            raise InputError(f"unknown ordering {request.ordering!r}; the tab offers "
+                             f"{', '.join(work.COMPARE_ORDERINGS)}")
+        if family == "nade" and name != "raster":
+            raise InputError(NADE_ORDER_TIP)
+        if request.ensemble_k is not None and family == "made":
+            work.check_k(request.ensemble_k, info)
+        elif request.ensemble_k not in (None, 1):
+            raise InputError(f"ensemble K = {request.ensemble_k} is out of range: {NADE_K_TIP}")
+        pixels = regenerate = None
+        if request.init is not None:
+            request.inputs(g.height, g.width)  # the mask's coverage and both sizes, checked
+            pixels = read_binary_png(request.init, "the init image", g.height, g.width).astype(np.uint8)[None]
+            regenerate = read_binary_png(request.mask, "the mask", g.height, g.width)
+            if family == "nade" and not work.nade_can_inpaint(regenerate):
+                raise InputError(work.NADE_INPAINT_MESSAGE)
+        self.select_model(request.model)
+        self._model_changed()  # a no-op when it was already the tab's model
+        if order_seed is None and name == "random":
+            order_seed = work.trained_random_seed(info)
+        self.set_ordering(name, order_seed)
+        if family == "made":
+            self.k_spin.setValue(request.ensemble_k or work.made_masks_and_k(info)[1])
+        self.samples_spin.setValue(min(request.count, work.MAX_SAMPLES))
+        if pixels is not None:
+            self.canvas.set_state(pixels=pixels, mask=regenerate)
+        self.ctx.set_decoding_config(request.decoding, self.MODEL_KIND)
+        action = "Inpaint" if pixels is not None else "Sample"
+        more = f" (the tab makes at most {work.MAX_SAMPLES} at a time)" if request.count > work.MAX_SAMPLES else ""
+        self._say(f"Restored a request for {html.escape(request.model)}, seed {request.seed}, "
+                  f"{html.escape(work.ordering_label(self.ordering_spec()))} ordering{more}: press <b>{action}</b> "
+                  f"to make the same {'digit' if request.count == 1 else 'digits'} again.")
+        self._update_buttons()
+
+    def history_state(self) -> dict[str, Any]:
+        """The tab as it is (JSON, bounded: 28x28 images as rows of 0/1, at most MAX_SAMPLES of them):
+        model, ordering, K, samples, speed, decoding config, canvas and the last run's requests and samples."""
+        pixels, layer = self.canvas.state()
+        state: dict[str, Any] = {
+            "version": 1, "model": self._model_id, "ordering": self.ordering_spec(), "k": self.k(),
+            "samples": self.samples_spin.value(), "speed": self.speed_slider.value(),
+            "decoding": self.ctx.decoding_config(self.MODEL_KIND).to_dict(),
+            "canvas": {"pixels": pixels[0].astype(int).tolist(), "mask": layer.astype(int).tolist()},
+            "run": None,
+        }
+        run = self.run
+        if run is not None and run.results and run.state != "running":
+            state["run"] = {
+                "kind": run.kind, "lanes": [ln.to_json() for ln in run.lanes], "shown": self._shown_sample,
+                "before": {"pixels": run.before[0][0].astype(int).tolist(),
+                           "mask": np.asarray(run.before[1]).astype(int).tolist()},
+                "regenerate": None if run.regenerate is None else run.regenerate.astype(int).tolist(),
+                "results": [{"lane": d.lane, "sample": d.sample, "seed": d.seed,
+                             "pixels": d.image.reshape(self.geom.height, self.geom.width).astype(int).tolist(),
+                             "sampled_logprob": d.sampled_logprob,
+                             "order_logprob": d.order_logprob, "ensemble_logprob": d.ensemble_logprob,
+                             "k": d.k, "n_sampled": d.n_sampled}
+                            for _key, d in sorted(run.results.items())[:work.MAX_SAMPLES]],
+            }
+        return state
+
+    def restore_history_state(self, state: Any) -> None:
+        """Bring back a `history_state()`; what no longer fits (a model gone, another image size) is said
+        on the status line and left out, never raised."""
+        try:
+            self._restore_state(state)
+        except Exception as exc:  # noqa: BLE001 - a stale or hostile saved state must not break the tab
+            self._say_error(f"The Density tab's last state could not be restored ({exc}); it starts afresh.")
+
+    def _restore_state(self, state: Any) -> None:
+        from engines.decoding.config import DecodingConfig
+
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise InputError("unknown state format")
+        model_id = state.get("model")
+        if model_id not in self._infos:
+            self._say_error(f"The Density tab's last model {model_id!r} is no longer installed; its drawing and "
+                            "samples were not restored.")
+            return
+        if self.runner.is_busy():
+            return
+        self.select_model(model_id)
+        self._model_changed()
+        g = self.geom
+        name, order_seed = work.parse_spec(str(state.get("ordering") or "raster"))
+        if self.family() == "made" or name == "raster":
+            self.set_ordering(name, order_seed)
+        if self.family() == "made" and isinstance(state.get("k"), int):
+            self.set_k(state["k"])
+        self.samples_spin.setValue(int(state.get("samples") or DEFAULT_SAMPLES))
+        if isinstance(state.get("speed"), int):
+            self.speed_slider.setValue(state["speed"])
+        if isinstance(state.get("decoding"), dict):
+            self.ctx.set_decoding_config(DecodingConfig.from_dict(state["decoding"]), self.MODEL_KIND)
+        canvas = state.get("canvas") or {}
+        pixels, mask = _binary_rows(canvas.get("pixels"), g), _binary_rows(canvas.get("mask"), g)
+        self.canvas.set_state(pixels=pixels[None].astype(np.uint8), mask=mask.astype(bool))
+        if state.get("run"):
+            self._restore_run(state["run"])
+        self._update_buttons()
+        self._update_status()
+
+    def _restore_run(self, saved: dict) -> None:
+        """The last run as it finished: its samples in the grid (or its orderings side by side), pickable
+        and exportable with their requests."""
+        from engines.density.request import DensityRequest, check_decoding
+        from engines.requests import request_from_json
+
+        g, info = self.geom, self._infos[self._model_id]
+        lanes = [request_from_json(data) for data in saved["lanes"]]
+        if not lanes or any(not isinstance(r, DensityRequest) or r.model != self._model_id for r in lanes):
+            raise InputError("the saved run is for another model")
+        before = saved.get("before") or {}
+        before_pixels = _binary_rows(before.get("pixels"), g)[None].astype(np.uint8)
+        before_mask = _binary_rows(before.get("mask"), g).astype(bool)
+        regenerate = None if saved.get("regenerate") is None else _binary_rows(saved["regenerate"], g).astype(bool)
+        kind = saved.get("kind") if saved.get("kind") in Run.KINDS else "sample"
+        k = int(saved["results"][0]["k"]) if saved.get("results") else 1
+        run = Run(kind, info, self.family(), lanes, (before_pixels, before_mask), regenerate, lanes[0].decoding,
+                  check_decoding(lanes[0].decoding), k)
+        run.recorded = True  # it is in the history already
+        self._show_results_for(run, before_pixels)
+        for r in saved.get("results") or []:
+            image = _binary_rows(r["pixels"], g).reshape(-1).astype(np.uint8)
+            done = work.SampleDone(int(r["lane"]), int(r["sample"]), int(r["seed"]), image,
+                                   float(r["sampled_logprob"]), float(r["order_logprob"]),
+                                   float(r["ensemble_logprob"]), int(r["k"]), int(r["n_sampled"]))
+            if not 0 <= done.lane < len(lanes) or not 0 <= done.sample < lanes[done.lane].count:
+                continue
+            run.results[(done.lane, done.sample)] = done
+            run.images.setdefault(done.lane, np.zeros((lanes[done.lane].count, g.height * g.width), np.uint8))
+            run.images[done.lane][done.sample] = image
+            run.n_sampled = done.n_sampled
+            self._sample_done(run, done)
+            if kind == "compare":
+                self.lanes.set_lane(done.lane, image.reshape(1, g.height, g.width), None)
+        run.state, run.t_end = "done", run.t0
+        self.run = run
+        shown = saved.get("shown")
+        self._shown_sample = shown if isinstance(shown, int) else None
+        if kind != "compare" and run.count > 1 and self._shown_sample is not None:
+            self.grid.select(self._shown_sample)
 
     def _export_stem(self) -> str:
         run = self.run
@@ -687,6 +925,14 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         self.k_caption.setEnabled(made)
         self.export_button.setEnabled(has_model and not busy)
         self._ordering_controls()
+
+
+def _binary_rows(rows: Any, g: Geometry) -> np.ndarray:
+    """(H, W) uint8 0/1 from saved rows of 0/1; InputError when they do not fit the model's image."""
+    a = np.asarray(rows if rows is not None else [], dtype=np.int64)
+    if a.shape != (g.height, g.width) or not np.isin(a, (0, 1)).all():
+        raise InputError("the saved image does not fit the model any more")
+    return a.astype(np.uint8)
 
 
 @register_tab("Density", order=40)

@@ -26,7 +26,18 @@ Likelihood
     pixels before it as a heatmap, log p(image) in nats and bits/dim, and the model's full
     distribution at the hovered pixel (one forward pass gives every conditional).
 
-Export: the image as PNG, and the last painting as an animated GIF.
+Requests
+    Every run is an `engines.image.request.ImageRequest` built from the widgets, the tab's own
+    decoding config (which starts from the model card's defaults), and the canvas as init image
+    and mask; `engines.image.request.run` carries it out, as for `chainrule generate image`. Runs
+    are recorded in the studio's history (their PNGs carry their requests); `apply_request`
+    restores the tab to a request (an opened or dropped PNG, a History entry), and
+    `history_state` / `restore_history_state` keep the canvas, the settings and the last grid
+    across restarts.
+
+Export: the image as PNG (carrying the request of the sample on the canvas while it is unedited,
+so `chainrule generate --from` regenerates it), optionally with an N-times larger copy
+NAME@Nx.png beside it; and the last painting as an animated GIF.
 
 What a run is and how it is described lives in studio/image/runs.py, the likelihood
 panel in studio/image/likelihood_panel.py, what the Image and Density tabs share (tools,
@@ -48,7 +59,7 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QLabel, QS
 
 from engines.decoding import build_chain
 from engines.errors import ChainruleError, InputError
-from engines.generation import resolve_seed
+from engines.image.request import ImageRequest, PixelArray, candidates_config_problems
 from studio.context import StudioContext
 from studio.image import work
 from studio.image.canvas import MAX_ZOOM
@@ -82,6 +93,10 @@ SPEEDS: tuple[tuple[str, float], ...] = (
     ("1000 px/s", 1000.0), ("3000 px/s", 3000.0), ("instant", math.inf),
 )
 DEFAULT_SPEED = 3
+# Export PNG sizes: the model's size only, or also a display copy N times larger (NAME@Nx.png)
+EXPORT_SCALES: tuple[tuple[str, int], ...] = (("model size", 1), ("+ 4× copy", 4), ("+ 8× copy", 8),
+                                             ("+ 16× copy", 16))
+HISTORY_MAX_SAMPLES = 64  # samples of the last grid kept in the tab's saved state
 CANVAS_PIXELS = 336  # the canvas's default size on screen: 28x28 at zoom 12
 SCORE_DELAY_MS = 120  # rescoring waits this long after the last change
 TOOL_TIPS = {
@@ -107,6 +122,12 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
     MODEL_KIND = "image"
     SPEEDS = SPEEDS
     IDLE_HINT = "Draw with the brush, then Complete; or Generate from nothing."
+
+    def prefers_model(self, info) -> bool:
+        """A fresh Image tab opens on a digit-conditioned model (its card's conditioning has classes:
+        mnist-pixelcnn): pick a digit, and the guided drawing shows what the tab does."""
+        geometry = self._geometries.get(info.id)
+        return geometry is not None and geometry.n_classes > 0
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -206,6 +227,12 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         self.candidates_spin = spin_box(2, work.MAX_CANDIDATES, 8, "Candidates per inpainting")
         self.export_png_button = push_button(
             "Export PNG…", "The image on the canvas at the model's size", self.export_png)
+        self.export_scale_combo = QComboBox()
+        for text, scale in EXPORT_SCALES:
+            self.export_scale_combo.addItem(text, scale)
+        self.export_scale_combo.setToolTip(
+            "Export PNG writes the image at the model's size; a larger size adds NAME@Nx.png beside it, scaled "
+            "without smoothing. Both carry the run's request when the canvas shows an unedited sample.")
         self.export_gif_button = push_button(
             "Export GIF…", "An animation of the painting of the sample on the canvas", self.export_gif)
         self.progress_label = hint_label()
@@ -213,7 +240,8 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             section_title("Canvas"), (self.canvas_scroll, 1), self._build_reads_as(),
             hbox(self.generate_button, self.complete_button, self.inpaint_button, self.stop_button, STRETCH),
             hbox(self.posterior_check, self.candidates_spin, STRETCH),
-            hbox(self.progress_label, STRETCH, self.export_png_button, self.export_gif_button))
+            hbox(self.progress_label, STRETCH, self.export_png_button, self.export_scale_combo,
+                 self.export_gif_button))
 
         # Likelihood
         right = self._build_likelihood_panel()
@@ -280,6 +308,8 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
 
         info = self._infos.get(model_id)
         self.guidance_spin.setValue(card_guidance(info.card) if info is not None else 0.0)
+        # the tab's decoding config starts from this model's card (top-p set for text never reaches it)
+        self.ctx.adopt_model_defaults(self.MODEL_KIND, info.card.get("decoding_defaults") if info else None)
         binary = geometry.levels == 2
         self.ink_slider.setVisible(not binary)
         self.ink_caption.setVisible(not binary)
@@ -372,49 +402,27 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         if info is None:
             return None
         pixels, layer = self.canvas.state()
-        config = self.ctx.decoding_config("image")
-        label = self.label()
         try:
-            from engines.image.sampler import check_config
-
-            check_config(config)
-            if label is not None and not 0 <= label < g.n_classes:
-                raise InputError(f"label {label} is out of range: model {info.id!r} knows digits 0–{g.n_classes - 1}")
-            if kind == "complete":
-                init, mask = pixels, completion_mask(pixels)
-            elif kind == "inpaint":
-                init, mask = pixels, inpaint_mask(layer, (g.height, g.width))
-            else:
-                init = mask = None
+            request, plain_because = self._request_for(kind, info, pixels, layer)
         except ChainruleError as exc:  # nothing is touched
             self._say_error(str(exc))
             return None
-        guidance = self.guidance_spin.value() if label is not None else 0.0
-        candidates, plain_because = None, ""
-        if kind == "inpaint" and self.posterior_check.isChecked():
-            candidates = self.candidates_spin.value()
-            from engines.image.commands import candidates_config_problems
-
-            problems = candidates_config_problems(config) + ([f"guidance {guidance:g}"] if guidance > 0 else [])
-            if problems:  # weights are only right for the model's own conditionals: inpaint plainly, and say so
-                candidates = None
-                plain_because = f"plain, not posterior-aware: {', '.join(problems)}"
-        count = self.samples_spin.value()
-        seed = resolve_seed(config)
         cli = None  # Complete and Inpaint start from the canvas, which the CLI reads from files
         if kind == "generate":
-            cli = shlex.join(["chainrule", *work.cli_arguments(info, config, seed, label, count, guidance)])
-        run = Run(kind, info.id, seed, count, candidates, label, (pixels, layer), cli)
-        run.guidance = guidance
+            cli = shlex.join(["chainrule", *request.to_command(info)])
+        run = Run(kind, request, (pixels, layer), cli)
         run.plain_because = plain_because
-        run.chain = build_chain(config, seed).name + (f" · guidance {guidance:g}" if guidance else "")
+        run.chain = build_chain(request.decoding, request.seed).name + (
+            f" · guidance {run.guidance:g}" if run.guidance else "")
+        run.run_id = self.ctx.record_run_started(self.MODEL_KIND, request.to_json())
         self._live_probs = None
         cancel = self._begin_run(run)
         self.heatmap.set_stale(True)
         if self.score is None:
             self.heatmap.clear("The likelihood is computed when the painting is done")
+        count = request.count
         if count > 1:
-            self.grid.reset_samples(count, g.levels, pixels if init is not None else g.blank())
+            self.grid.reset_samples(count, g.levels, pixels if request.init is not None else g.blank())
             self.grid.show()
             self.samples_title.show()
         else:
@@ -422,12 +430,39 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             self.grid.hide()
             self.samples_title.hide()
         pace = self.pace
-        self._start_on_runner(
-            lambda: work.generate_events(info, config, seed, label=label, init=init, mask=mask, count=count,
-                                         candidates=candidates, pace=pace, cancel=cancel, guidance=guidance), run)
+        self._start_on_runner(lambda: work.generate_events(info, request, pace=pace, cancel=cancel), run)
         self._update_buttons()
         self._update_status()
         return run
+
+    def _request_for(self, kind: str, info, pixels: np.ndarray, layer: np.ndarray) -> tuple[ImageRequest, str]:
+        """The resolved ImageRequest a `kind` run of the canvas makes, from the widgets and the tab's
+        decoding config, and why Inpaint runs plainly when posterior-aware was asked for ('' if not).
+        InputError / DecodingError when the settings or the canvas cannot make a run."""
+        g = self.geom
+        config = self.ctx.decoding_config(self.MODEL_KIND)
+        label = self.label()
+        if label is not None and not 0 <= label < g.n_classes:
+            raise InputError(f"label {label} is out of range: model {info.id!r} knows digits 0–{g.n_classes - 1}")
+        if kind == "complete":
+            init, mask = pixels, completion_mask(pixels)
+        elif kind == "inpaint":
+            init, mask = pixels, inpaint_mask(layer, (g.height, g.width))
+        else:
+            init = mask = None
+        guidance = self.guidance_spin.value() if label is not None else 0.0
+        candidates, plain_because = None, ""
+        if kind == "inpaint" and self.posterior_check.isChecked():
+            candidates = self.candidates_spin.value()
+            problems = candidates_config_problems(config) + ([f"guidance {guidance:g}"] if guidance > 0 else [])
+            if problems:  # weights are only right for the model's own conditionals: inpaint plainly, and say so
+                candidates = None
+                plain_because = f"plain, not posterior-aware: {', '.join(problems)}"
+        request = ImageRequest(
+            model=info.id, decoding=config, count=self.samples_spin.value(), label=label, guidance=guidance,
+            init=None if init is None else PixelArray.of(init),
+            mask=None if mask is None else PixelArray.of(np.asarray(mask, np.uint8)), candidates=candidates)
+        return request.resolved(info), plain_because
 
     def _on_events(self, run: Run, batch: list) -> None:
         if run is not self.run:
@@ -462,7 +497,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
                 self._sample_done(run, ev)
             elif isinstance(ev, work.RunStarted):
                 run.chain, run.method, run.n_values = ev.chain, ev.method, ev.n_values
-                if getattr(run, "guidance", 0):
+                if run.guidance:
                     run.chain += f" · guidance {run.guidance:g} (likelihoods: the unguided model's)"
                 run.t0 = ev.t
         if painted and run.current in run.images and not run.results.get(run.current):
@@ -507,6 +542,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
                 rec.finish(run.images[i])
         self.canvas.set_marker(None)
         self.canvas.set_editable(True)
+        self._record_finished(run, state)
         if state == "done" and run.count > 1 and 0 in run.results:
             self._show_sample(run, 0)
         elif run.touched:
@@ -557,17 +593,44 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         self.samples_title.hide()
 
     # --- export ----------------------------------------------------------------------------------
-    def export_png(self, path: str | None = None) -> bool:
+    def export_png(self, path: str | None = None, scale: int | None = None) -> bool:
+        """The canvas as a PNG at the model's size and, at a display scale above 1 (the Export size
+        choice), a NAME@Nx.png copy beside it (nearest neighbour). A sample of the last run, unedited,
+        carries the request that makes it (`chainrule generate --from` regenerates it)."""
         g = self.geom
         if g is None:
             return False
         path = save_path(self, path, "Export the image as PNG", f"{self._export_stem()}.png", "PNG (*.png)")
         if path is None:
             return False
-        from engines.image.png import write_image
+        scale = self.export_scale() if scale is None else scale
+        from engines.image.png import write_sample
+        from engines.requests import stamp
 
-        return self._write_export(path, lambda: write_image(path, self.canvas.pixels, g.levels),
-                            f"Exported the image ({g.width}x{g.height})")
+        pixels = self.canvas.pixels.copy()
+        request = self._request_of_canvas()
+        info = self._infos.get(request.model) if request is not None else None
+        stamped = stamp(request.to_json(), info) if request is not None and info is not None else None
+        size = f"{g.width}x{g.height}"
+        if scale > 1:
+            size += f", and {g.width * scale}x{g.height * scale} as @{scale}x"
+        said = f"Exported the image ({size})" + ("" if stamped else "; it was drawn or edited here, so it carries "
+                                                   "no request to regenerate it")
+        return self._write_export(path, lambda: write_sample(path, pixels, g.levels, stamped, scale), said)
+
+    def export_scale(self) -> int:
+        return int(self.export_scale_combo.currentData() or 1)
+
+    def _request_of_canvas(self) -> ImageRequest | None:
+        """The request that makes exactly what the canvas shows: the shown sample of the last run,
+        while it is unedited; None otherwise."""
+        run = self.run
+        if run is None or self._shown_sample is None:
+            return None
+        done = run.results.get(self._shown_sample)
+        if done is None or done.request is None or not np.array_equal(done.image, self.canvas.pixels):
+            return None
+        return done.request
 
     def export_gif(self, path: str | None = None) -> bool:
         g = self.geom
@@ -589,6 +652,186 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
         if run is not None and self._shown_sample is not None:
             return f"{run.model_id}-seed{run.seed + self._shown_sample}"
         return f"{self._model_id or 'image'}-drawing"
+
+    # --- history: runs, requests and the tab's saved state -------------------------------------------
+    def _record_finished(self, run: Run, state: str) -> None:
+        """Store the run's finished samples (PNG bytes carrying their requests) and numbers in the history."""
+        if run.run_id is None:
+            return
+        from engines.image.png import png_bytes
+        from engines.requests import stamp
+
+        info = self._infos.get(run.model_id)
+        levels = self._geometries[run.model_id].levels if run.model_id in self._geometries else 2
+        files, summary = {}, {"samples": [], "seconds": (run.t_end or time.perf_counter()) - run.t0,
+                              "kind": run.kind, "values": run.n}
+        for i in sorted(run.results):
+            done = run.results[i]
+            stamped = stamp(done.request.to_json(), info) if info is not None else done.request.to_json()
+            files[f"sample_{i + 1}.png"] = png_bytes(done.image, levels, stamped)
+            summary["samples"].append({"sample": i + 1, "seed": done.seed, "logprob": done.total_logprob,
+                                       "bits_per_dim": done.bits_per_dim})
+        if summary["samples"]:
+            summary["logprob"] = summary["samples"][0]["logprob"]
+        status = {"done": "done", "stopped": "stopped"}.get(state, "failed")
+        self.ctx.record_run_finished(run.run_id, files=files, summary=summary, status=status)
+
+    def apply_request(self, request) -> None:
+        """Make the tab ready to run `request` again: its model, digit, guidance, samples,
+        posterior-aware setting, canvas (the init image and its mask) and decoding config.
+        InputError (nothing changed) when it cannot: another kind, a model not installed, a run going."""
+        if not isinstance(request, ImageRequest):
+            raise InputError(f"the Image tab runs image requests, not {getattr(request, 'kind', '?')} ones")
+        g = self._geometries.get(request.model)
+        if request.model not in self._infos or g is None:
+            raise InputError(f"model {request.model!r} is not installed: add the folder that holds it in the Models "
+                             "tab, then open the file again")
+        if self.runner.is_busy():
+            raise InputError("A run is in progress in the Image tab: stop it first, then open the file again")
+        if request.init is not None and request.init.shape != (g.channels, g.height, g.width):
+            raise InputError(f"the request's image is {'x'.join(map(str, request.init.shape))} but model "
+                             f"{request.model!r} draws {g.channels}x{g.height}x{g.width} images")
+        if request.label is not None and not request.label < g.n_classes:
+            raise InputError(f"label {request.label} is out of range for model {request.model!r}")
+        self.select_model(request.model)
+        self._model_changed()  # a no-op when it was already the tab's model
+        self._set_label_quietly(request.label)
+        info = self._infos[request.model]
+        self.guidance_spin.setValue(request.guidance if request.guidance is not None
+                                    else request.default_guidance(info))
+        self.samples_spin.setValue(min(request.count, work.MAX_SAMPLES))
+        if request.candidates is not None:
+            self.posterior_check.setChecked(True)
+            self.candidates_spin.setValue(min(max(request.candidates, 2), work.MAX_CANDIDATES))
+        elif request.mask is not None:
+            self.posterior_check.setChecked(False)
+        if request.init is not None:
+            self.canvas.set_state(pixels=request.init_pixels(), mask=request.mask_array())
+        self.ctx.set_decoding_config(request.decoding, self.MODEL_KIND)
+        action = "Generate" if request.init is None else "Complete" if self._is_completion(request) else "Inpaint"
+        more = f" (the tab makes at most {work.MAX_SAMPLES} at a time)" if request.count > work.MAX_SAMPLES else ""
+        self._say(f"Restored a request for {html.escape(request.model)}, seed {request.seed}{more}: press "
+                  f"<b>{action}</b> to make the same {'image' if request.count == 1 else 'images'} again.")
+        self._update_buttons()
+
+    @staticmethod
+    def _is_completion(request: ImageRequest) -> bool:
+        """Whether Complete makes this request's mask from its image (else it is an inpainting)."""
+        try:
+            return np.array_equal(request.mask_array(), completion_mask(request.init_pixels()))
+        except ChainruleError:  # nothing drawn, or nothing after the drawing
+            return False
+
+    def _set_label_quietly(self, label: int | None) -> None:
+        i = 0 if label is None else self.label_combo.findData(label)
+        if i >= 0:
+            self.label_combo.setCurrentIndex(i)
+
+    def history_state(self) -> dict:
+        """The tab as it is (JSON, bounded): model, settings, canvas, decoding config and the last
+        run's request with its finished samples (at most HISTORY_MAX_SAMPLES)."""
+        pixels, layer = self.canvas.state()
+        state: dict[str, Any] = {
+            "version": 1, "model": self._model_id, "label": self.label(), "guidance": self.guidance_spin.value(),
+            "samples": self.samples_spin.value(), "posterior": self.posterior_check.isChecked(),
+            "candidates": self.candidates_spin.value(), "export_scale": self.export_scale(),
+            "speed": self.speed_slider.value(),
+            "decoding": self.ctx.decoding_config(self.MODEL_KIND).to_dict(),
+            "canvas": {"pixels": PixelArray.of(pixels).to_json(), "mask": PixelArray.of(layer).to_json()},
+            "run": None,
+        }
+        run = self.run
+        if run is not None and run.results and run.state != "running":
+            state["run"] = {
+                "kind": run.kind, "request": run.request.to_json(), "shown": self._shown_sample,
+                "samples": [{"sample": i, "seed": d.seed, "total_logprob": d.total_logprob,
+                             "bits_per_dim": d.bits_per_dim, "sampled_logprob": d.sampled_logprob,
+                             "n_sampled": d.n_sampled, "pixels": PixelArray.of(d.image).to_json()}
+                            for i, d in sorted(run.results.items())[:HISTORY_MAX_SAMPLES]],
+            }
+        return state
+
+    def restore_history_state(self, state) -> None:
+        """Bring back a `history_state()`; what no longer fits (a model gone, a changed geometry) is
+        said on the status line and left out, never raised."""
+        try:
+            self._restore_state(state)
+        except Exception as exc:  # noqa: BLE001 - a stale or hostile saved state must not break the tab
+            self._say_error(f"The Image tab's last state could not be restored ({exc}); it starts afresh.")
+
+    def _restore_state(self, state) -> None:
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise InputError("unknown state format")
+        model_id = state.get("model")
+        if model_id not in self._infos:
+            self._say_error(f"The Image tab's last model {model_id!r} is no longer installed; its drawing and "
+                            "samples were not restored.")
+            return
+        if self.runner.is_busy():
+            return
+        self.select_model(model_id)
+        self._model_changed()
+        g = self.geom
+        self._set_label_quietly(state.get("label"))
+        self.guidance_spin.setValue(float(state.get("guidance") or 0.0))
+        self.samples_spin.setValue(int(state.get("samples") or 1))
+        self.posterior_check.setChecked(bool(state.get("posterior", True)))
+        self.candidates_spin.setValue(int(state.get("candidates") or 8))
+        i = self.export_scale_combo.findData(state.get("export_scale", 1))
+        self.export_scale_combo.setCurrentIndex(max(0, i))
+        if isinstance(state.get("speed"), int):
+            self.speed_slider.setValue(state["speed"])
+        if isinstance(state.get("decoding"), dict):
+            from engines.decoding.config import DecodingConfig
+
+            self.ctx.set_decoding_config(DecodingConfig.from_dict(state["decoding"]), self.MODEL_KIND)
+        canvas = state.get("canvas") or {}
+        pixels = PixelArray.from_json(canvas.get("pixels"), "canvas pixels").array()
+        mask = PixelArray.from_json(canvas.get("mask"), "canvas mask").array().astype(bool)
+        if pixels.shape != (g.channels, g.height, g.width) or mask.shape != (g.height, g.width) \
+                or int(pixels.max(initial=0)) >= g.levels:
+            raise InputError("the saved drawing does not fit the model any more")
+        self.canvas.set_state(pixels=pixels, mask=mask)
+        if state.get("run"):
+            self._restore_run(state["run"], pixels, mask)
+        self._update_buttons()
+        self._update_status()
+
+    def _restore_run(self, saved: dict, pixels: np.ndarray, mask: np.ndarray) -> None:
+        """The last run as finished: its samples in the grid, pickable and exportable with their requests."""
+        from engines.requests import request_from_json
+
+        g = self.geom
+        request = request_from_json(saved["request"])
+        if not isinstance(request, ImageRequest) or request.model != self._model_id:
+            return
+        run = Run(saved.get("kind") if saved.get("kind") in Run.KINDS else "generate", request, (pixels, mask), None)
+        if run.kind == "generate" and self._infos.get(request.model) is not None:
+            run.cli = shlex.join(["chainrule", *request.to_command(self._infos[request.model])])
+        for s in saved.get("samples") or []:
+            i = int(s["sample"])
+            image = PixelArray.from_json(s["pixels"], "sample").array()
+            if not 0 <= i < request.count or image.shape != (g.channels, g.height, g.width):
+                continue
+            run.results[i] = work.SampleDone(
+                i, int(s["seed"]), image, float(s["total_logprob"]), float(s["bits_per_dim"]),
+                float(s["sampled_logprob"]), int(s["n_sampled"]), n=image.size, levels=g.levels,
+                request=request.for_sample(i))
+        if not run.results:
+            return
+        run.state, run.t_end = "done", run.t0
+        run.n = sum(d.n_sampled for d in run.results.values())
+        self.run = run
+        if request.count > 1:
+            self.grid.reset_samples(request.count, g.levels, g.blank())
+            for i, done in run.results.items():
+                self.grid.set_image(i, done.image, tooltip=sample_tooltip(done), text=f"{i + 1}")
+            self.grid.show()
+            self.samples_title.show()
+        shown = saved.get("shown")
+        if isinstance(shown, int) and shown in run.results and np.array_equal(run.results[shown].image, pixels):
+            self._shown_sample = shown
+            self.grid.select(shown)
 
     # --- status ------------------------------------------------------------------------------------
     def _run_status_html(self, run: Run) -> str:

@@ -10,10 +10,19 @@ Generation
     or the prompt + the parent's tokens + the picked token) with a fresh seed unless the
     decoding panel fixes one; clicking a token and picking an alternative makes a child
     branch = prompt + the tokens before it + the pick, and generation goes on from there.
-    Every run uses the decoding panel's config at the time and the seed `resolve_seed`
-    gives; the seed is always shown. A Generate with seed s produces exactly what
-    `chainrule generate text --prompt P --seed s --max-new-tokens N` produces with the same
-    settings: it runs the same `generate_steps` loop as `stream_tokens` (studio/text/work.py).
+    Every run is a `TextRequest` (engines/text/request.py) built from the widgets and the
+    tab's own decoding config (which starts at the model card's defaults), its seed drawn
+    before it starts and always shown; it runs on `engines.text.request.run`, the runner
+    `chainrule generate text` uses, so a Generate with seed s produces exactly what
+    `chainrule generate text --prompt P --seed s --max-new-tokens N` produces. A branch's later
+    runs carry the branch's tokens in the request (`prefix_ids`).
+
+Requests and history
+    Every run is recorded (`ctx.record_run_started` / `record_run_finished`; parent: the run a
+    continuation, pick or regeneration came from) with the branch's JSON export. The JSON
+    export carries `"request"`, which `chainrule generate --from` turns into the same text, and
+    `apply_request` restores the tab to. `history_state` / `restore_history_state` save and
+    restore the whole branch tree (bounded in size) across restarts.
 
 Branches
     Nothing generated is lost until deleted: a stopped run keeps its tokens. Each branch
@@ -33,6 +42,7 @@ from __future__ import annotations
 import html
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,13 +62,14 @@ from PySide6.QtWidgets import (
 
 from engines.decoding import build_chain
 from engines.decoding.config import DecodingConfig
-from engines.generation import resolve_seed
+from engines.errors import ChainruleError, InputError
+from engines.text.request import TextRequest
 from studio.context import StudioContext
 from studio.model_picker import ModelPickerMixin
 from studio.status_line import StatusLineMixin, next_seed_text
 from studio.tabs import register_tab
 from studio.text import work
-from studio.text.branch_tree import BranchTreeMixin
+from studio.text.branch_tree import BranchTreeMixin, first_words
 from studio.text.colours import MODE_LABELS, MODES
 from studio.text.compare_view import CompareView
 from studio.text.score_view import ScoreView
@@ -103,8 +114,47 @@ def parse_stop_strings(text: str) -> tuple[str, ...]:
     return tuple(s for s in (s.strip(" ") for s in out) if s)
 
 
+def format_stop_strings(stops) -> str:
+    """The stop-strings field's text for `stops`: the inverse of `parse_stop_strings`."""
+    escape = lambda t: t.replace("\\", "\\\\").replace(",", "\\,").replace("\n", "\\n").replace("\t", "\\t")  # noqa: E731
+    return ", ".join(escape(s) for s in stops)
+
+
+def read_branch_export(path) -> dict[str, Any]:
+    """The Text tab's JSON export at `path`, its fields checked (InputError naming the problem)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_EXPORT_BYTES:
+            raise InputError(f"{p.name} is {size:,} bytes; a branch export is at most {MAX_EXPORT_BYTES:,}")
+        data = json.loads(p.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {p.name}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError):
+        raise InputError(f"{p.name} is not valid JSON") from None
+    need = ("model", "prompt", "token_ids", "tokens", "logprobs")
+    if not isinstance(data, dict) or any(k not in data for k in need):
+        raise InputError(f"{p.name} is not a Text-tab branch export (it needs {', '.join(need)})")
+    n = len(data["token_ids"]) if isinstance(data["token_ids"], list) else -1
+    if not (isinstance(data["tokens"], list) and isinstance(data["logprobs"], list)
+            and n == len(data["tokens"]) == len(data["logprobs"])):
+        raise InputError(f"{p.name}: token_ids, tokens and logprobs must be lists of the same length")
+    return data
+
+
+MAX_EXPORT_BYTES = 64 * 1024 * 1024
+HISTORY_STATE_VERSION = 1
+MAX_SAVED_PROMPT = 100_000  # characters of the prompt field kept in the history state
+
+
 class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, QWidget):
     MODEL_KIND = "text"
+    # A fresh Text tab opens on the Shakespeare model: one token per character, so every coloured
+    # token and its alternatives read as letters, and its play-like text is recognisable at once.
+    PREFERRED_MODEL = "shakespeare-char"
+
+    def prefers_model(self, info) -> bool:
+        return info.id == self.PREFERRED_MODEL
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -117,8 +167,10 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self._notes: dict[int, list[str]] = {}  # per branch, said in the status line
         self._run: dict[str, Any] | None = None  # the current/last generation run
         self._cancel = threading.Event()
+        self._defaults_of: str | None = None  # the model whose card defaults the config started from
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
+        self.model_combo.currentIndexChanged.connect(lambda _i: self._model_changed())
         ctx.decodingConfigChanged.connect(lambda key, c: key == "text" and self._config_changed(c))
         self.runner.busyChanged.connect(self._busy_changed)
         self.refresh_models()
@@ -203,7 +255,17 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             self._infos[m.id] = m
         self._fill_model_combo(((m.id, m.id, str(m.path)) for m in models),
                                placeholder="no text models: add a models folder (Models tab)")
+        self._model_changed()
         self._update_buttons()
+
+    def _model_changed(self) -> None:
+        """A newly chosen model: the tab's decoding config becomes its card's defaults."""
+        model_id = self.model_combo.currentData()
+        info = self._infos.get(model_id) if model_id else None
+        if info is None or model_id == self._defaults_of:
+            return
+        self._defaults_of = model_id
+        self.ctx.adopt_model_defaults(self.MODEL_KIND, info.card.get("decoding_defaults"))
 
     def _branch_model(self, branch: Branch):
         info = self._infos.get(branch.model_id)
@@ -216,33 +278,32 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         return model.tokenizer if model is not None else None
 
     # --- settings of a run ---------------------------------------------------------------
-    def _run_settings(self) -> tuple[DecodingConfig, int, int, tuple[str, ...]] | None:
-        config = self.ctx.decoding_config("text")
+    def _request(self, model_id: str, prompt: str, prefix_ids=(), prefix_pick: bool = False) -> TextRequest | None:
+        """The TextRequest of a run from the widgets and the tab's decoding config (seed drawn),
+        or None after saying why there is none."""
+        config = self.ctx.decoding_config(self.MODEL_KIND)
         if config.strategy == "beam":
             self._say_error("Beam search returns finished beams, not a token stream: see its beams on the "
                             "Compare page, or choose greedy or sample in the decoding panel.")
             return None
-        seed = resolve_seed(config)
-        return config, seed, self.max_tokens.value(), parse_stop_strings(self.stop_edit.text())
-
-    def _settings_for(self, branch: Branch) -> tuple | None:
-        """A run from `branch`: (its model, config, seed, max new tokens, stop strings), or None
-        after saying why there is none."""
-        info = self._branch_model(branch)
-        settings = self._run_settings()
-        return None if info is None or settings is None else (info, *settings)
+        try:
+            return TextRequest(model=model_id, prompt=prompt, max_new_tokens=self.max_tokens.value(),
+                               stop=parse_stop_strings(self.stop_edit.text()), decoding=config,
+                               prefix_ids=tuple(int(i) for i in prefix_ids), prefix_pick=prefix_pick).resolved()
+        except ChainruleError as exc:
+            self._say_error(str(exc))
+            return None
 
     @staticmethod
-    def _events(info, config: DecodingConfig, seed: int, max_new: int, stops, **start) -> Callable:
-        """The run's generator, given its cancel event: from the `prompt=` text or the
-        `context_ids=` tokens (`forced=True`: the last one is a pick)."""
-        return lambda cancel: work.generate_events(info, config, seed, max_new, stop_strings=stops,
-                                                   should_stop=cancel.is_set, **start)
+    def _events(request: TextRequest, info) -> Callable:
+        """The run's generator, given its cancel event."""
+        return lambda cancel: work.generate_events(request, info, should_stop=cancel.is_set)
 
     @staticmethod
-    def _segment(start: int, config: DecodingConfig, seed: int, max_new: int, stops, kind: str) -> Segment:
-        chain = build_chain(config, seed).name
-        return Segment(start, seed, chain, {**config.to_dict(), "seed": seed}, max_new, tuple(stops), kind)
+    def _segment(start: int, request: TextRequest, kind: str) -> Segment:
+        config, seed = request.decoding, request.decoding.seed
+        return Segment(start, seed, build_chain(config, seed).name, config.to_dict(), request.max_new_tokens,
+                       tuple(request.stop), kind, request.to_json())
 
     def _compare_request(self):
         info = self.chosen_model()
@@ -254,14 +315,12 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
     def generate(self) -> Branch | None:
         """A new root branch from the prompt."""
         info = self.chosen_model()
-        settings = self._run_settings()
-        if info is None or settings is None:
+        request = self._request(info.id, self.prompt.toPlainText()) if info is not None else None
+        if request is None:
             return None
-        config, seed, max_new, stops = settings
-        prompt = self.prompt.toPlainText()
-        branch = self.store.add(Branch(self.store.new_id(), None, info.id, prompt))
-        branch.segments.append(self._segment(0, config, seed, max_new, stops, "generate"))
-        self._start(branch, new_branch=True, factory=self._events(info, *settings, prompt=prompt))
+        branch = self.store.add(Branch(self.store.new_id(), None, info.id, request.prompt))
+        branch.segments.append(self._segment(0, request, "generate"))
+        self._start(branch, new_branch=True, info=info, request=request, parent_run=None)
         return branch
 
     def continue_branch(self) -> Branch | None:
@@ -269,17 +328,19 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         branch = self.store.get(self._shown)
         if branch is None:
             return self.generate()
-        got = self._settings_for(branch)
-        if got is None:
+        info = self._branch_model(branch)
+        if info is None:
             return None
         if not branch.prompt_ids:
             self._say_error("This branch has not started yet: wait for its first token.")
             return None
-        _info, config, seed, max_new, stops = got
-        context = branch.context_ids()
-        branch.segments.append(self._segment(len(branch.tokens), config, seed, max_new, stops, "continue"))
+        request = self._request(branch.model_id, branch.prompt, branch.token_ids())
+        if request is None:
+            return None
+        parent_run = branch.segments[-1].run_id if branch.segments else None
+        branch.segments.append(self._segment(len(branch.tokens), request, "continue"))
         branch.stopped_by = None
-        self._start(branch, new_branch=False, factory=self._events(*got, context_ids=context))
+        self._start(branch, new_branch=False, info=info, request=request, parent_run=parent_run)
         return branch
 
     def regenerate(self) -> Branch | None:
@@ -287,17 +348,19 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         src = self.store.get(self._shown)
         if src is None:
             return self.generate()
-        got = self._settings_for(src)
-        if got is None:
+        info = self._branch_model(src)
+        if info is None:
             return None
-        _info, config, seed, max_new, stops = got
+        tokens = list(src.tokens[: src.origin])
+        request = self._request(src.model_id, src.prompt, [t.token_id for t in tokens])
+        if request is None:
+            return None
         branch = self.store.add(Branch(self.store.new_id(), src.parent, src.model_id, src.prompt,
-                                       prompt_ids=src.prompt_ids, tokens=list(src.tokens[: src.origin]),
-                                       origin=src.origin))
-        branch.segments.append(self._segment(src.origin, config, seed, max_new, stops, "regenerate"))
-        # From the prompt itself: planned again, exactly as Generate does.
-        start = {"prompt": src.prompt} if src.origin == 0 else {"context_ids": branch.context_ids()}
-        self._start(branch, new_branch=True, factory=self._events(*got, **start))
+                                       prompt_ids=src.prompt_ids, tokens=tokens, origin=src.origin))
+        branch.segments.append(self._segment(src.origin, request, "regenerate"))
+        parent = self.store.get(src.parent)
+        parent_run = parent.segments[-1].run_id if parent is not None and parent.segments else None
+        self._start(branch, new_branch=True, info=info, request=request, parent_run=parent_run)
         return branch
 
     def pick_alternative(self, index: int, token_id: int, branch_id: int | None = None) -> Branch | None:
@@ -305,27 +368,32 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         src = self.store.get(branch_id if branch_id is not None else self._shown)
         if src is None or not 0 <= index < len(src.tokens):
             return None
-        got = self._settings_for(src)
-        if got is None:
+        info = self._branch_model(src)
+        if info is None:
             return None
-        _info, config, seed, max_new, stops = got
+        tokens = list(src.tokens[:index])
+        request = self._request(src.model_id, src.prompt, [*(t.token_id for t in tokens), int(token_id)],
+                                prefix_pick=True)
+        if request is None:
+            return None
         branch = self.store.add(Branch(self.store.new_id(), src.id, src.model_id, src.prompt,
-                                       prompt_ids=src.prompt_ids, tokens=list(src.tokens[:index]),
-                                       origin=index + 1))
-        branch.segments.append(self._segment(index, config, seed, max_new, stops, "pick"))
-        context = [*branch.context_ids(), int(token_id)]
-        self._start(branch, new_branch=True, factory=self._events(*got, context_ids=context, forced=True))
+                                       prompt_ids=src.prompt_ids, tokens=tokens, origin=index + 1))
+        branch.segments.append(self._segment(index, request, "pick"))
+        parent_run = src.segments[-1].run_id if src.segments else None
+        self._start(branch, new_branch=True, info=info, request=request, parent_run=parent_run)
         return branch
 
-    def _start(self, branch: Branch, *, new_branch: bool, factory: Callable[[threading.Event], Any]) -> None:
+    def _start(self, branch: Branch, *, new_branch: bool, info, request: TextRequest, parent_run: int | None) -> None:
         previous = self.store.get(self._run["branch"]) if self._run and self.runner.is_busy() else None
         if previous is not None:  # superseded: its runner callbacks will never come
             self._end_run(previous, "stopped")
         branch.state = "running"
         self._cancel = cancel = threading.Event()
         seg = branch.segments[-1]
+        seg.run_id = self.ctx.record_run_started(self.MODEL_KIND, request.to_json(), parent=parent_run)
         self._run = {"branch": branch.id, "new_branch": new_branch, "n": 0, "t0": None, "t_last": None,
-                     "slides": 0, "seed": seg.seed, "chain": seg.chain, "reason": None}
+                     "slides": 0, "seed": seg.seed, "chain": seg.chain, "reason": None, "started": time.monotonic(),
+                     "run_id": seg.run_id}
         self._notes[branch.id] = []
         if new_branch:
             self._rebuild_tree()
@@ -333,7 +401,32 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self.pages.setCurrentIndex(0)  # the tokens page, where the run shows
         self._update_status()
         bid = branch.id
+        factory = self._events(request, info)
         self._start_on_runner(lambda: factory(cancel), bid)
+
+    def _record_end(self, branch: Branch, state: str) -> None:
+        """The history row of the branch's running run: its export (with the request) and numbers.
+        Recorded once (the run's id is cleared), and only for the run that is in progress."""
+        run = self._run or {}
+        seg = branch.segments[-1] if branch.segments else None
+        run_id = run.get("run_id")
+        if seg is None or run_id is None or run.get("branch") != branch.id:
+            return
+        run["run_id"] = None
+        status = {"done": "done", "stopped": "stopped"}.get(state, "failed")
+        files = {}
+        if branch.tokens:
+            try:
+                files[f"branch-{branch.id}.json"] = json.dumps(self.export_record(branch), ensure_ascii=False,
+                                                               indent=1).encode("utf-8")
+            except Exception:  # noqa: BLE001 - a record that cannot be made must not break the tab
+                files = {}
+        new = len(branch.tokens) - seg.n_prefix
+        summary = {"logprob": branch.total_logprob, "tokens": len(branch.tokens), "new_tokens": max(0, new),
+                   "seed": seg.seed, "branch": branch.id, "text": first_words(self.branch_text(branch), 80)}
+        if run.get("branch") == branch.id and run.get("started") is not None:
+            summary["seconds"] = round(time.monotonic() - run["started"], 3)
+        self.ctx.record_run_finished(run_id, files=files, summary=summary, status=status)
 
     def _on_events(self, bid: int, batch: list) -> None:
         branch = self.store.get(bid)
@@ -377,6 +470,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
     def _end_run(self, branch: Branch, state: str) -> None:
         run = self._run or {}
         branch.state = state
+        self._record_end(branch, state)
         if run.get("branch") == branch.id and run.get("new_branch") and run.get("n", 0) == 0:
             # Nothing came: a branch with nothing of its own is no branch at all.
             self._remove(branch.id)
@@ -388,10 +482,124 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         if branch is not None:
             run = self._run or {}
             if run.get("branch") == bid and run.get("n", 0) == 0 and not run.get("new_branch"):
+                self._record_end(branch, "error")
                 branch.segments.pop()  # the failed continuation added nothing
             self._end_run(branch, "error")
         self._say_error(message)  # the prompt and every branch stay as they were
         self._update_buttons()
+
+    # --- requests and history ------------------------------------------------------------------
+    def apply_request(self, request: TextRequest) -> None:
+        """Restore the model, prompt, max new tokens, stop strings and decoding config of `request`,
+        ready to run it again (InputError when its model is not installed)."""
+        if not isinstance(request, TextRequest):
+            raise InputError(f"the Text tab opens text requests, not {getattr(request, 'kind', 'other')} ones")
+        if not self.select_model(request.model):
+            raise InputError(f"model {request.model!r} is not installed: add its folder in the Models tab")
+        self._model_changed()  # the card's defaults first, so the request's config is the one that stays
+        self.prompt.setPlainText(request.prompt)
+        self.max_tokens.setValue(request.max_new_tokens)
+        self.stop_edit.setText(format_stop_strings(request.stop))
+        self.ctx.set_decoding_config(request.decoding, self.MODEL_KIND)
+        note = " (it continued a branch: Generate starts from the prompt)" if request.prefix_ids else ""
+        self._say(f"Settings restored from a saved run{note}: press Generate to run it again.")
+
+    def show_history_outputs(self, paths) -> None:
+        """A re-opened run's outputs: its branch export goes back into the tree (or is shown,
+        when the tree still holds that branch)."""
+        for path in paths:
+            if Path(path).suffix == ".json" and Path(path).name.startswith("branch-"):
+                self.open_branch_export(path)
+                return
+
+    def open_branch_export(self, path) -> Branch:
+        """Show the branch a JSON export holds: the same branch of the tree when it is there,
+        else a new root branch with its tokens (their alternatives are not exported). InputError
+        naming the problem when the file is not a Text-tab export."""
+        data = read_branch_export(path)
+        try:
+            return self._add_exported_branch(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{Path(path).name} is not a readable branch export ({type(exc).__name__})") from None
+
+    def _add_exported_branch(self, data: dict[str, Any]) -> Branch:
+        ids = [int(i) for i in data["token_ids"]]
+        for b in self.store.all():
+            if b.model_id == data["model"] and b.prompt == data["prompt"] and b.token_ids() == ids:
+                self.show_branch(b.id)
+                return b
+        picked = set(data.get("picked") or [])
+        ranks = data.get("ranks") or [None] * len(ids)
+        entropies = data.get("entropies") or [None] * len(ids)
+        tokens = [work.TokenRecord(tid, str(text), float(lp), None if r is None else int(r),
+                                   None if e is None else float(e), picked=i in picked)
+                  for i, (tid, text, lp, r, e) in enumerate(zip(ids, data["tokens"], data["logprobs"], ranks, entropies))]
+        segments = [Segment(int(g["start"]), int(g["seed"]), str(g["chain"]), dict(g["settings"]),
+                            int(g["max_new_tokens"]), tuple(g["stop"]), str(g["kind"]))
+                    for g in data.get("segments") or []]
+        if segments and isinstance(data.get("request"), dict):
+            segments[-1].request = dict(data["request"])
+        branch = self.store.add(Branch(self.store.new_id(), None, str(data["model"]), str(data["prompt"]),
+                                       tuple(int(i) for i in data.get("prompt_ids") or ()), tokens, 0, segments,
+                                       data.get("stopped_by"), "done"))
+        self._rebuild_tree()
+        self.show_branch(branch.id)
+        return branch
+
+    def history_state(self) -> dict[str, Any]:
+        """The tab's state for the next start: the widgets and the whole branch tree (tokens with
+        their log-probs and alternatives, the shown branch), under work.MAX_HISTORY_STATE_BYTES."""
+        return {
+            "version": HISTORY_STATE_VERSION, "model": self.model_combo.currentData(),
+            "prompt": self.prompt.toPlainText()[:MAX_SAVED_PROMPT], "max_new_tokens": self.max_tokens.value(),
+            "stop": self.stop_edit.text()[:1000], "shown": self._shown, "colour_mode": self.mode_combo.currentData(),
+            "tree": self.store.to_state(self._shown, work.MAX_HISTORY_STATE_BYTES - MAX_SAVED_PROMPT * 4),
+        }
+
+    def restore_history_state(self, state: Any) -> None:
+        """Show the state `history_state` saved. Never raises: what cannot be restored is said in
+        the status line, and the tab stays usable."""
+        try:
+            self._restore_history_state(state)
+        except Exception as exc:  # noqa: BLE001 - a saved state from another version must not break the tab
+            self._say_error(f"The last session's text branches could not be restored: {exc}")
+
+    def _restore_history_state(self, state: Any) -> None:
+        if not isinstance(state, dict) or state.get("version") != HISTORY_STATE_VERSION:
+            raise ValueError("it was saved by another version")
+        if self.runner.is_busy():
+            self.stop()
+        store = work.BranchStore.from_state(state.get("tree") or {"branches": []})
+        problems = []
+        model = state.get("model")
+        if isinstance(model, str) and not self.select_model(model):
+            problems.append(f"model {model!r} is no longer installed")
+        if isinstance(state.get("prompt"), str):
+            self.prompt.setPlainText(state["prompt"])
+        if isinstance(state.get("max_new_tokens"), int) and not isinstance(state["max_new_tokens"], bool):
+            self.max_tokens.setValue(state["max_new_tokens"])
+        if isinstance(state.get("stop"), str):
+            self.stop_edit.setText(state["stop"])
+        if state.get("colour_mode") in MODES:
+            self.set_colour_mode(state["colour_mode"])
+        self.store, self._run, self._notes = store, None, {}
+        self._shown = None
+        self._rebuild_tree()
+        shown = state.get("shown")
+        if shown not in store and len(store):
+            shown = store.all()[-1].id
+        self.show_branch(shown if shown in store else None)
+        gone = sorted({b.model_id for b in store.all()} - set(self._infos))
+        if gone:
+            problems.append(f"the branches of {', '.join(gone)} can be read but not continued (model not installed)")
+        dropped = (state.get("tree") or {}).get("dropped")
+        if isinstance(dropped, int) and dropped > 0:
+            problems.append(f"{dropped} older branches were not kept (the saved tree is capped in size)")
+        restored = f"Restored {len(store)} branch{'es' if len(store) != 1 else ''} from the last session"
+        if problems:
+            self._say_error(restored + "; " + "; ".join(problems) + ".")
+        elif len(store):
+            self._say(html.escape(restored) + ".")
 
     # --- branches ----------------------------------------------------------------------------
     def branch(self, branch_id: int | None) -> Branch | None:
@@ -526,7 +734,22 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             "parent": branch.parent,
             "notes": list(self._notes.get(branch.id, [])),
             "cli": self.cli_command(branch),  # reproduces the first run (None for a pick's branch)
+            "request": self.export_request_json(branch),  # `chainrule generate --from` makes "text" again
         }
+
+    def export_request_json(self, branch: Branch) -> dict[str, Any] | None:
+        """The request that makes the branch's text (its last run's; see Branch.export_request),
+        stamped with the model's fingerprint when the model is installed."""
+        from engines.requests import stamp
+
+        try:
+            request = branch.export_request()
+        except ChainruleError:
+            return None
+        if request is None:
+            return None
+        info = self._infos.get(branch.model_id)
+        return stamp(request.to_json(), info) if info is not None else request.to_json()
 
     def export_text(self) -> None:
         self._export("text")

@@ -19,7 +19,8 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTreeWidget, QTreeWidgetItem
 
-from engines.decoding.config import DecodingConfig
+from engines.errors import ChainruleError
+from engines.text.request import TextRequest
 from studio.text import work
 from studio.text.token_view import visible
 from studio.text.work import Branch
@@ -131,11 +132,13 @@ class BranchTreeMixin:
         """`chainrule` arguments reproducing the branch's first run (None for a pick's branch:
         no CLI run starts from a chosen token)."""
         info = self._infos.get(branch.model_id)
-        if info is None or branch.origin != 0 or not branch.segments:
+        if info is None or branch.origin != 0 or not branch.segments or branch.segments[0].request is None:
             return None
-        seg = branch.segments[0]
-        config = DecodingConfig.from_dict(seg.settings)
-        return work.cli_arguments(info, branch.prompt, config, seg.seed, seg.max_new_tokens, seg.stop_strings)
+        try:
+            request = TextRequest.from_json(branch.segments[0].request)
+        except ChainruleError:
+            return None
+        return work.cli_arguments(request, info)
 
     def cli_command(self, branch: Branch) -> str | None:
         args = self.cli_arguments(branch)

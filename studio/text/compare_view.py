@@ -11,6 +11,7 @@ one seed (shown), drawn once per run unless the panel fixes it.
 from __future__ import annotations
 
 import html
+import json
 import threading
 from typing import Callable
 
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from engines.decoding.config import DecodingConfig
+from engines.errors import ChainruleError
 from engines.generation import resolve_seed
 from studio.context import StudioContext
 from studio.text import work
@@ -84,6 +86,7 @@ class CompareView(QWidget):
         self._cancel = threading.Event()
         self.columns: list[CompareColumn] = []
         self._specs: list[work.CompareSpec] = []
+        self._run_ids: list[int | None] = []  # history run per column, until it is finished
         self._mode = "probability"
 
         self.checks: dict[str, QCheckBox] = {}
@@ -158,16 +161,45 @@ class CompareView(QWidget):
             return
         info, prompt, max_new, stops = req
         seed = resolve_seed(self.ctx.decoding_config("text"))
+        try:
+            requests = work.compare_requests(info, specs, prompt, seed, max_new, stops)
+        except ChainruleError as exc:
+            self._say(str(exc), error=True)
+            return
         self._specs = specs
         self._reset_columns(specs)
         self._cancel = cancel = threading.Event()
         self._say(f"Comparing {len(specs)} configs · seed {seed} for the sampled ones…")
         self._seed = seed
+        self._info, self._requests = info, requests
+        # every column is a run of the Text tab: recorded when the comparison starts
+        self._run_ids = [self.ctx.record_run_started("text", r.to_json()) for r in requests]
         self.runner.start(
-            lambda: work.compare_events(info, specs, prompt, seed, max_new, stops, should_stop=cancel.is_set),
+            lambda: work.compare_events(info, requests, should_stop=cancel.is_set),
             on_events=self._on_events, on_finished=self._on_finished,
-            on_stopped=lambda: self._say(f"Stopped · seed {seed}"), on_errored=self._on_error,
+            on_stopped=self._on_stopped, on_errored=self._on_error,
         )
+
+    def _record_column(self, column: int, status: str, ev: "work.ColumnDone | None" = None) -> None:
+        """Finish column `column`'s history run (once): its text, log p and request as a JSON file."""
+        if column >= len(self._run_ids) or self._run_ids[column] is None:
+            return
+        run_id, self._run_ids[column] = self._run_ids[column], None
+        files, summary = {}, {"column": self._specs[column].key}
+        if ev is not None:
+            from engines.requests import stamp
+
+            record = {"text": ev.text, "total_logprob": ev.total_logprob, "n": ev.n_tokens,
+                      "beams": [{"text": b.text, "total_logprob": b.total_logprob, "score": b.score} for b in ev.beams],
+                      "request": stamp(self._requests[column].to_json(), self._info)}
+            files[f"compare-{self._specs[column].key}.json"] = json.dumps(record, ensure_ascii=False, indent=1).encode()
+            summary.update(logprob=ev.total_logprob, tokens=ev.n_tokens)
+        self.ctx.record_run_finished(run_id, files=files, summary=summary, status=status)
+
+    def _on_stopped(self) -> None:
+        for c in range(len(self._run_ids)):
+            self._record_column(c, "stopped")
+        self._say(f"Stopped · seed {self._seed}")
 
     def stop(self) -> None:
         self._cancel.set()  # beam search checks this between steps
@@ -215,6 +247,7 @@ class CompareView(QWidget):
         col.info.setText(html.escape(col.chain) + f" · {col.n_tokens} tokens…")
 
     def _column_done(self, ev: work.ColumnDone) -> None:
+        self._record_column(ev.column, "done", ev)
         col = self.columns[ev.column]
         col.text, col.total_logprob, col.n_tokens, col.beams = ev.text, ev.total_logprob, ev.n_tokens, ev.beams
         if ev.beams:
@@ -234,9 +267,13 @@ class CompareView(QWidget):
         col.info.setToolTip(f"Exact log-likelihood: sum of the model's log-probabilities of the {ev.n_tokens} tokens")
 
     def _on_finished(self) -> None:
+        for c in range(len(self._run_ids)):  # columns a stop left unfinished
+            self._record_column(c, "stopped")
         self._say(f"Done · seed {self._seed} (sampled columns) · hover tokens for alternatives")
 
     def _on_error(self, message: str) -> None:
+        for c in range(len(self._run_ids)):
+            self._record_column(c, "failed")
         self._say(message, error=True)
         self.ctx.show_error(message)
 

@@ -3,14 +3,12 @@
 Nothing here touches Qt. Every function returns a generator of small, immutable events that
 the tab turns into widgets on the UI thread:
 
-* `generate_events` - one branch's generation. It is `engines.text.session.stream_tokens`
-  re-done on the same `generate_steps` loop (same `KVCacheStepModel`, same seed, same eos and
-  stop-string rules), so a studio run with seed s gives exactly the tokens
-  `chainrule generate text --seed s` gives; the only addition is a thin recording wrapper
-  around the step model that keeps the raw logits of each step, so every token also carries
-  its GLTR rank (1 + how many tokens the model preferred) and the entropy of the model's
-  distribution.
-* `compare_events` - the same prompt under several decoding configs, one after another.
+* `generate_events` - one branch's run: a `TextRequest` (engines/text/request.py) run by
+  `engines.text.request.run`, the same runner `chainrule generate text` uses, so a studio run
+  with seed s gives exactly the tokens `chainrule generate text --seed s` gives (or
+  `chainrule generate --from` on the branch's JSON export); each token carries its
+  alternatives, GLTR rank (1 + how many tokens the model preferred) and entropy.
+* `compare_events` - the same prompt under several decoding configs (one request each), one after another.
 * `score_events` - `score_text` for the Score page.
 
 Loaded models are cached per (id, folder): loading happens on the worker, and the UI thread
@@ -26,13 +24,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from engines.decoding import build_chain
 from engines.decoding.config import DecodingConfig
-from engines.errors import InputError
 from engines.generation import rank_and_entropy as engine_rank_and_entropy
 from engines.registry import ModelInfo
+from engines.text.request import TextRequest
 from studio.model_cache import ModelCache
-from engines.text.session import token_text
 
 N_ALTERNATIVES = 10
 
@@ -109,84 +105,49 @@ def rank_and_entropy(raw_logprobs: np.ndarray, token_id: int) -> tuple[int, floa
     return int(ranks[0]), float(entropies[0])
 
 
-def continuation_notes(model, n_context: int, max_new_tokens: int) -> list[str]:
-    window = model.context_length
-    if n_context + max_new_tokens > window:
-        return [
-            f"context ({n_context} tokens) + {max_new_tokens} new tokens exceed the {window}-token "
-            f"window: it slides, re-reading the last {max(1, window // 2)} tokens each time it fills"
-        ]
-    return []
-
-
-def generate_events(
-    info: ModelInfo,
-    config: DecodingConfig,
-    seed: int,
-    max_new_tokens: int,
-    *,
-    prompt: str | None = None,
-    context_ids: Sequence[int] | None = None,
-    forced: bool = False,
-    stop_strings: Sequence[str] = (),
-    should_stop: Callable[[], bool] | None = None,
-) -> Iterator[Any]:
+def generate_events(request: TextRequest, info: ModelInfo, *,
+                    should_stop: Callable[[], bool] | None = None) -> Iterator[Any]:
     """Yield RunStarted, then one TokenStep per token, then RunEnded (unless stopped).
 
-    Give `prompt` for a new branch (planned with `plan_prompt`, as the CLI does), or
-    `context_ids` (prompt ids + the branch's tokens) to continue one; `forced` says the last
-    context id is a pick, reported first as its own TokenStep (with `picked=True`).
+    Runs `request` with `engines.text.request.run`, the runner `chainrule generate text` uses, so
+    the same request gives the same tokens here and there. A request continuing a branch has its
+    tokens in `prefix_ids`; with `prefix_pick` the last one was picked by the user, and its own
+    numbers (from the distribution it was picked from) come first as a TokenStep (`picked=True`).
     """
-    from engines.text.session import MAX_NEW_TOKENS, describe_pick, plan_prompt, stream_tokens
+    from engines.text.request import TextStarted, TextToken, plan, run
+    from engines.text.session import describe_pick
 
     model = load_model(info)
-    if prompt is not None:
-        plan = plan_prompt(model, prompt, max_new_tokens)
-        context, notes, prompt_ids = list(plan.ids), list(plan.notes), tuple(plan.ids)
-    else:
-        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-            raise InputError(f"max new tokens = {max_new_tokens!r} is invalid: must be between 1 and {MAX_NEW_TOKENS:,}")
-        context = [int(i) for i in (context_ids or ())]
-        if len(context) < (2 if forced else 1):
-            raise InputError("nothing to continue from: the branch has no context tokens")
-        notes, prompt_ids = continuation_notes(model, len(context), max_new_tokens), ()
-    chain = build_chain(config, seed)
-    yield RunStarted(seed, chain.name, tuple(notes), prompt_ids, model.context_length,
-                     int(model.tokenizer.vocab_size), time.perf_counter())
-    if forced:  # the pick's own numbers, from the distribution it was picked from
-        yield TokenStep(TokenRecord.from_event(describe_pick(model, context[:-1], context[-1], config, seed, N_ALTERNATIVES)), time.perf_counter())
-
-    eos = model.tokenizer.eos_id
+    runner = run(request, info, model=model, should_stop=should_stop, n_alternatives=N_ALTERNATIVES)
+    started = next(runner)
+    assert isinstance(started, TextStarted)
+    yield RunStarted(started.request.decoding.seed, started.chain, started.notes, started.prompt_ids,
+                     started.context_length, started.vocab_size, time.perf_counter())
+    if request.prefix_pick:  # the pick's own numbers, from the distribution it was picked from
+        context = plan(model, request)[0]
+        yield TokenStep(TokenRecord.from_event(describe_pick(model, context[:-1], context[-1], started.request.decoding,
+                                                             started.request.decoding.seed, N_ALTERNATIVES)),
+                        time.perf_counter())
     last = None
-    for ev in stream_tokens(
-        model, context, config, max_new_tokens, seed=seed, stop_strings=stop_strings,
-        n_alternatives=N_ALTERNATIVES, should_stop=should_stop,
-    ):
-        last = ev
-        yield TokenStep(TokenRecord.from_event(ev), time.perf_counter())
-        if ev.stop_string is not None:
-            yield RunEnded("stop string", ev.stop_string)
-            return
+    for ev in runner:
+        if isinstance(ev, TextToken):
+            last = ev.token
+            yield TokenStep(TokenRecord.from_event(ev.token), time.perf_counter())
+    if last is not None and last.stop_string is not None:
+        yield RunEnded("stop string", last.stop_string)
+        return
     if should_stop is not None and should_stop():
         return  # stopped from outside: the run did not end on its own
+    eos = model.tokenizer.eos_id
     reason = "eos" if last is not None and eos is not None and last.token_id == eos else "max"
     yield RunEnded(reason, None)
 
 
-# --- the CLI equivalent ------------------------------------------------------------------------
-
-def cli_arguments(
-    info: ModelInfo, prompt: str, config: DecodingConfig, seed: int, max_new_tokens: int,
-    stop_strings: Sequence[str] = (),
-) -> list[str]:
-    """`chainrule` arguments that reproduce a Generate run exactly."""
-    from engines.cli import reproducing_arguments
-
-    args = reproducing_arguments(["generate", "text"], info, config)
-    args += ["--prompt", prompt, "--seed", str(seed), "--max-new-tokens", str(max_new_tokens)]
-    for s in stop_strings:
-        args += ["--stop", s]
-    return args
+def cli_arguments(request: TextRequest, info: ModelInfo | None = None) -> list[str] | None:
+    """`chainrule` arguments that make `request` (None for a branch continuation: it has no flags)."""
+    if request.prefix_ids:
+        return None
+    return request.to_command(info)
 
 
 # --- compare -----------------------------------------------------------------------------------
@@ -234,53 +195,48 @@ class CompareStarted:
     notes: tuple[str, ...]
 
 
+def compare_requests(info: ModelInfo, specs: Sequence[CompareSpec], prompt: str, seed: int, max_new_tokens: int,
+                     stop_strings: Sequence[str] = ()) -> list[TextRequest]:
+    """One TextRequest per column: the same prompt and seed under each spec's config
+    (InputError / DecodingError naming the setting when the widgets' values are refused)."""
+    return [TextRequest(model=info.id, prompt=prompt, max_new_tokens=max_new_tokens, stop=tuple(stop_strings),
+                        decoding=spec.config.replace(seed=seed)) for spec in specs]
+
+
 def compare_events(
     info: ModelInfo,
-    specs: Sequence[CompareSpec],
-    prompt: str,
-    seed: int,
-    max_new_tokens: int,
-    stop_strings: Sequence[str] = (),
+    requests: Sequence[TextRequest],
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[Any]:
-    """Run each spec on the prompt in turn; sampled columns stream their tokens."""
-    from engines.text.session import beam_generate, plan_prompt, trim_at_stop
+    """Run each column's request (`compare_requests`) in turn; sampled columns stream their
+    tokens, beam columns show their hypotheses when the search ends."""
+    from engines.text.request import TextDone, TextStarted, TextToken, run
 
     model = load_model(info)
-    plan = plan_prompt(model, prompt, max_new_tokens)
-    yield CompareStarted(tuple(plan.notes))
-    for col, spec in enumerate(specs):
-        cfg = spec.config
-        if cfg.strategy == "beam":
-            penalties = build_chain(cfg, seed).links[:-1]  # beam search applies only the penalties
-            beam = f"beam search ×{cfg.num_beams}" + (f", length penalty {cfg.length_penalty:g}" if cfg.length_penalty != 1 else "")
-            yield ColumnStarted(col, seed, " → ".join([*penalties, beam]))
-            beams = []
-            for b in beam_generate(model, plan.ids, cfg, max_new_tokens, should_stop=should_stop):
-                recs = tuple(TokenRecord(int(t), token_text(model, t), float(lp))
-                             for t, lp in zip(b.token_ids, b.token_logprobs))
-                beams.append(BeamOut(recs, trim_at_stop(b.text, stop_strings)[0], float(b.total_logprob), float(b.score)))
-            if should_stop and should_stop():
-                return
+    for col, request in enumerate(requests):
+        done = None
+        for ev in run(request, info, model=model, should_stop=should_stop,
+                      n_alternatives=0 if request.decoding.strategy == "beam" else N_ALTERNATIVES):
+            if isinstance(ev, TextStarted):
+                if col == 0:
+                    yield CompareStarted(ev.notes)
+                yield ColumnStarted(col, ev.request.decoding.seed, ev.chain)
+            elif isinstance(ev, TextToken):
+                yield ColumnToken(col, TokenRecord.from_event(ev.token))
+            elif isinstance(ev, TextDone):
+                done = ev
+        if done is None or done.stopped:
+            return
+        if request.decoding.strategy == "beam":
+            beams = tuple(BeamOut(tuple(TokenRecord(int(t), text, float(lp))
+                                        for t, text, lp in zip(s.token_ids, s.tokens, s.logprobs)),
+                                  s.text, s.total_logprob, float(s.beam_score)) for s in done.samples)
             best = beams[0] if beams else None
             yield ColumnDone(col, best.text if best else "", best.total_logprob if best else 0.0,
-                             len(best.records) if best else 0, tuple(beams))
-            continue
-        ids, total, stopped_by = [], 0.0, None
-        for ev in generate_events(info, cfg, seed, max_new_tokens, context_ids=plan.ids,
-                                  stop_strings=stop_strings, should_stop=should_stop):
-            if isinstance(ev, RunStarted):
-                yield ColumnStarted(col, seed, ev.chain)
-            elif isinstance(ev, TokenStep):
-                ids.append(ev.record.token_id)
-                total += ev.record.logprob
-                yield ColumnToken(col, ev.record)
-            elif isinstance(ev, RunEnded):
-                stopped_by = ev.stopped_by
-        text = model.tokenizer.decode(ids)
-        if stopped_by:
-            text = trim_at_stop(text, [stopped_by])[0]
-        yield ColumnDone(col, text, total, len(ids))
+                             len(best.records) if best else 0, beams)
+        else:
+            s = done.samples[0]
+            yield ColumnDone(col, s.text, s.total_logprob, len(s.token_ids))
 
 
 # --- score -------------------------------------------------------------------------------------
@@ -313,13 +269,20 @@ def score_events(info: ModelInfo, text: str, prompt: str = "") -> Iterator[Any]:
 
 @dataclass
 class Segment:
-    start: int  # index of the first token this run produced
+    start: int  # index of the first token this run produced (a pick's run: the picked token)
     seed: int
     chain: str
     settings: dict[str, Any]  # config.to_dict() as used (seed filled in)
     max_new_tokens: int
     stop_strings: tuple[str, ...] = ()
     kind: str = "generate"  # generate | continue | pick | regenerate
+    request: dict[str, Any] | None = None  # the run's TextRequest, as JSON (resolved: seed in)
+    run_id: int | None = None  # its row in the history (None: not recorded)
+
+    @property
+    def n_prefix(self) -> int:
+        """Tokens of the branch before this run's new ones (a pick's run: the pick included)."""
+        return self.start + (1 if self.kind == "pick" else 0)
 
 
 @dataclass
@@ -350,13 +313,76 @@ class Branch:
         return [*self.prompt_ids, *self.token_ids()]
 
     def generated_text(self, tokenizer) -> str:
-        """The generated text (no prompt), cut at the stop string like the CLI does."""
-        from engines.text.session import trim_at_stop
+        """The generated text (no prompt), cut at the stop string the last run produced, as
+        `engines.text.request.run` cuts it (so a JSON export's `--from` gives the same text)."""
+        from engines.text.request import cut_new_text
 
-        text = tokenizer.decode(self.token_ids()) if tokenizer is not None else "".join(t.text for t in self.tokens)
-        if self.stopped_by:
-            text = trim_at_stop(text, [self.stopped_by])[0]
-        return text
+        ids = self.token_ids()
+        n = min(self.segments[-1].n_prefix, len(ids)) if self.segments else 0
+        if tokenizer is None:
+            text = "".join(t.text for t in self.tokens)
+            if self.stopped_by:
+                pos = text.find(self.stopped_by, len("".join(t.text for t in self.tokens[:n])))
+                text = text if pos < 0 else text[:pos]
+            return text
+        return cut_new_text(tokenizer, ids[:n], ids[n:], self.stopped_by)
+
+    def export_request(self) -> TextRequest | None:
+        """The request that makes this branch's text: its last run's, with max new tokens cut to
+        what that run made (a stopped run made fewer; the tokens are the same up to there)."""
+        seg = self.segments[-1] if self.segments else None
+        if seg is None or seg.request is None:
+            return None
+        request = TextRequest.from_json(seg.request)
+        made = len(self.tokens) - len(request.prefix_ids)
+        return request.replace(max_new_tokens=made) if 1 <= made < request.max_new_tokens else request
+
+
+# --- a branch tree as JSON (the tab's history state) -----------------------------------------
+
+MAX_HISTORY_STATE_BYTES = 2_000_000  # what `history_state` may take; alternatives go first, then old branches
+
+
+def _round(p: float) -> float:
+    return float(f"{p:.5g}")
+
+
+def record_to_state(rec: TokenRecord, alternatives: bool = True) -> list:
+    """[id, text, logprob, rank, entropy, picked, slides, top_before, top_after] (compact, JSON)."""
+    alts = (lambda a: [[int(i), t, _round(p)] for i, t, p in a]) if alternatives else (lambda a: [])
+    return [int(rec.token_id), rec.text, float(rec.logprob), rec.rank, rec.entropy, bool(rec.picked),
+            int(rec.window_slides), alts(rec.top_before), alts(rec.top_after)]
+
+
+def record_from_state(row: Any) -> TokenRecord:
+    tid, text, lp, rank, entropy, picked, slides, before, after = row
+    alts = lambda a: tuple((int(i), str(t), float(p)) for i, t, p in a)  # noqa: E731
+    return TokenRecord(int(tid), str(text), float(lp), None if rank is None else int(rank),
+                       None if entropy is None else float(entropy), alts(before), alts(after), bool(picked), int(slides))
+
+
+def branch_to_state(branch: Branch, alternatives: bool = True) -> dict[str, Any]:
+    return {
+        "id": branch.id, "parent": branch.parent, "model": branch.model_id, "prompt": branch.prompt,
+        "prompt_ids": list(branch.prompt_ids), "origin": branch.origin, "stopped_by": branch.stopped_by,
+        "state": "stopped" if branch.state == "running" else branch.state,
+        "segments": [{"start": s.start, "seed": s.seed, "chain": s.chain, "settings": s.settings,
+                      "max_new_tokens": s.max_new_tokens, "stop": list(s.stop_strings), "kind": s.kind,
+                      "request": s.request, "run_id": s.run_id} for s in branch.segments],
+        "tokens": [record_to_state(t, alternatives) for t in branch.tokens],
+    }
+
+
+def branch_from_state(data: Any) -> Branch:
+    """A Branch from `branch_to_state`'s dict; ValueError / TypeError / KeyError when it is not one."""
+    segments = [Segment(int(s["start"]), int(s["seed"]), str(s["chain"]), dict(s["settings"]),
+                        int(s["max_new_tokens"]), tuple(str(x) for x in s["stop"]), str(s["kind"]),
+                        dict(s["request"]) if s.get("request") is not None else None,
+                        int(s["run_id"]) if s.get("run_id") is not None else None) for s in data["segments"]]
+    parent = data["parent"]
+    return Branch(int(data["id"]), None if parent is None else int(parent), str(data["model"]), str(data["prompt"]),
+                  tuple(int(i) for i in data["prompt_ids"]), [record_from_state(r) for r in data["tokens"]],
+                  int(data["origin"]), segments, data.get("stopped_by"), str(data.get("state", "done")))
 
 
 class BranchStore:
@@ -396,3 +422,46 @@ class BranchStore:
             for child in self.children(branch_id):
                 child.parent = branch.parent
         return branch
+
+    # --- as JSON (the tab's history state) -------------------------------------------------
+    def to_state(self, shown: int | None, max_bytes: int = MAX_HISTORY_STATE_BYTES) -> dict[str, Any]:
+        """{"next_id", "branches"} under `max_bytes` of JSON: first every token's alternatives are
+        kept; over the cap, the other branches' alternatives go, then the shown branch's, then
+        whole branches, oldest first (the shown one last)."""
+        import json
+
+        order = sorted(self._branches.values(), key=lambda b: (b.id == shown, b.id))  # dropped first ... last
+        rows = {b.id: branch_to_state(b) for b in order}
+        sizes = {i: len(json.dumps(row, ensure_ascii=False)) + 2 for i, row in rows.items()}  # bytes, "," included
+        for b in order:  # the shown branch is last: its alternatives are the last to go
+            if sum(sizes.values()) <= max_bytes:
+                break
+            rows[b.id] = branch_to_state(b, alternatives=False)
+            sizes[b.id] = len(json.dumps(rows[b.id], ensure_ascii=False)) + 2
+        dropped = []
+        for b in order:
+            if sum(sizes.values()) <= max_bytes:
+                break
+            del rows[b.id], sizes[b.id]
+            dropped.append(b.id)
+        for row in rows.values():  # children of a dropped branch hang from its nearest kept ancestor
+            while row["parent"] is not None and row["parent"] not in rows:
+                gone = self._branches.get(row["parent"])
+                row["parent"] = gone.parent if gone is not None else None
+        return {"next_id": self._next, "branches": list(rows.values()), "dropped": len(dropped)}
+
+    @classmethod
+    def from_state(cls, state: Any) -> "BranchStore":
+        """The store `to_state` saved; ValueError naming the problem when `state` is not one."""
+        store = cls()
+        try:
+            for row in state["branches"]:
+                branch = branch_from_state(row)
+                store._branches[branch.id] = branch
+            for branch in store._branches.values():
+                if branch.parent not in store._branches:
+                    branch.parent = None
+            store._next = max([int(state.get("next_id", 1)), *(b.id + 1 for b in store._branches.values())])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"the saved branch tree is unreadable ({type(exc).__name__}: {exc})") from None
+        return store
