@@ -33,9 +33,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from engines.errors import InputError
+
+if TYPE_CHECKING:
+    from engines.decoding.config import DecodingConfig
 
 REQUEST_FORMAT = 1  # the envelope version; a newer one is refused with a clear line
 ENVELOPE_KEY = "chainrule_request"
@@ -112,6 +115,29 @@ def open_envelope(data: Any, kind: str | None = None) -> dict[str, Any]:
     if kind is not None and found != kind:
         raise InputError(f"this is a {found} request, not a {kind} one")
     return {k: v for k, v in data.items() if k not in (ENVELOPE_KEY, "kind", FINGERPRINT_KEY)}
+
+
+def open_request(data: Any, kind: str, fields) -> tuple[dict[str, Any], "DecodingConfig"]:
+    """The checked body of a stored `kind` request and its decoding config, for `from_json`.
+
+    One line (InputError / DecodingError) for: not an envelope of this kind, a field not in
+    `fields`, no model id, decoding that is not an object or that DecodingConfig refuses."""
+    from engines.decoding.config import DecodingConfig
+
+    body = open_envelope(data, kind)
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise InputError(f"{kind} request: unknown field(s) {', '.join(map(repr, unknown))}")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InputError(f"{kind} request: \"model\" must name a model id")
+    decoding = body.get("decoding") or {}
+    if not isinstance(decoding, Mapping):
+        raise InputError(f"{kind} request: \"decoding\" must be an object of decoding settings")
+    try:
+        config = DecodingConfig.from_dict(decoding)
+    except TypeError as exc:  # a wrongly typed value the validation compares
+        raise InputError(f"{kind} request: decoding is invalid ({exc})") from None
+    return body, config
 
 
 def request_type(kind: str):

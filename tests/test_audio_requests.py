@@ -56,9 +56,9 @@ def test_request_round_trips_and_refuses_what_it_cannot_run():
     one = r.for_sample(2)
     assert one.count == 1 and one.seed == 12 and one.digit == 4 and one.prompt == ref
     assert r.mode == "continuation" and r.temperature == 0.7
-    with pytest.raises(InputError, match="unknown audio request field"):
+    with pytest.raises(InputError, match="audio request: unknown field"):
         AudioRequest.from_json({**r.to_json(), "guidance": 2})
-    with pytest.raises(DecodingError, match="top-p 0.9 is not used by audio models"):
+    with pytest.raises(DecodingError, match="top-p 0.9 cannot be used for audio models"):
         AudioRequest(model="m", decoding=DecodingConfig(top_p=0.9))
     with pytest.raises(InputError, match="count 0 is invalid"):
         AudioRequest(model="m", count=0)

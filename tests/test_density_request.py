@@ -103,8 +103,8 @@ def test_the_request_runs_like_the_command_it_converts_to(capsys, models, tmp_pa
     save_png(tmp_path / "INIT.png", pixels * 255)
     save_png(tmp_path / "MASK.png", regenerate * 255)
     argv = request.to_command(info, init_path=str(tmp_path / "INIT.png"), mask_path=str(tmp_path / "MASK.png"))
-    assert argv[:3] == ["chainrule", "generate", "image"] and "--ensemble" in argv
-    cli, _ = run_cli(capsys, models, *argv[1:])
+    assert argv[:2] == ["generate", "image"] and "--ensemble" in argv
+    cli, _ = run_cli(capsys, models, *argv)
     assert [s["pixels"] for s in cli["samples"]] == [s.image.reshape(S, S).tolist() for s in finished.samples]
     assert cli["samples"][0]["ensemble_k"] == 2
     assert cli["samples"][0]["ensemble_logprob"] == pytest.approx(finished.samples[0].ensemble_logprob, abs=1e-5)
@@ -125,7 +125,7 @@ def test_decoding_a_binary_pixel_cannot_use_is_refused_in_panel_words(capsys, mo
         message = str(err.value)
         assert message.startswith(f"{words} cannot be used for black-or-white pixels") and "--" not in message
         assert f"turn it off ({words.rsplit(' ', 1)[0]} " in message
-    with pytest.raises(DecodingError, match="strategy beam is not available"):
+    with pytest.raises(DecodingError, match=r"strategy beam\) is not available"):
         DensityRequest(model="tiny-made", decoding=DecodingConfig(strategy="beam"))
     DensityRequest(model="tiny-made", decoding=DecodingConfig(strategy="greedy"))  # greedy and temperature are fine
     DensityRequest(model="tiny-made", decoding=DecodingConfig(temperature=0.5))
@@ -169,5 +169,18 @@ def test_the_shown_command_of_a_request_runs(capsys, models):
     info = read_card(Path(models) / "tiny-nade")
     command = shlex.join(request.to_command(info))
     assert "--strategy greedy" in command and "--seed 5 --count 2" in command
-    r, _ = run_cli(capsys, models, *shlex.split(command)[1:])
+    r, _ = run_cli(capsys, models, *shlex.split(command))
     assert DensityRequest.from_json(r["request"]) == request
+
+
+def test_a_display_copy_carries_the_request_and_regenerates_the_model_size_sample(capsys, models, tmp_path):
+    out = tmp_path / "d.png"
+    run_cli(capsys, models, "generate", "image", "--model", "tiny-nade", "--seed", "5", "--count", "2",
+            "--scale", "4", "--out", str(out))
+    small, big = _pixels(tmp_path / "d_2.png"), _pixels(tmp_path / "d_2@4x.png")
+    assert big.shape == (S * 4, S * 4)
+    np.testing.assert_array_equal(big[::4, ::4], small)  # nearest neighbour: every pixel a 4x4 square
+    assert read_request_file(tmp_path / "d_2@4x.png") == read_request_file(tmp_path / "d_2.png")
+    again = tmp_path / "again.png"
+    run_cli(capsys, models, "generate", "--from", str(tmp_path / "d_2@4x.png"), "--out", str(again))
+    assert again.read_bytes() == (tmp_path / "d_2.png").read_bytes()

@@ -77,6 +77,20 @@ def test_the_history_and_the_text_tab_survive_a_restart(qtbot, tmp_path):
     w2.close()
 
 
+def test_each_tabs_decoding_settings_survive_a_restart_separately(qtbot, tmp_path):
+    data = tmp_path / "data"
+    w = open_window(qtbot, data)
+    w.ctx.set_decoding_config(DecodingConfig(top_p=0.9, temperature=0.7, seed=3), "text")
+    w.ctx.set_decoding_config(DecodingConfig(top_k=7, seed=11), "image")
+    w.close()
+    w2 = open_window(qtbot, data)
+    assert w2.ctx.decoding_config("text") == DecodingConfig(top_p=0.9, temperature=0.7, seed=3)
+    assert w2.ctx.decoding_config("image") == DecodingConfig(top_k=7, seed=11)
+    w2.select_tab("Image")  # the panel shows the Image tab's own settings, not the Text tab's
+    assert w2.decoding_panel.config().top_k == 7 and w2.decoding_panel.config().top_p == 1.0
+    w2.close()
+
+
 def test_a_history_that_cannot_open_leaves_the_studio_working(qtbot, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -245,7 +245,7 @@ def test_cli_resynth_and_score(capsys, models_dir, tmp_path):
 
 @pytest.mark.parametrize("extra, words", [
     (["--seconds", "1"], "--seconds does not apply"),
-    (["--top-k", "5"], "top-k 5 is not used"),
+    (["--top-k", "5"], "top-k 5 cannot be used for audio models"),
     (["--digit", "12"], "digit 12 is out of range"),
     (["--speaker", "nobody"], "unknown speaker"),
     (["--frame-temperature", "-1"], "frame temperature"),

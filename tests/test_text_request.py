@@ -57,7 +57,7 @@ def test_bad_requests_say_which_setting(change, words):
 
 def test_from_json_refuses_unknown_keys_other_kinds_and_bad_decoding():
     good = TextRequest(model=MODEL).to_json()
-    with pytest.raises(InputError, match="unknown setting"):
+    with pytest.raises(InputError, match="text request: unknown field"):
         TextRequest.from_json({**good, "temperature": 2})
     with pytest.raises(InputError, match="not a text one"):
         TextRequest.from_json({**good, "kind": "image"})

@@ -36,7 +36,7 @@ import numpy as np
 from engines import limits
 from engines.decoding.config import DecodingConfig
 from engines.errors import ChainruleError, DecodingError, InputError
-from engines.requests import InputRef, envelope, open_envelope
+from engines.requests import InputRef, envelope, open_request
 
 MAX_COUNT = limits.MAX_AUDIO_BATCH  # samples per request (a WaveNet makes them as one batch)
 MAX_SECONDS = limits.MAX_GENERATE_SECONDS
@@ -45,22 +45,15 @@ DEFAULT_SECONDS = 1.0  # a WaveNet's length when none is asked for
 DEFAULT_FRAME_TEMPERATURE = 0.6
 MAX_TEMPERATURE = 10.0
 SEED_LIMIT = 2**63
-# Decoding settings an audio model does not use: refused rather than silently ignored (words, not flags).
-_UNUSED = {"top_k": ("top-k", 0), "top_p": ("top-p", 1.0), "min_p": ("min-p", 0.0),
-           "typical_p": ("typical-p", 1.0), "repetition_penalty": ("repetition penalty", 1.0),
-           "no_repeat_ngram": ("no-repeat n-gram", 0)}
 _FIELDS = ("model", "decoding", "count", "digit", "speaker", "seconds", "frame_temperature", "prompt", "resynth")
 
 
 def audio_temperature(config: DecodingConfig) -> float:
-    """The one decoding value audio uses; greedy means temperature 0. DecodingError for the rest."""
-    if config.strategy == "beam":
-        raise DecodingError("beam search is not available for audio: use strategy sample (or greedy)")
-    for name, (words, off) in _UNUSED.items():
-        value = getattr(config, name)
-        if value != off:
-            raise DecodingError(f"{words} {value:g} is not used by audio models: they sample with a temperature "
-                                f"only (turn {words} off)")
+    """The one decoding value audio uses; greedy means temperature 0. DecodingError (from the one
+    table of what each modality supports, engines.decoding.support) for any other sampler."""
+    from engines.decoding.support import check_supported
+
+    check_supported(config, "audio")
     return 0.0 if config.strategy == "greedy" else float(config.temperature)
 
 
@@ -220,19 +213,7 @@ class AudioRequest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "AudioRequest":
-        body = open_envelope(data, cls.kind)
-        unknown = sorted(set(body) - set(_FIELDS))
-        if unknown:
-            raise InputError(f"unknown audio request field(s): {', '.join(unknown)}")
-        if "model" not in body:
-            raise InputError("the audio request names no model")
-        decoding = body.get("decoding") or {}
-        if not isinstance(decoding, Mapping):
-            raise InputError("decoding is invalid: expected an object of decoding settings")
-        try:
-            config = DecodingConfig.from_dict(decoding)
-        except TypeError as exc:
-            raise InputError(f"decoding is invalid: {exc}") from None
+        body, config = open_request(data, cls.kind, _FIELDS)
         refs = {name: None if body.get(name) is None else InputRef.from_json(body[name], name)
                 for name in ("prompt", "resynth")}
         return cls(model=body["model"], decoding=config, count=body.get("count", 1), digit=body.get("digit"),

@@ -69,7 +69,7 @@ def check_supported(config: DecodingConfig, kind: str, card: Mapping[str, Any] |
     leaves them out, and the CLI refuses them as unused flags already."""
     dist = distribution_of(kind, card)
     if config.strategy == "beam" and dist in _NO_BEAM:
-        raise DecodingError(f"strategy beam is not available for {NOUNS[dist]}: {_NO_BEAM[dist]} "
+        raise DecodingError(f"beam search (strategy beam) is not available for {NOUNS[dist]}: {_NO_BEAM[dist]} "
                             "(use strategy sample or greedy)")
     for spec in SAMPLERS:
         reason = spec.unsuited.get(dist)

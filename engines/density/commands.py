@@ -98,13 +98,20 @@ def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     model = load_density_model(info)
     notes: list[str] = []
     request = request_from_args(args, info, model, notes)
-    return generate_from_request(request, info, args.out, model=model, notes=notes)
+    scale = getattr(args, "scale", None)
+    return generate_from_request(request, info, args.out, model=model, notes=notes,
+                                 scale=1 if scale is None else scale)
 
 
 def generate_from_request(request: DensityRequest, info: ModelInfo, out: str | None, *,
-                          model: DensityModel | None = None, notes: list[str] | tuple = ()) -> dict[str, Any]:
+                          model: DensityModel | None = None, notes: list[str] | tuple = (),
+                          scale: int = 1) -> dict[str, Any]:
     """Run `request` (engines.density.request.run) and write sample i to its --out path as soon as its
-    group is drawn, as a PNG carrying `for_sample(i)`'s request; the result dict (with "request")."""
+    group is drawn, as a PNG carrying `for_sample(i)`'s request (with `scale` > 1 also a nearest-neighbour
+    NAME@{scale}x.png display copy carrying it too); the result dict (with "request")."""
+    from engines.image.png import check_scale, scaled_path
+
+    check_scale(scale)
     check_out_path(out)
     request = request.resolved()
     refuse_overwriting_inputs(out, request.count, {"init": request.init and request.init.path,
@@ -127,8 +134,14 @@ def generate_from_request(request: DensityRequest, info: ModelInfo, out: str | N
     def write_finished() -> None:  # each finished image to its --out path, carrying its own request
         while out is not None and len(written) < len(finished):
             i = len(written)
-            embed_in_png(paths[i], sample_image(finished[i], model.height, model.width),
-                         stamp(request.for_sample(i).to_json(), info))
+            image = sample_image(finished[i], model.height, model.width)
+            stamped = stamp(request.for_sample(i).to_json(), info)
+            embed_in_png(paths[i], image, stamped)
+            if scale > 1:  # the display copy: nearest neighbour keeps every pixel a crisp square
+                from PIL import Image
+
+                big = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+                embed_in_png(scaled_path(paths[i], scale), big, stamped)
             written.append(paths[i])
 
     try:

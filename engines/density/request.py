@@ -36,7 +36,7 @@ from engines.decoding.config import DecodingConfig
 from engines.density.sampling import DensityDone, check_config, sample_events, sampling_order
 from engines.errors import InputError
 from engines.generation import resolve_seed
-from engines.requests import MAX_EMBEDDED_INPUT_BYTES, InputRef, envelope, open_envelope
+from engines.requests import MAX_EMBEDDED_INPUT_BYTES, InputRef, envelope, open_request
 
 KIND = "density"
 LN2 = math.log(2)
@@ -244,21 +244,13 @@ class DensityRequest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "DensityRequest":
-        body = open_envelope(data, KIND)
-        unknown = sorted(set(body) - {"model", "decoding", "count", "ordering", "ensemble_k", "init", "mask"})
-        if unknown:
-            raise InputError(f"density request: unknown field(s) {', '.join(map(repr, unknown))}")
-        if "model" not in body or "decoding" not in body:
-            raise InputError("density request: needs \"model\" and \"decoding\"")
-        decoding = body["decoding"]
-        if not isinstance(decoding, Mapping):
-            raise InputError("density request: \"decoding\" must be an object")
+        body, config = open_request(data, KIND, ("model", "decoding", "count", "ordering", "ensemble_k", "init", "mask"))
         ordering = body.get("ordering", "raster")
         if not isinstance(ordering, str):
             raise InputError("density request: \"ordering\" must be a string")
         init = None if body.get("init") is None else InputRef.from_json(body["init"], "init")
         mask = None if body.get("mask") is None else InputRef.from_json(body["mask"], "mask")
-        return cls(model=body["model"], decoding=DecodingConfig.from_dict(decoding), count=body.get("count", 1),
+        return cls(model=body["model"], decoding=config, count=body.get("count", 1),
                    ordering=ordering, ensemble_k=body.get("ensemble_k"), init=init, mask=mask)
 
     def to_command(self, info=None, *, init_path: str | None = None, mask_path: str | None = None) -> list[str]:
@@ -266,7 +258,7 @@ class DensityRequest:
         files there: `init_path` / `mask_path`, else where they were read from, else INIT.png / MASK.png."""
         from engines.decoding.flags import decoding_arguments, model_arguments
 
-        argv = ["chainrule", "generate", "image"]
+        argv = ["generate", "image"]  # without the program name, as every request's to_command
         argv += model_arguments(info) if info is not None else ["--model", self.model]
         argv += decoding_arguments(self.decoding, info.card.get("decoding_defaults") if info is not None else None)
         if self.ordering != "raster":

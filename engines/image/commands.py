@@ -45,6 +45,9 @@ def request_from_args(args: argparse.Namespace, info: ModelInfo) -> ImageRequest
     check_count(args.count, config.seed)
     if getattr(args, "ordering", None):
         raise InputError("--ordering is for density models; a PixelCNN samples in raster order")
+    if getattr(args, "ensemble", None) is not None:
+        raise InputError("--ensemble is for MADE density models (how many mask sets are mixed); a PixelCNN has one "
+                         "network: leave --ensemble out")
     refuse_overwriting_inputs(args.out, args.count, {flag: getattr(args, flag, None) for flag in ("init", "mask")})
     s = shape_from_card(info.card)
     init, mask, notes = read_init_and_mask(args, channels=s.channels, height=s.height, width=s.width, levels=s.levels)

@@ -104,7 +104,9 @@ def pixelcnn_recognition(info, *, per_digit: int = 10, data: str | None = None, 
             bottom, band = np.zeros((28, 28), bool), np.zeros((28, 28), bool)
             bottom[14:] = True  # completion: the bottom half is regenerated
             band[9:19] = True  # inpainting: a band across the middle, known pixels below it
-            plain_cfg = config.replace(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0)
+            from engines.decoding.support import plain
+
+            plain_cfg = plain(config)  # the model's own conditionals: every sampler of the table off
             for task, mask in (("completion", bottom), ("inpainting", band)):
                 plain_ok = post_ok = 0
                 for i, k in enumerate(picks):

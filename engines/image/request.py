@@ -38,7 +38,7 @@ from engines import limits
 from engines.decoding.config import DecodingConfig
 from engines.errors import ChainruleError, InputError
 from engines.generation import resolve_seed
-from engines.requests import envelope, open_envelope
+from engines.requests import envelope, open_request
 
 LN2 = math.log(2)
 MAX_CANDIDATES = limits.MAX_CANDIDATES
@@ -109,18 +109,11 @@ def candidates_config_problems(config: DecodingConfig) -> list[str]:
     "top-p 0.9"); empty when it is fine.
 
     It weights candidates by p(known after | candidate), which is only the right importance
-    weight when candidates come from the model's own conditionals: temperature 1, no filters."""
-    changed = []
-    if config.is_greedy:
-        changed.append("greedy decoding")
-    elif config.temperature != 1:
-        changed.append(f"temperature {config.temperature:g}")
-    for name, label, off in (("top_k", "top-k", 0), ("top_p", "top-p", 1.0), ("min_p", "min-p", 0.0),
-                             ("typical_p", "typical-p", 1.0)):
-        value = getattr(config, name)
-        if value != off and not (name == "top_k" and config.is_greedy):
-            changed.append(f"{label} {value:g}")
-    return changed
+    weight when candidates come from the model's own conditionals: temperature 1, no filters,
+    a categorical draw (the table of samplers says which settings change that)."""
+    from engines.decoding.support import changes_from_plain
+
+    return changes_from_plain(config)
 
 
 # --- the request ------------------------------------------------------------------------------------
@@ -274,17 +267,8 @@ class ImageRequest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ImageRequest":
-        body = open_envelope(data, cls.kind)
-        unknown = sorted(set(body) - set(_FIELDS))
-        if unknown:
-            raise InputError(f"image request: unknown field(s) {', '.join(unknown)}")
-        if "model" not in body:
-            raise InputError("image request: it names no model")
-        kwargs = {k: body[k] for k in _FIELDS if k in body}
-        dec = kwargs.get("decoding")
-        if dec is not None and not isinstance(dec, Mapping):
-            raise InputError("image request: decoding is invalid: expected an object")
-        kwargs["decoding"] = DecodingConfig.from_dict(dict(dec or {}))
+        body, config = open_request(data, cls.kind, _FIELDS)
+        kwargs = {**{k: body[k] for k in _FIELDS if k in body}, "decoding": config}
         for name in ("init", "mask"):
             if kwargs.get(name) is not None:
                 kwargs[name] = PixelArray.from_json(kwargs[name], name)

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 from engines import limits
 from engines.decoding.config import DecodingConfig
 from engines.errors import DecodingError, InputError
-from engines.requests import envelope, open_envelope
+from engines.requests import envelope, open_request
 
 MAX_PROMPT_CHARS = 1_000_000  # a prompt is typed or pasted; longer is a mistake (the window slides anyway)
 MAX_STOP_STRINGS = 16
@@ -127,25 +127,13 @@ class TextRequest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TextRequest":
-        body = open_envelope(data, cls.kind)
-        unknown = sorted(set(body) - set(_FIELDS))
-        if unknown:
-            raise InputError(f"text request: unknown setting(s) {', '.join(unknown)}")
-        if "model" not in body:
-            raise InputError("text request: no model")
-        decoding = body.get("decoding", {})
-        if not isinstance(decoding, Mapping):
-            raise InputError("text request: decoding is invalid: expected an object")
+        body, config = open_request(data, cls.kind, _FIELDS)
         kwargs = {k: body[k] for k in _FIELDS if k in body and k != "decoding"}
         for name in ("stop", "prefix_ids"):
             if name in kwargs:
                 if not isinstance(kwargs[name], list):
                     raise InputError(f"text request: {name.replace('_', ' ')} is invalid: expected a list")
                 kwargs[name] = tuple(kwargs[name])
-        try:
-            config = DecodingConfig.from_dict(decoding)
-        except TypeError as exc:  # a wrongly typed value the validation compares
-            raise DecodingError(f"text request: decoding is invalid ({exc})") from None
         try:
             return cls(decoding=config, **kwargs)
         except TypeError as exc:

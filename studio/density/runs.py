@@ -51,7 +51,7 @@ class Run(DrawingRun):
 
     def command(self, lane: int = 0, init: str | None = None, mask: str | None = None) -> str:
         """The shell command that reproduces lane `lane` (init / mask: where its inputs were exported)."""
-        return shlex.join(self.lanes[lane].to_command(self.info, init_path=init, mask_path=mask))
+        return shlex.join(["chainrule", *self.lanes[lane].to_command(self.info, init_path=init, mask_path=mask)])
 
     # --- words ---------------------------------------------------------------------------------
     def order_text(self, lane: int) -> str:
@@ -107,7 +107,7 @@ class Run(DrawingRun):
         if self.state == "done":
             cmd = self.command(0)
             if self.kind == "compare":  # one command per ordering: the same but for --ordering
-                argv = self.lanes[0].to_command(self.info)
+                argv = ["chainrule", *self.lanes[0].to_command(self.info)]
                 if "--ordering" in argv:
                     del argv[argv.index("--ordering"):argv.index("--ordering") + 2]
                 at = argv.index("--seed") if "--seed" in argv else len(argv)

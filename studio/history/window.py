@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 SAMPLE_FILTER = "Chainrule exports (*.png *.wav *.flac *.json *.txt);;All files (*)"
 
 
+DECODING_STATE = "decoding"  # the saved state holding every tab's decoding config
+
+
 def tab_key(widget: QWidget) -> str:
     """The key a tab's state is saved under: its MODEL_KIND, else its object name."""
     return getattr(widget, "MODEL_KIND", None) or widget.objectName()
@@ -107,7 +110,36 @@ class WindowHistory(QObject):
                     saved += 1
             except Exception:  # noqa: BLE001 - one tab's state must not stop the others or the close
                 log.exception("history: saving the %s tab's state failed", tab_key(widget))
+        self._save_decoding_configs()
         return saved
+
+    def _save_decoding_configs(self) -> None:
+        """Each tab's own decoding config (what the Decoding panel showed for it), as one saved state."""
+        from studio.context import TAB_KEYS
+
+        try:
+            configs = {key: self.ctx.decoding_config(key).to_dict() for key in TAB_KEYS}
+            self.store.save_tab_state(DECODING_STATE, {"configs": configs})
+        except Exception:  # noqa: BLE001
+            log.exception("history: saving the decoding configs failed")
+
+    def _restore_decoding_configs(self) -> None:
+        """After the tabs' states (a tab restoring its model adopts that card's defaults): each tab's
+        config as the user left it. A saved config this version refuses is skipped, with a line."""
+        from engines.decoding.config import DecodingConfig
+        from studio.context import TAB_KEYS
+
+        state = self.store.tab_state(DECODING_STATE)
+        configs = state.get("configs") if isinstance(state, Mapping) else None
+        if not isinstance(configs, Mapping):
+            return
+        for key, data in configs.items():
+            if key not in TAB_KEYS or not isinstance(data, Mapping):
+                continue
+            try:
+                self.ctx.set_decoding_config(DecodingConfig.from_dict(data), key)
+            except Exception as exc:  # noqa: BLE001 - a stale setting must not stop the studio starting
+                self.ctx.show_error(f"The {key} tab's saved decoding settings were not restored: {_one_line(exc)}")
 
     def restore_tab_states(self) -> int:
         """Give each tab with `restore_history_state` its saved state; how many were restored."""
@@ -125,6 +157,10 @@ class WindowHistory(QObject):
             except Exception as exc:  # noqa: BLE001 - a stale state must not stop the studio starting
                 log.exception("history: restoring the %s tab's state failed", tab_key(widget))
                 self.ctx.show_error(f"The {tab_key(widget)} tab could not restore its last state: {_one_line(exc)}")
+        try:
+            self._restore_decoding_configs()
+        except Exception:  # noqa: BLE001
+            log.exception("history: restoring the decoding configs failed")
         return restored
 
     # --- requests into tabs --------------------------------------------------------------------

@@ -416,3 +416,30 @@ class DrawingTabMixin(RunnerMixin, RescoringMixin):
         if run.state != "running":
             self.progress_label.setText(run.drawn_text())
         self._say(self._run_status_html(run))
+
+    # --- restoring a saved state (History) ---------------------------------------------------------
+    def restore_history_state(self, state) -> None:
+        """Bring back a `history_state()`; what no longer fits (a model gone, a changed geometry) is
+        said on the status line and left out, never raised."""
+        try:
+            self._restore_state(state)
+        except Exception as exc:  # noqa: BLE001 - a stale or hostile saved state must not break the tab
+            self._say_error(f"The {self.TAB_TITLE} tab's last state could not be restored ({exc}); it starts afresh.")
+
+    def _restore_saved_model(self, state) -> bool:
+        """The first step of every `_restore_state`: a known state format whose model is still installed
+        becomes the tab's model (True); a gone model is said on the status line (False)."""
+        from engines.errors import InputError
+
+        if not isinstance(state, dict) or state.get("version") != 1:
+            raise InputError("unknown state format")
+        model_id = state.get("model")
+        if model_id not in self._infos:
+            self._say_error(f"The {self.TAB_TITLE} tab's last model {model_id!r} is no longer installed; its drawing "
+                            "and samples were not restored.")
+            return False
+        if self.runner.is_busy():
+            return False
+        self.select_model(model_id)
+        self._model_changed()
+        return True

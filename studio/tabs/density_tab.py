@@ -127,6 +127,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
     MODEL_KIND = "density"
     SPEEDS = SPEEDS
     LOAD_IMAGE_TITLE = "Load a digit"
+    TAB_TITLE = "Density"
     IDLE_HINT = ("Draw a digit (or load one) to see how likely each model finds it; Sample draws new ones in the "
                  "chosen ordering; paint a mask and Inpaint.")
 
@@ -819,28 +820,11 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
             }
         return state
 
-    def restore_history_state(self, state: Any) -> None:
-        """Bring back a `history_state()`; what no longer fits (a model gone, another image size) is said
-        on the status line and left out, never raised."""
-        try:
-            self._restore_state(state)
-        except Exception as exc:  # noqa: BLE001 - a stale or hostile saved state must not break the tab
-            self._say_error(f"The Density tab's last state could not be restored ({exc}); it starts afresh.")
-
     def _restore_state(self, state: Any) -> None:
         from engines.decoding.config import DecodingConfig
 
-        if not isinstance(state, dict) or state.get("version") != 1:
-            raise InputError("unknown state format")
-        model_id = state.get("model")
-        if model_id not in self._infos:
-            self._say_error(f"The Density tab's last model {model_id!r} is no longer installed; its drawing and "
-                            "samples were not restored.")
+        if not self._restore_saved_model(state):
             return
-        if self.runner.is_busy():
-            return
-        self.select_model(model_id)
-        self._model_changed()
         g = self.geom
         name, order_seed = work.parse_spec(str(state.get("ordering") or "raster"))
         if self.family() == "made" or name == "raster":

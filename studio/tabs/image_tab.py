@@ -122,6 +122,7 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
     MODEL_KIND = "image"
     SPEEDS = SPEEDS
     IDLE_HINT = "Draw with the brush, then Complete; or Generate from nothing."
+    TAB_TITLE = "Image"
 
     def prefers_model(self, info) -> bool:
         """A fresh Image tab opens on a digit-conditioned model (its card's conditioning has classes:
@@ -751,26 +752,9 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             }
         return state
 
-    def restore_history_state(self, state) -> None:
-        """Bring back a `history_state()`; what no longer fits (a model gone, a changed geometry) is
-        said on the status line and left out, never raised."""
-        try:
-            self._restore_state(state)
-        except Exception as exc:  # noqa: BLE001 - a stale or hostile saved state must not break the tab
-            self._say_error(f"The Image tab's last state could not be restored ({exc}); it starts afresh.")
-
     def _restore_state(self, state) -> None:
-        if not isinstance(state, dict) or state.get("version") != 1:
-            raise InputError("unknown state format")
-        model_id = state.get("model")
-        if model_id not in self._infos:
-            self._say_error(f"The Image tab's last model {model_id!r} is no longer installed; its drawing and "
-                            "samples were not restored.")
+        if not self._restore_saved_model(state):
             return
-        if self.runner.is_busy():
-            return
-        self.select_model(model_id)
-        self._model_changed()
         g = self.geom
         self._set_label_quietly(state.get("label"))
         self.guidance_spin.setValue(float(state.get("guidance") or 0.0))
