@@ -210,3 +210,25 @@ def test_a_run_stopped_by_closing_the_window_is_recorded_as_stopped(qtbot, tmp_p
     assert run.status == "stopped" and run.note == ""
     assert w2.history.store.recovered == []
     w2.close()
+
+
+def test_cli_exports_of_every_modality_reopen_in_their_tab(qtbot, tmp_path):
+    """A WAV (tag + sidecar) and a density PNG written by the CLI open in the Audio and Density tabs,
+    set to the request each file carries (the PNG of a PixelCNN and a text JSON: tests above)."""
+    from engines.cli import main
+
+    wav, png = tmp_path / "clip.wav", tmp_path / "digit.png"
+    assert main(["generate", "audio", "--model", "fsdd-wavenet", "--digit", "3", "--seconds", "0.05",
+                 "--seed", "77", "--out", str(wav)]) == 0
+    assert main(["generate", "image", "--model", "bmnist-made", "--ordering", "column", "--seed", "31",
+                 "--out", str(png)]) == 0
+    w = open_window(qtbot, tmp_path / "data")
+    assert w.history.open_sample(str(wav)), status(w)
+    audio = w.tab("Audio")
+    assert w.tabs.currentWidget() is audio and "Opened clip.wav" in status(w)
+    assert audio.digit_combo.currentData() == 3 and w.ctx.decoding_config("audio").seed == 77
+    assert w.history.open_sample(str(png)), status(w)
+    density = w.tab("Density")
+    assert w.tabs.currentWidget() is density
+    assert density.current_model_info().id == "bmnist-made" and w.ctx.decoding_config("density").seed == 31
+    w.close()

@@ -124,7 +124,7 @@ class AudioHistoryMixin:
         if request.speaker is not None and request.speaker.lower() not in {s.lower() for s in speakers}:
             raise InputError(f"unknown speaker {request.speaker!r}: {info.id} knows {', '.join(speakers) or 'none'}")
         if request.seconds is not None and not work.MIN_SECONDS <= request.seconds <= work.MAX_SECONDS:
-            raise InputError(f"seconds = {request.seconds:g} is more than the Audio tab makes "
+            raise InputError(f"seconds = {request.seconds:g} is outside what the Audio tab makes "
                              f"({work.MIN_SECONDS:g}–{work.MAX_SECONDS:g} s): run it with `chainrule generate --from`")
         if not speech and request.count > work.MAX_BATCH:
             raise InputError(f"{request.count} variations are more than the Audio tab makes at once "
