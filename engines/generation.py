@@ -98,9 +98,17 @@ def draw_step(chain: SamplerChain, logits: np.ndarray, histories: Sequence[Seque
     at the caller's `uniforms` (B,) in [0, 1) when the caller owns the random stream (density:
     one stream per sample; audio: the uniforms its ONNX step graph also gets). The caller then
     calls `chain.accept(values)` (after padding finished rows, if it has any)."""
-    processed = chain.process(logits, histories)
+    # with no filter the chain would only copy the logits: the selector reads them as they are
+    processed = chain.process(logits, histories) if chain.filters else _rows_of(logits)
     values = chain.select(processed) if uniforms is None else chain.selector.draw(processed, uniforms)
     return values, processed
+
+
+def _rows_of(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"logits must have shape (B, V), got shape {x.shape}")
+    return x
 
 
 def generate_steps(

@@ -233,3 +233,17 @@ def test_plain_sampling_is_every_filter_and_selector_off():
     assert build_chain(p, 3).name == "rep-penalty 1.2 → dist seed 3"
     assert changes_from_plain(DecodingConfig(top_k=1, min_p=0.1)) == ["greedy decoding", "min-p 0.1"]
     assert changes_from_plain(DecodingConfig(strategy="greedy")) == ["greedy decoding"]
+
+
+def test_the_two_value_draw_is_the_general_inverse_cdf():
+    """inverse_cdf spells out 2-value rows (binary pixels): the same draw as the general cumulative rule."""
+    from engines.decoding.samplers import inverse_cdf
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 4, (4000, 2)), [[0.0, -np.inf], [-np.inf, 0.0], [0.0, 0.0], [50.0, -50.0]]])
+    u = np.concatenate([rng.random(4000), [0.999999, 0.0, 0.5, 0.999999]])
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    cdf = e.cumsum(axis=1)
+    general = (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1)
+    np.testing.assert_array_equal(inverse_cdf(x, u), general)
+    assert inverse_cdf(x, u)[-4:].tolist() == [0, 1, 1, 0]

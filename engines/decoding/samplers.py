@@ -402,7 +402,13 @@ def inverse_cdf(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
     m = x.max(axis=1, keepdims=True)  # (B, 1)
     if not math.isfinite(m.sum()):  # NaN anywhere, +inf, or a row filtered out entirely (or a huge sum)
         _check_selectable(x)
-    cdf = np.exp(x - m).cumsum(axis=1)  # (B, V) rises only on values with p > 0
+    e = np.exp(x - m)  # (B, V) unnormalised probabilities; the row's largest is 1
+    if x.shape[1] == 2:
+        # Binary values (a NADE/MADE pixel, a stop bit): the general rule below, spelled out, since it
+        # runs once per pixel. cdf = [e0, e0 + e1] and the last entry never passes u x total (u < 1,
+        # total >= 1), so the id is 1 exactly when e0 <= u x (e0 + e1): the same float operations.
+        return (e[:, 0] <= np.asarray(u, dtype=np.float64).reshape(-1) * (e[:, 0] + e[:, 1])).astype(np.int64)
+    cdf = e.cumsum(axis=1)  # (B, V) rises only on values with p > 0
     target = np.asarray(u, dtype=np.float64).reshape(-1, 1) * cdf[:, -1:]  # (B, 1)
     return (cdf <= target).sum(axis=1, dtype=np.int64)
 
