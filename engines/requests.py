@@ -47,6 +47,7 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024  # a request (embedded inputs included) is f
 MAX_EMBEDDED_INPUT_BYTES = 256 * 1024  # inputs up to this size travel inside the request
 MAX_JSON_DEPTH = 32
 MAX_SAMPLE_FILE_BYTES = 64 * 1024 * 1024  # an exported PNG is a few KiB; this is a hostile file
+MAX_EXPORT_BYTES = 4 * MAX_REQUEST_BYTES  # a JSON export: the request plus per-token or per-pixel data
 
 # kind -> module defining `REQUEST_TYPE` (the request class) for that modality
 REQUEST_MODULES = {
@@ -371,16 +372,16 @@ def read_request_file(path: str | os.PathLike) -> dict[str, Any]:
         if side.is_file():
             return read_request_file(side)
         return _request_in_audio_tags(p)
-    if suffix == ".json" or suffix == ".txt":
-        if suffix == ".txt":
-            side = sidecar_path(p)
-            if not side.is_file():
-                raise InputError(f"{p}: plain text carries no request; use the JSON export (or {side.name} beside it)")
-            return read_request_file(side)
-        if size > MAX_REQUEST_BYTES * 4:
-            raise InputError(f"{p}: {size:,} bytes; at most {MAX_REQUEST_BYTES * 4:,} are read")
-        data = loads_bounded(p.read_bytes()[: MAX_REQUEST_BYTES * 4], str(p)) if size <= MAX_REQUEST_BYTES else \
-            _loads_large(p)
+    if suffix == ".txt":  # the CLI's text --out: the request is in the sidecar NAME.json
+        side = sidecar_path(p)
+        if not side.is_file():
+            raise InputError(f"{p}: plain text carries no request; use the JSON export (or {side.name} beside it)")
+        return read_request_file(side)
+    if suffix == ".json":
+        if size > MAX_EXPORT_BYTES:
+            raise InputError(f"{p}: {size:,} bytes; at most {MAX_EXPORT_BYTES:,} are read")
+        # a request alone is held to the request caps; an export around one (per-token data) may be larger
+        data = loads_bounded(p.read_bytes(), str(p)) if size <= MAX_REQUEST_BYTES else _loads_large(p)
         if isinstance(data, Mapping) and ENVELOPE_KEY in data:
             return dict(data)
         if isinstance(data, Mapping) and isinstance(data.get("request"), Mapping):
