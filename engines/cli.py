@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--prompt", default="", help="text to continue (empty: start of a document)")
             g.add_argument("--max-new-tokens", type=int, default=200)
             g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+            g.add_argument("--system", help="chat: the system turn (with --user; the model needs a chat template)")
+            g.add_argument("--user", help="chat: the user's turn, rendered with the model's chat template; the reply "
+                                          "ends at the end-of-turn token")
+            g.add_argument("--chat", metavar="FILE.json",
+                           help="chat: the turns, a JSON list of {\"role\", \"content\"} (system / user / assistant)")
         elif modality == "image":
             g.add_argument("--label", type=int, help="digit to condition on")
             g.add_argument("--guidance", type=float, metavar="W",
@@ -225,6 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="classifier id (default: the installed recogniser of that modality)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="extra folder of models (repeatable)")
     p.add_argument("--json", action="store_true", help="print a list of results as JSON")
+
+    p = sub.add_parser("quantize", help="write an int8 or int4 copy of a text model (ONNX Runtime's quantization "
+                                        "tools), with its measured quality change and speed in its card")
+    p.add_argument("--model", required=True, help="text model id (see `chainrule models`)")
+    p.add_argument("--bits", type=int, choices=(8, 4), required=True,
+                   help="8: dynamic int8 (MatMulInteger, per-channel weights); 4: int4 MatMulNBits (blocks of 32)")
+    p.add_argument("--out", metavar="DIR", help="the new model folder (must not exist; its name is the new id; "
+                                                "default: ID-int8 / ID-int4 in the user models folder)")
+    p.add_argument("--data", help="the model's own data (as `chainrule eval --data`): measure the quality change "
+                                  "on --split; without it only speed is measured")
+    p.add_argument("--split", choices=("train", "val", "test"), help="with --data: the split (default: val)")
+    p.add_argument("--weight-type", choices=("auto", "qint8", "quint8"),
+                   help="--bits 8: the int8 weight type (default auto: both are made and measured, the faster "
+                        "kept unless its quality is worse by over 0.1%%)")
+    p.add_argument("--repeats", type=int, default=5, help="rounds of the speed measurement (default 5)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="extra folder of models (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("train", help="train a model (needs torch: pip install 'chainrule-studio[train]')")
     p.add_argument("family", choices=tuple(TRAINERS))
@@ -557,6 +579,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(trainer.main(args.rest) or 0)
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from engines.text.quantize import cmd_quantize as run_quantize
+
+    return run_quantize(args)
+
+
 COMMANDS = {
     "models": cmd_models,
     "generate": cmd_modality,
@@ -564,6 +592,7 @@ COMMANDS = {
     "eval": cmd_modality,
     "bench": cmd_bench,
     "judge": cmd_judge,
+    "quantize": cmd_quantize,
     "train": cmd_train,
 }
 

@@ -7,7 +7,9 @@ step), so streaming is iteration and stopping is simply not pulling the next eve
 `should_stop()` callback checked between any two steps.
 
 Every event reports the chosen value's log-probability under the model itself (log-softmax
-of the raw logits, before temperature or any filter), so totals are exact likelihoods.
+of the raw logits, before temperature or any filter), so totals are exact likelihoods. It is
+formed for the chosen value only (no (B, V) log-softmax per step); the views (alternatives, rank,
+entropy) are computed when first read, from the logits the step already holds (`StepViews`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ Alternatives = tuple[tuple[int, float], ...]  # ((value, probability), ...) most
 
 
 class StepModel(Protocol):
+    """The arrays both methods return are read later by the step's lazy views (`StepViews`): return
+    a new array each call (as ONNX Runtime does), never one that a later step overwrites."""
+
     def prefill(self, context: Sequence[Sequence[int]]) -> np.ndarray:
         """Take one context per batch row; return next-element logits (B, V)."""
 
@@ -35,16 +40,71 @@ class StepModel(Protocol):
         """Append values (B,) to each row; return next-element logits (B, V)."""
 
 
+class StepViews:
+    """The probability views of one step (the model's top alternatives before and after the sampler
+    chain, the chosen value's rank and the entropy), computed on first use from the arrays the step
+    already holds: the logits ONNX Runtime returned and the chain's processed logits (kept only when
+    a filter made new ones). A stream whose views nobody reads (the CLI, benchmarks) pays nothing for
+    them; once all four were read the arrays are let go. The numbers are those the eager loop gave
+    (same functions on the same arrays): tests/test_generation.py checks lazy against eager."""
+
+    def __init__(self, logits: np.ndarray, processed: np.ndarray | None, values: np.ndarray, n: int):
+        self._logits, self._processed, self._values, self.n = logits, processed, values, n
+        self._raw: np.ndarray | None = None
+        self._done: dict[str, object] = {}
+
+    def _get(self, name: str):
+        if name not in self._done:
+            self._done[name] = self._compute(name)
+            if len(self._done) == 4:  # everything read: drop the (B, V) arrays
+                self._logits = self._processed = self._raw = None
+        return self._done[name]
+
+    def _raw_logprobs(self) -> np.ndarray:
+        if self._raw is None:
+            self._raw = log_softmax(self._logits)
+        return self._raw
+
+    def _compute(self, name: str):
+        if self.n <= 0:
+            return None if name in ("ranks", "entropies") else _alternatives(self._values, 0)
+        if name == "top_before":
+            return _alternatives(self._raw_logprobs(), self.n)
+        if name == "top_after":  # no filter: the chain's distribution is the model's own
+            return _alternatives(self._raw_logprobs() if self._processed is None else log_softmax(self._processed), self.n)
+        ranks, entropies = rank_and_entropy(self._raw_logprobs(), self._values)
+        self._done.setdefault("ranks", ranks)
+        self._done.setdefault("entropies", entropies)
+        return ranks if name == "ranks" else entropies
+
+
 @dataclass(frozen=True)
 class StepEvent:
     position: int  # 0-based index of the new element among the generated ones
     values: np.ndarray  # (B,) chosen value per row
     logprobs: np.ndarray  # (B,) log p(value | context) under the raw model, in nats
-    top_before: tuple[Alternatives, ...]  # per row: the model's own top alternatives
-    top_after: tuple[Alternatives, ...]  # per row: the top alternatives after the sampler chain
     finished: np.ndarray  # (B,) bool: row has produced a stop value (now or earlier)
-    ranks: np.ndarray | None = None  # (B,) GLTR rank of the value (1 = model's favourite); with alternatives only
-    entropies: np.ndarray | None = None  # (B,) entropy of the model's distribution, nats; with alternatives only
+    views: StepViews  # the alternatives, ranks and entropies below, computed when first read
+
+    @property
+    def top_before(self) -> tuple[Alternatives, ...]:
+        """Per row: the model's own top alternatives (empty with n_alternatives 0)."""
+        return self.views._get("top_before")
+
+    @property
+    def top_after(self) -> tuple[Alternatives, ...]:
+        """Per row: the top alternatives after the sampler chain (empty with n_alternatives 0)."""
+        return self.views._get("top_after")
+
+    @property
+    def ranks(self) -> np.ndarray | None:
+        """(B,) GLTR rank of the value (1 = model's favourite); None with n_alternatives 0."""
+        return self.views._get("ranks")
+
+    @property
+    def entropies(self) -> np.ndarray | None:
+        """(B,) entropy of the model's distribution, nats; None with n_alternatives 0."""
+        return self.views._get("entropies")
 
     @property
     def value(self) -> int:
@@ -61,7 +121,8 @@ def rank_and_entropy(logprobs: np.ndarray, values: np.ndarray) -> tuple[np.ndarr
     chosen = lp[np.arange(len(values)), values]  # (B,)
     ranks = (lp > chosen[:, None]).sum(axis=1) + 1
     p = np.exp(lp)
-    entropies = -np.where(np.isfinite(lp), p * lp, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore"):  # 0 * -inf at masked (undecodable) ids: dropped by the where
+        entropies = -np.where(np.isfinite(lp), p * lp, 0.0).sum(axis=1)
     return ranks, np.maximum(entropies, 0.0)
 
 
@@ -105,10 +166,40 @@ def draw_step(chain: SamplerChain, logits: np.ndarray, histories: Sequence[Seque
 
 
 def _rows_of(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float64)
+    """logits (B, V) as they are when they are float32/float64 (every selector reads both, and a
+    float32 row converts to float64 exactly where a selector needs it), else as float64."""
+    x = np.asarray(logits)
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        x = x.astype(np.float64)
     if x.ndim != 2:
         raise ValueError(f"logits must have shape (B, V), got shape {x.shape}")
     return x
+
+
+def _checked_max(logits: np.ndarray) -> np.ndarray:
+    """Row maxima (B, 1) of logits (B, V); DecodingError (log_softmax's own) when a row has NaN,
+    +inf or nothing finite, all of which show in its maximum."""
+    m = logits.max(axis=1, keepdims=True)
+    if not np.isfinite(m).all():
+        log_softmax(logits)  # raises the error that names the problem
+    return m
+
+
+def _chosen_logprobs(logits: np.ndarray, m: np.ndarray, values: np.ndarray, buf: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """log p(values) per row (B,) from logits (B, V) and their row maxima m (B, 1), without a (B, V)
+    log-softmax: (x[v] - m) - log(sum(exp(x - m))), the chosen entry's shift in float64 and the
+    exponentials in the logits' own precision, written into one reused buffer `buf` (returned for
+    the next step), summed in float64. For float32 logits that differs from log_softmax's float64
+    exponentials by float32 rounding of each term (|difference| < 1e-6; tests/test_generation.py
+    holds it to that), at a quarter of the cost."""
+    dtype = np.float32 if logits.dtype == np.float32 else np.float64  # (float16 / integer logits: float64)
+    if buf is None or buf.shape != logits.shape or buf.dtype != dtype:
+        buf = np.empty(logits.shape, dtype)
+    rows = np.arange(len(values))
+    chosen = np.asarray(logits[rows, values], np.float64) - m[:, 0].astype(np.float64)  # (B,)
+    e = np.exp(np.subtract(logits, m.astype(dtype), out=buf), out=buf)  # (B, V) in [0, 1]; -inf gives 0
+    return chosen - np.log(e.sum(axis=1, dtype=np.float64)), buf
 
 
 def generate_steps(
@@ -138,27 +229,27 @@ def generate_steps(
     if max_new == 0 or (should_stop and should_stop()):
         return
     logits = np.asarray(model.prefill(contexts))
+    buf = None  # the float64 work row of _chosen_logprobs, reused every step
     for position in range(max_new):
-        raw = log_softmax(logits)  # (B, V) the model's own distribution
+        m = _checked_max(logits)  # NaN / inf / nothing finite: the model's fault, said before any filter runs
         values, processed = draw_step(chain, logits, histories)  # (B,), (B, V) after the filters
         values = np.where(finished, stops[0] if stops.size else values, values)
         chain.accept(values)
+        chosen, buf = _chosen_logprobs(logits, m, values, buf)  # log p(value) under the model's own distribution
         # rows that finished earlier only pad: they add nothing to the likelihood
-        logprobs = np.where(finished, 0.0, raw[np.arange(len(values)), values])
-        if stops.size:
-            finished = finished | np.isin(values, stops)
+        logprobs = np.where(finished, 0.0, chosen)
+        if stops.size:  # (a few stop ids: one comparison each, cheaper than np.isin's set-up every step)
+            finished = finished | (values[:, None] == stops).any(axis=1)
         for row, v in zip(histories, values):
             row.append(int(v))
-        ranks, entropies = rank_and_entropy(raw, values) if n_alternatives > 0 else (None, None)
         yield StepEvent(
             position=position,
             values=values,
             logprobs=logprobs,
-            top_before=_alternatives(raw, n_alternatives),
-            top_after=_alternatives(log_softmax(processed), n_alternatives) if n_alternatives > 0 else _alternatives(raw, 0),
             finished=finished.copy(),
-            ranks=ranks,
-            entropies=entropies,
+            # the views read `logits` and `processed` later: a step model returns a new array every
+            # step (ONNX Runtime does), and the chain's filters never write into their input
+            views=StepViews(logits, processed if chain.filters else None, values, n_alternatives),
         )
         if finished.all() or position + 1 == max_new or (should_stop and should_stop()):
             return

@@ -320,7 +320,7 @@ class StatefulRunner:
         self.set_state({n: np.take(a, rows, axis=batch_axis) for n, a in self.state_numpy().items()})
 
     def step(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        if set(self._state) != set(self.state_map):
+        if self._state.keys() != self.state_map.keys():  # (keys views compare as sets, without building them)
             raise RuntimeError("StatefulRunner.step called before set_state")
         n = len(self.fetch)
         if self.transport == "numpy":

@@ -131,7 +131,7 @@ def _advance(
     raw: np.ndarray,
     processed: np.ndarray,
     num_beams: int,
-    eos_id: int | None,
+    eos_id: int | frozenset[int] | None,
 ) -> tuple[list[_Beam], list[int], list[_Beam]]:
     """Split the ranked candidates into (next beams, their parents, beams just ended by eos).
 
@@ -143,7 +143,7 @@ def _advance(
     ended: list[_Beam] = []
     for rank, (b, tok) in enumerate(candidates):
         beam = _extend(running[b], tok, float(raw[b, tok]), float(processed[b, tok]))
-        if eos_id is not None and tok == eos_id:
+        if eos_id is not None and (tok in eos_id if isinstance(eos_id, frozenset) else tok == eos_id):
             if rank < num_beams:
                 ended.append(beam)
             continue
@@ -181,12 +181,12 @@ def beam_search(
     prompt: Sequence[int],
     config: DecodingConfig,
     max_new_tokens: int,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[BeamHypothesis]:
     """The config.num_return_sequences best hypotheses, best score first.
 
-    Uses config.num_beams, length_penalty, early_stopping and the penalty filters of
+    `eos_id` is one id or several (any of them ends a hypothesis). Uses config.num_beams, length_penalty, early_stopping and the penalty filters of
     `build_chain` (each beam is penalised with its own history, prompt + new tokens).
     Hypotheses that never produce eos end at max_new_tokens (finished=False), as do the
     live beams when `should_stop()` turns true (checked after each step). A KeyboardInterrupt
@@ -198,6 +198,8 @@ def beam_search(
     beam_config = config if config.strategy == "beam" else config.replace(strategy="beam")
     chain = build_chain(beam_config, 0)
     num_beams, max_new_tokens = config.num_beams, int(max_new_tokens)
+    if eos_id is not None and not isinstance(eos_id, numbers.Integral):  # several end ids (a chat's end of turn)
+        eos_id = frozenset(int(i) for i in eos_id) or None
     prompt = tuple(int(t) for t in prompt)
 
     running = [_Beam((), (), 0.0)]

@@ -377,7 +377,12 @@ class GreedySelector(TokenSelector):
     name = "greedy"
 
     def select(self, logits: np.ndarray) -> np.ndarray:
-        x = _check_selectable(_as_rows(logits))  # (B, V); raises if a row was filtered out entirely
+        x = np.asarray(logits)
+        if x.dtype != np.float32 or x.ndim != 2:  # float32 rows as they are: float64 keeps their order
+            x = _as_rows(x)  # (B, V)
+        # NaN, +inf and a row filtered out entirely all show in the row's maximum (one pass, no copy)
+        if x.shape[1] == 0 or not np.isfinite(x.max(axis=1)).all():
+            _check_selectable(x)  # raises, naming which
         return np.argmax(x, axis=1).astype(np.int64)
 
     def draw(self, logits: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:

@@ -44,7 +44,25 @@ def request_from_args(args: argparse.Namespace, info: ModelInfo, defaults: dict[
         raise InputError(f"--count does not apply to --strategy beam: beam search returns --num-return-sequences "
                          f"hypotheses (at most --num-beams, {config.num_beams}); leave --count out")
     return TextRequest(model=info.id, prompt=args.prompt, max_new_tokens=args.max_new_tokens, stop=tuple(args.stop),
-                       count=args.count, decoding=config)
+                       count=args.count, decoding=config, turns=turns_from_args(args))
+
+
+def turns_from_args(args: argparse.Namespace) -> tuple:
+    """The chat turns of `--system` / `--user` or `--chat FILE` (none: a plain prompt)."""
+    from engines.text.chat import ChatTurn, read_turns_file
+
+    system, user, chat = getattr(args, "system", None), getattr(args, "user", None), getattr(args, "chat", None)
+    if chat is not None and (system is not None or user is not None):
+        raise InputError("give the chat either as --chat FILE or as --system / --user, not both")
+    if (chat is not None or user is not None or system is not None) and args.prompt:
+        raise InputError("--prompt does not go with a chat (--user / --chat): the chat's turns are the prompt")
+    if chat is not None:
+        return read_turns_file(chat)
+    if system is not None and user is None:
+        raise InputError("--system needs --user: the reply answers the user's turn")
+    if user is None:
+        return ()
+    return ((ChatTurn("system", system),) if system is not None else ()) + (ChatTurn("user", user),)
 
 
 def generate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
@@ -170,7 +188,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     context after the first). `--limit N` keeps the first N examples, in order; `--sample N` a
     seeded random N of them (`engines.cli_common.eval_indices`).
     """
-    from engines.text.decoder import score_tokens
+    from engines.text.session import score_ids
 
     model = load_text_model(info, threads=None)
     chunk = model.context_length * 8
@@ -191,7 +209,7 @@ def evaluate(args: argparse.Namespace, info: ModelInfo) -> dict[str, Any]:
     total, n_tok, n_chars = 0.0, 0, 0
     progress = Progress(len(examples), "eval")
     for ex in examples:
-        total += float(score_tokens(model.decoder, [model.tokenizer.start_id], ex).sum())
+        total += float(score_ids(model, [model.tokenizer.start_id], ex)[0].sum())
         n_tok += len(ex)
         n_chars += len(model.tokenizer.decode(ex))
         progress.advance()

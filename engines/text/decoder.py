@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from engines.decoding.samplers import log_softmax
-from engines.errors import InputError
+from engines.errors import InputError, ModelLoadError
 from engines.runtime import ModelSession, StatefulRunner, open_session
 
 
@@ -32,7 +32,12 @@ class DecoderShape:
     n_head: int
     head_dim: int
     vocab_size: int
-    context_length: int  # positions the model was trained on (learned position table)
+    context_length: int  # positions the engine's window holds (trained positions, or the sliding window)
+    n_kv_head: int | None = None  # key/value heads (GQA/MQA: fewer than n_head); None: n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
 
 def io_names(n_layer: int) -> tuple[list[str], list[str]]:
@@ -44,32 +49,114 @@ def io_names(n_layer: int) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-class GPTDecoder:
-    """The ONNX graph plus its shape; stateless (state lives in the step models)."""
+@dataclass(frozen=True)
+class DecoderNames:
+    """The graph's input/output names: Optimum's by default, or those a genai_config.json gives.
+    `past` pairs each cache input with the output that updates it, layer by layer (key, value)."""
 
-    def __init__(self, path: Path, shape: DecoderShape, *, threads: int | None = 1):
+    past: tuple[tuple[str, str], ...]
+    input_ids: str = "input_ids"
+    attention_mask: str | None = "attention_mask"
+    position_ids: str | None = "position_ids"  # fed only when the graph has it (rotary families do)
+    logits: str = "logits"
+
+    @classmethod
+    def optimum(cls, n_layer: int) -> "DecoderNames":
+        return cls(tuple((f"past_key_values.{i}.{kv}", f"present.{i}.{kv}") for i in range(n_layer) for kv in ("key", "value")))
+
+    @classmethod
+    def from_patterns(cls, n_layer: int, past_key: str, past_value: str, present_key: str, present_value: str,
+                      **names) -> "DecoderNames":
+        """onnxruntime-genai style: "past_key_values.%d.key" etc., one name per layer."""
+        pairs = []
+        for i in range(n_layer):
+            pairs += [(past_key % i, present_key % i), (past_value % i, present_value % i)]
+        return cls(tuple(pairs), **names)
+
+
+# ONNX element types the decoder's inputs may have (int32 ids in some exports, float16 caches).
+_ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+                "tensor(float16)": np.float16, "tensor(double)": np.float64, "tensor(bfloat16)": None}
+
+
+class GPTDecoder:
+    """The ONNX graph plus its shape; stateless (state lives in the step models).
+
+    Everything about the graph's inputs is read from the graph itself: which inputs exist
+    (position_ids only where the graph asks for it), their element types (int64 or int32 ids,
+    float32 or float16 caches), and the cache layout (batch, kv heads, length, head dim): the
+    graph's own where it fixes them (GQA/MQA: fewer key/value heads than query heads), the
+    config's where the graph leaves them symbolic; a config that contradicts the graph is refused."""
+
+    def __init__(self, path: Path, shape: DecoderShape, *, threads: int | None = 1, names: DecoderNames | None = None,
+                 left_padding: bool = True):
         self.shape = shape
-        inputs, outputs = io_names(shape.n_layer)
+        # False for graphs whose attention reads each row's length from the mask and assumes its tokens
+        # come first (onnxruntime-genai's GroupQueryAttention): a left-padded batch is refused, not garbled.
+        self.left_padding = left_padding
+        self.names = names = names or DecoderNames.optimum(shape.n_layer)
         self.session: ModelSession = open_session(path, intra_op_threads=threads)
-        # Optimum exports of some families have no position_ids input: tolerate that one gap.
-        self.has_position_ids = "position_ids" in self.session.input_names
-        expected_in = [n for n in inputs if n != "position_ids" or self.has_position_ids]
+        graph_in = {i.name: i for i in self.session.session.get_inputs()}
+        self.has_position_ids = names.position_ids is not None and names.position_ids in graph_in
+        self.has_attention_mask = names.attention_mask is not None and names.attention_mask in graph_in
+        # Older Optimum exports merge the with/without-cache graphs behind a boolean switch.
+        self.use_cache_branch = "use_cache_branch" if "use_cache_branch" in graph_in else None
+        expected_in = [names.input_ids, *(n for n, _ in names.past)]
+        expected_in += [n for n, has in ((names.attention_mask, self.has_attention_mask),
+                                         (names.position_ids, self.has_position_ids),
+                                         (self.use_cache_branch, self.use_cache_branch)) if has]
         from engines.runtime import _check_io  # one checker for every model kind
 
         _check_io(Path(path), self.session.input_names, expected_in, "input(s)")
-        _check_io(Path(path), self.session.output_names, outputs, "output(s)")
-        self.state_map = {
-            f"past_key_values.{i}.{kv}": f"present.{i}.{kv}" for i in range(shape.n_layer) for kv in ("key", "value")
-        }
+        _check_io(Path(path), self.session.output_names, [names.logits, *(o for _, o in names.past)], "output(s)")
+        self.state_map = dict(names.past)
+        self.logits_name = names.logits
+        self.dtypes = {}
+        for name in expected_in:
+            dt = _ONNX_DTYPES.get(graph_in[name].type, False)
+            if dt is None or dt is False:
+                raise ModelLoadError(f"{path}: input {name} has element type {graph_in[name].type}, which this engine "
+                                     "does not feed (int32/int64 ids, float32/float16 caches)")
+            self.dtypes[name] = dt
+        self.cache_dims = self._cache_dims(Path(path), graph_in)
+
+    def _cache_dims(self, path: Path, graph_in) -> tuple[int, int]:
+        """(kv heads, head dim) of the cache inputs: the graph's own where it fixes them (all cache inputs
+        alike), else the config's. A graph and a config that both state them and disagree are refused."""
+        s = self.shape
+        found: list[tuple[int, int]] = []
+        for name, _ in self.names.past:
+            dims = graph_in[name].shape
+            if len(dims) != 4:
+                raise ModelLoadError(f"{path}: cache input {name} has {len(dims)} dimensions; (batch, heads, length, "
+                                     "head size) was expected")
+            heads = dims[1] if isinstance(dims[1], int) else s.kv_heads
+            dim = dims[3] if isinstance(dims[3], int) else s.head_dim
+            for got, want, what in ((dims[1], s.n_kv_head, "key/value heads"), (dims[3], s.head_dim, "head size")):
+                if isinstance(got, int) and want is not None and got != want:
+                    raise ModelLoadError(f"{path}: cache input {name} has {got} {what} but the model's config "
+                                         f"says {want}")
+            found.append((heads, dim))
+        if len(set(found)) > 1:
+            raise ModelLoadError(f"{path}: the cache inputs disagree on their heads/head size: {sorted(set(found))}")
+        return found[0] if found else (s.kv_heads, s.head_dim)
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        s = self.shape
-        return {name: np.zeros((batch, s.n_head, 0, s.head_dim), np.float32) for name in self.state_map}
+        heads, dim = self.cache_dims
+        return {name: np.zeros((batch, heads, 0, dim), self.dtypes[name]) for name in self.state_map}
 
     def feeds(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
-        f = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}
+        n, dt = self.names, self.dtypes
+        if not self.left_padding and len(mask) > 1 and not mask.all():
+            raise InputError("this model's graph (onnxruntime-genai attention) cannot run rows of different lengths "
+                             "as one batch: run them one at a time")
+        f = {n.input_ids: ids.astype(dt[n.input_ids], copy=False)}
+        if self.has_attention_mask:
+            f[n.attention_mask] = mask.astype(dt[n.attention_mask], copy=False)
         if self.has_position_ids:
-            f["position_ids"] = positions.astype(np.int64)
+            f[n.position_ids] = positions.astype(dt[n.position_ids], copy=False)
+        if self.use_cache_branch:
+            f[self.use_cache_branch] = np.array([mask.shape[1] > ids.shape[1]])
         return f
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
@@ -77,7 +164,7 @@ class GPTDecoder:
         b, t = ids.shape
         feeds = self.feeds(ids, np.ones((b, t), np.int64), np.tile(np.arange(t), (b, 1)))
         feeds.update(self.empty_past(b))
-        return self.session.run(feeds, ["logits"])[0]
+        return self.session.run(feeds, [self.logits_name])[0]
 
 
 def _left_pad(contexts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +190,7 @@ class KVCacheStepModel:
         self.window = decoder.shape.context_length
         self.keep = keep if keep is not None else max(1, self.window // 2)
         self.on_slide = on_slide
-        self.runner = StatefulRunner(decoder.session, decoder.state_map, fetch=["logits"], transport=transport)
+        self.runner = StatefulRunner(decoder.session, decoder.state_map, fetch=[decoder.logits_name], transport=transport)
         self.slides = 0  # how many times the window slid (shown to the user)
 
     # -- StepModel --------------------------------------------------------------------
@@ -132,32 +219,40 @@ class KVCacheStepModel:
             for row, toks in zip(self.history, chunk):
                 row.extend(int(t) for t in toks)
             start += take
-        return np.concatenate(out, axis=1)
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=1)  # one chunk (every step): no copy
 
     # -- internals -----------------------------------------------------------------------
     def _prefill_rows(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
         ids, mask = _left_pad(rows)
         self.runner.set_state(self.decoder.empty_past(len(rows)))
-        self.mask = np.zeros((len(rows), 0), np.int64)
+        # the attention mask of the whole window, allocated once per (re)fill; steps feed a slice of it
+        self._mask_buf = np.ones((len(rows), max(self.window, ids.shape[1])), np.int64)
+        self._mask_buf[:, :ids.shape[1]] = mask
+        self._len = 0
         self.next_pos = np.zeros(len(rows), np.int64)
         return self._feed(ids, mask)
 
     def _feed(self, ids: np.ndarray, new_mask: np.ndarray | None = None) -> np.ndarray:
         b, t = ids.shape
-        if new_mask is None:  # real tokens only: positions simply continue
-            new_mask = np.ones((b, t), np.int64)
+        if new_mask is None:  # real tokens only: positions simply continue (their mask entries are 1 already)
             positions = self.next_pos[:, None] + np.arange(t)
+            self.next_pos = self.next_pos + t
         else:  # positions count only real (unmasked) tokens, so left padding does not shift them
             positions = np.maximum(self.next_pos[:, None] + np.cumsum(new_mask, axis=1) - new_mask, 0)
-        self.mask = np.concatenate([self.mask, new_mask], axis=1)
+            self.next_pos = self.next_pos + new_mask.sum(axis=1)
+        self._len += t
         (logits,) = self.runner.step(self.decoder.feeds(ids, self.mask, positions))
-        self.next_pos = self.next_pos + new_mask.sum(axis=1)
         return logits
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(B, length) attention mask of the cache (0 = left padding): a view of the preallocated window."""
+        return self._mask_buf[:, :self._len]
 
     @property
     def length(self) -> int:
         """Cache length (positions used, padding included)."""
-        return self.mask.shape[1]
+        return self._len
 
     def _slide(self) -> None:
         self.slides += 1
@@ -168,7 +263,7 @@ class KVCacheStepModel:
     def reorder(self, parents: np.ndarray) -> None:
         """Beam search: row b now continues old row parents[b]."""
         self.runner.reorder(parents)
-        self.mask = self.mask[parents]
+        self._mask_buf = self._mask_buf[parents]
         self.next_pos = self.next_pos[parents]
         self.history = [list(self.history[p]) for p in parents]
 

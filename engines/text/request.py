@@ -24,6 +24,7 @@ from engines import limits
 from engines.decoding.config import DecodingConfig
 from engines.errors import DecodingError, InputError
 from engines.requests import envelope, open_request
+from engines.text.chat import MAX_TURNS, ChatTurn, turns_from_json
 
 MAX_PROMPT_CHARS = 1_000_000  # a prompt is typed or pasted; longer is a mistake (the window slides anyway)
 MAX_STOP_STRINGS = 16
@@ -31,7 +32,7 @@ MAX_STOP_CHARS = 200
 MAX_PREFIX_TOKENS = 400_000  # a branch continued many times; ~3 MB of JSON at most
 DEFAULT_MAX_NEW_TOKENS = 200
 
-_FIELDS = ("model", "prompt", "max_new_tokens", "stop", "count", "decoding", "prefix_ids", "prefix_pick")
+_FIELDS = ("model", "prompt", "max_new_tokens", "stop", "count", "decoding", "prefix_ids", "prefix_pick", "turns")
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,24 @@ class TextRequest:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)  # its seed is the run's seed
     prefix_ids: tuple[int, ...] = ()  # a branch: tokens after the prompt's, continued by this run
     prefix_pick: bool = False  # the last prefix token was picked by the user (the studio shows its numbers)
+    # Chat (engines/text/chat.py): turns rendered with the model's chat template are the prompt
+    # (`prompt` stays ""); the reply ends at an end-of-turn token.
+    turns: tuple[ChatTurn, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("stop", "prefix_ids"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if not (isinstance(self.turns, tuple) and all(isinstance(t, ChatTurn) for t in self.turns)):
+            object.__setattr__(self, "turns", turns_from_json(list(self.turns) if isinstance(self.turns, tuple)
+                                                              else self.turns))
+        if len(self.turns) > MAX_TURNS:
+            raise InputError(f"chat has {len(self.turns):,} turns; at most {MAX_TURNS} are read")
+        if self.turns and self.prompt:
+            raise InputError("give either a prompt or chat turns, not both: a chat's prompt is its rendered turns")
+        if sum(len(t.content) for t in self.turns) > MAX_PROMPT_CHARS:
+            raise InputError(f"the chat turns hold over {MAX_PROMPT_CHARS:,} characters; at most that many are read")
         if not isinstance(self.model, str) or not self.model.strip():
             raise InputError(f"model = {self.model!r} is invalid: give a model id")
         if not isinstance(self.prompt, str):
@@ -83,10 +96,32 @@ class TextRequest:
     # --- checks against the model ------------------------------------------------------------
     def check(self, model) -> None:
         """Refuse what the loaded `TextModel` cannot run (token ids outside its vocabulary)."""
+        import numpy as np
+
+        from engines.text.vocab_mask import logits_width, vocab_mask
+
         vocab = int(model.tokenizer.vocab_size)
-        bad = next((i for i in self.prefix_ids if i >= vocab), None)
+        ids = np.asarray(self.prefix_ids, np.int64)
+        mask = vocab_mask(model.tokenizer, logits_width(model) or max(vocab, int(ids.max(initial=0)) + 1))
+        wrong = ids[(ids >= mask.tail) | np.isin(ids, mask.holes)]
+        bad = int(wrong[0]) if wrong.size else None
         if bad is not None:
-            raise InputError(f"prefix token id {bad} is invalid for {self.model}: its vocabulary has {vocab:,} tokens")
+            raise InputError(f"prefix token id {bad} is invalid for {self.model}: its vocabulary has {vocab:,} tokens "
+                             "and the tokenizer cannot decode this id")
+        if self.turns and self.chat(model) is None:
+            raise InputError(f"{self.model} has no chat template (tokenizer_config.json \"chat_template\"): "
+                             "give a prompt instead of chat turns")
+
+    def chat(self, model):
+        """The model's chat (engines.text.chat.Chat) for a request with turns; None otherwise."""
+        from engines.text.chat import chat_of
+
+        return chat_of(model) if self.turns else None
+
+    def end_ids(self, model) -> tuple[int, ...]:
+        """Ids that end a sample besides the tokenizer's end-of-text: a chat's end-of-turn tokens."""
+        chat = self.chat(model)
+        return chat.end_ids if chat is not None else ()
 
     # --- seeds ----------------------------------------------------------------------------
     def resolved(self) -> "TextRequest":
@@ -123,17 +158,19 @@ class TextRequest:
         if self.prefix_ids:
             body["prefix_ids"] = list(self.prefix_ids)
             body["prefix_pick"] = self.prefix_pick
+        if self.turns:
+            body["turns"] = [t.to_json() for t in self.turns]
         return envelope(self.kind, body)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TextRequest":
         body, config = open_request(data, cls.kind, _FIELDS)
         kwargs = {k: body[k] for k in _FIELDS if k in body and k != "decoding"}
-        for name in ("stop", "prefix_ids"):
+        for name in ("stop", "prefix_ids", "turns"):
             if name in kwargs:
                 if not isinstance(kwargs[name], list):
                     raise InputError(f"text request: {name.replace('_', ' ')} is invalid: expected a list")
-                kwargs[name] = tuple(kwargs[name])
+                kwargs[name] = turns_from_json(kwargs[name]) if name == "turns" else tuple(kwargs[name])
         try:
             return cls(decoding=config, **kwargs)
         except TypeError as exc:
@@ -152,7 +189,16 @@ class TextRequest:
                 *decoding_arguments(self.decoding, defaults)]
         if self.decoding.seed is not None:
             args += ["--seed", str(self.decoding.seed)]
-        args += ["--prompt", self.prompt, "--max-new-tokens", str(self.max_new_tokens)]
+        if self.turns:
+            roles = [t.role for t in self.turns]
+            if roles not in (["user"], ["system", "user"]):
+                raise InputError("a chat of more than a system and a user turn has no command-line flags; run its "
+                                 "JSON export with `chainrule generate --from FILE`, or give the turns with --chat FILE")
+            for t in self.turns:
+                args += [f"--{t.role}", t.content]
+            args += ["--max-new-tokens", str(self.max_new_tokens)]
+        else:
+            args += ["--prompt", self.prompt, "--max-new-tokens", str(self.max_new_tokens)]
         for s in self.stop:
             args += ["--stop", s]
         if self.count != 1:
@@ -248,8 +294,12 @@ def plan(model, request: TextRequest):
     """(context ids, prompt ids, notes) of a request on a loaded model."""
     from engines.text.session import plan_prompt
 
-    p = plan_prompt(model, request.prompt, request.max_new_tokens)
+    chat = request.chat(model)
+    p = (plan_prompt(model, chat.render(request.turns), request.max_new_tokens, chat=True) if chat is not None
+         else plan_prompt(model, request.prompt, request.max_new_tokens))
     notes = [n for n in p.notes if "exceed" not in n]
+    if chat is not None:
+        notes.insert(0, chat.note(len(request.turns)))
     context = [*p.ids, *request.prefix_ids]
     window = model.context_length
     if len(context) + request.max_new_tokens > window:
@@ -286,10 +336,12 @@ def beam_sample(model, request: TextRequest, beam, cut_short: bool = False) -> T
 def token_sample(model, request: TextRequest, seed: int, events: Sequence[Any], stopped_by: str | None = None
                  ) -> TextSample:
     """Streamed token events (engines.text.session.TokenEvent) as a sample."""
+    from engines.text.session import stop_ids
+
     ids = [e.token_id for e in events]
     stop = next((e.stop_string for e in events[-1:] if e.stop_string), None)
-    eos = model.tokenizer.eos_id
-    reason = stopped_by or stop or ("eos" if ids and eos is not None and ids[-1] == eos else None)
+    ends = stop_ids(model, request.end_ids(model))
+    reason = stopped_by or stop or ("eos" if ids and ids[-1] in ends else None)
     return TextSample(
         text=cut_new_text(model.tokenizer, request.prefix_ids, ids, stop), token_ids=tuple(ids),
         tokens=tuple(e.text for e in events), logprobs=tuple(float(e.logprob) for e in events), seed=seed,
@@ -304,15 +356,23 @@ def run(request: TextRequest, info=None, *, model=None, should_stop: Callable[[]
 
     KeyboardInterrupt (Ctrl-C, SIGTERM) passes through; beam search attaches the best hypotheses so
     far to it (`beam_results`, see `beam_generate`)."""
-    from engines.text.session import beam_generate, stream_tokens
+    from engines.text.session import beam_generate, stop_ids, stream_tokens
 
     if model is None:
         from engines.text.model import load_text_model
 
         model = load_text_model(info)
+    from engines.text.session import n_masked
+    from engines.text.vocab_mask import describe_mass
+
     request = request.resolved()
     request.check(model)
     context, prompt_ids, notes = plan(model, request)
+    end_ids = request.end_ids(model)
+    masked = n_masked(model)
+    if masked:
+        notes.append(describe_mass(masked, None) + " (never drawn or listed; log-probabilities are renormalised "
+                     "over the ids it can decode)")
     seed = request.decoding.seed
     config = request.decoding
     yield TextStarted(request, chain_name(config, seed), tuple(notes), prompt_ids, int(model.context_length),
@@ -320,21 +380,23 @@ def run(request: TextRequest, info=None, *, model=None, should_stop: Callable[[]
     stopped = lambda: should_stop is not None and should_stop()  # noqa: E731
     samples: list[TextSample] = []
     if config.strategy == "beam":
-        beams = beam_generate(model, context, config, request.max_new_tokens, should_stop=should_stop)
+        beams = beam_generate(model, context, config, request.max_new_tokens, should_stop=should_stop,
+                              end_ids=end_ids)
         samples = [beam_sample(model, request, b) for b in beams]
         for i, s in enumerate(samples):
             yield SampleDone(i, s)
         yield TextDone(request, tuple(samples), tuple(notes), stopped())
         return
-    eos = model.tokenizer.eos_id
+    ends = set(stop_ids(model, end_ids))
     for i in range(request.count):
         events: list[Any] = []
         for ev in stream_tokens(model, context, config, request.max_new_tokens, seed=seed + i,
-                                stop_strings=request.stop, n_alternatives=n_alternatives, should_stop=should_stop):
+                                stop_strings=request.stop, n_alternatives=n_alternatives, should_stop=should_stop,
+                                end_ids=end_ids):
             events.append(ev)
-            yield TextToken(i, ev, ev.stop_string is not None or (eos is not None and ev.token_id == eos))
+            yield TextToken(i, ev, ev.stop_string is not None or ev.token_id in ends)
         cut = stopped()
-        ended = bool(events) and (events[-1].stop_string is not None or events[-1].token_id == eos
+        ended = bool(events) and (events[-1].stop_string is not None or events[-1].token_id in ends
                                   or len(events) == request.max_new_tokens)
         sample = token_sample(model, request, seed + i, events, "interrupted" if cut and not ended else None)
         if events or not cut:

@@ -94,7 +94,13 @@ def _byte_decoder() -> dict[str, int]:
 
 
 class HFTokenizer:
-    """A `tokenizer.json` read by the Hugging Face `tokenizers` library."""
+    """A `tokenizer.json` read by the Hugging Face `tokenizers` library: byte-level BPE (GPT-2,
+    GPT-NeoX, Qwen2), SentencePiece-style BPE with byte fallback (Llama, Mistral), Unigram.
+
+    `config` (the card's tokenizer section) may name the start/eos tokens (`start_token`,
+    `eos_token`, or ids `bos_id`, `eos_id`) and `add_bos_token` (tokenizer_config.json): a prompt
+    is encoded as transformers' `tokenizer(prompt)` does, with the file's post-processor (which
+    adds Llama's <s>), and BOS is then added or dropped as `add_bos_token` says."""
 
     def __init__(self, path: Path, config: dict[str, Any] | None = None):
         from tokenizers import Tokenizer
@@ -107,23 +113,58 @@ class HFTokenizer:
             raise ModelLoadError(printable(f"{path}: cannot be read as a tokenizer.json"
                                            f"{' (error at ' + where.group(0) + ')' if where else ''}")) from None
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
-        self.byte_level = "ByteLevel" in json.dumps(spec.get("decoder") or {}) or "ByteLevel" in json.dumps(
-            spec.get("pre_tokenizer") or {}
-        )
+        decoder = json.dumps(spec.get("decoder") or {}, ensure_ascii=False)
+        self.byte_level = "ByteLevel" in decoder or "ByteLevel" in json.dumps(spec.get("pre_tokenizer") or {})
+        model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+        # SentencePiece style: "▁" stands for a space; <0xNN> pieces are raw bytes (byte fallback).
+        self.metaspace = "▁" in decoder or "Metaspace" in decoder
+        self.byte_fallback = bool(model.get("byte_fallback")) or "ByteFallback" in decoder
         self.vocab_size = self.tk.get_vocab_size()
         config = config or {}
-        specials = [t["content"] for t in spec.get("added_tokens", []) if t.get("special")]
-        start_tok = config.get("start_token") or ("<|endoftext|>" if "<|endoftext|>" in specials else (specials[0] if specials else None))
-        start = self.tk.token_to_id(start_tok) if start_tok else None
+        added = [t for t in spec.get("added_tokens", []) if isinstance(t, dict) and isinstance(t.get("content"), str)]
+        specials = [t["content"] for t in added if t.get("special")]
+        self.special_ids = frozenset(i for i in (self.tk.token_to_id(t) for t in specials) if i is not None)
+
+        def named(token: Any, ident: Any) -> int | None:
+            if isinstance(token, str) and self.tk.token_to_id(token) is not None:
+                return int(self.tk.token_to_id(token))
+            if isinstance(ident, int) and not isinstance(ident, bool) and 0 <= ident < self.vocab_size:
+                return ident
+            return None
+
+        start = named(config.get("start_token"), config.get("bos_id"))
         if start is None:
-            start_tok, start = "a newline", self.encode("\n")[0]
-        self.start_id, self.start_text = int(start), start_tok
-        eos_tok = config.get("eos_token", start_tok if start_tok in specials else None)
-        self.eos_id = self.tk.token_to_id(eos_tok) if eos_tok else None
+            start = named("<|endoftext|>" if "<|endoftext|>" in specials else (specials[0] if specials else None), None)
+        if start is None:
+            self.start_id, self.start_text = int(self.encode("\n")[0]), "a newline"
+        else:
+            self.start_id, self.start_text = start, self.tk.id_to_token(start)
+        self.bos_id = named(config.get("start_token"), config.get("bos_id"))
+        eos = named(config.get("eos_token"), config.get("eos_id"))
+        if eos is None and "eos_token" not in config and "eos_id" not in config and self.start_id in self.special_ids:
+            eos = self.start_id  # GPT-2: <|endoftext|> both starts and ends a document
+        self.eos_id = eos
+        add_bos = config.get("add_bos_token")
+        self.add_bos = add_bos if isinstance(add_bos, bool) else None
 
     def encode(self, text: str) -> list[int]:
         check_encodable(text)  # the tokenizers library raises a bare TypeError on a surrogate
-        ids = self.tk.encode(text, add_special_tokens=False).ids
+        return self._checked(self.tk.encode(text, add_special_tokens=False).ids)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt as transformers' `tokenizer(text)` gives it: special tokens the file's
+        post-processor adds (Llama's <s>), then BOS as tokenizer_config's add_bos_token says."""
+        check_encodable(text)
+        ids = self._checked(self.tk.encode(text, add_special_tokens=True).ids)
+        if self.bos_id is not None:
+            if self.add_bos and (not ids or ids[0] != self.bos_id):
+                ids = [self.bos_id, *ids]
+            elif self.add_bos is False and ids and ids[0] == self.bos_id and not text.startswith(
+                    self.tk.id_to_token(self.bos_id) or "\0"):
+                ids = ids[1:]
+        return ids
+
+    def _checked(self, ids: list[int]) -> list[int]:
         if not self.byte_level:
             unk = self.tk.token_to_id("[UNK]") if self.tk.token_to_id("[UNK]") is not None else self.tk.token_to_id("<unk>")
             if unk is not None and unk in ids:
@@ -131,7 +172,10 @@ class HFTokenizer:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        if self.byte_level:
+        """The text the tokens stand for, as the views show them (each token's own bytes, joined).
+        For SentencePiece-style tokenizers this keeps the space before a continuation's first word
+        (the library's decoder strips it, as at the start of a document): "ROMEO:" + " What"."""
+        if self.byte_level or self.metaspace or self.byte_fallback:
             return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
         return self.tk.decode(list(ids), skip_special_tokens=False)
 
@@ -139,14 +183,29 @@ class HFTokenizer:
         piece = self.tk.id_to_token(int(token_id))
         if piece is None:
             raise InputError(f"token id {token_id} is outside the vocabulary ({self.vocab_size})")
-        if self.byte_level and not self._is_special(piece):
+        if self._is_special(int(token_id), piece):
+            return piece.encode("utf-8")
+        if self.byte_level:
             table = _byte_decoder()
             return bytes(table[ch] for ch in piece if ch in table)
+        if self.byte_fallback and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            try:
+                return bytes([int(piece[3:5], 16)])
+            except ValueError:
+                pass
+        if self.metaspace:
+            piece = piece.replace("\u2581", " ")
         return piece.encode("utf-8")
 
-    @functools.lru_cache(maxsize=None)
-    def _is_special(self, piece: str) -> bool:
-        return piece.startswith("<|") and piece.endswith("|>")
+    def _is_special(self, token_id: int, piece: str) -> bool:
+        return token_id in self.special_ids or (piece.startswith("<|") and piece.endswith("|>"))
+
+
+def encode_prompt(tokenizer: TextTokenizer, text: str) -> list[int]:
+    """The ids a prompt starts generation from: the tokenizer's prompt encoding (BOS as its config
+    says) where it has one, else its plain encoding."""
+    enc = getattr(tokenizer, "encode_prompt", None)
+    return enc(text) if enc is not None else tokenizer.encode(text)
 
 
 def load_tokenizer(folder: Path, card: dict[str, Any]) -> TextTokenizer:

@@ -17,6 +17,15 @@ Generation
     `chainrule generate text --prompt P --seed s --max-new-tokens N` produces. A branch's later
     runs carry the branch's tokens in the request (`prefix_ids`).
 
+Chat
+    For a model whose tokenizer_config.json has a chat_template, Mode offers Chat: the prompt box
+    is the user's turn (after an optional system turn), rendered with the model's template
+    (engines/text/chat.py, in a sandbox, as transformers renders it); the reply is generated until
+    the end-of-turn token and is a branch like any other (its tokens inspectable, pickable,
+    continued, regenerated; Score its text from the branch menu, after the rendered turns). Reply
+    makes a child branch whose turns are the shown branch's, its reply and the prompt box's new turn.
+    The request carries the turns, so a chat's JSON export runs with `chainrule generate --from`.
+
 Requests and history
     Every run is recorded (`ctx.record_run_started` / `record_run_finished`; parent: the run a
     continuation, pick or regeneration came from) with the branch's JSON export. The JSON
@@ -143,6 +152,8 @@ def read_branch_export(path) -> dict[str, Any]:
 
 
 MAX_EXPORT_BYTES = 64 * 1024 * 1024
+PLAIN_PLACEHOLDER = "Prompt (empty: start from the document-start token)"
+CHAT_PLACEHOLDER = "Your turn (rendered with the model's chat template; the reply is a branch)"
 HISTORY_STATE_VERSION = 1
 MAX_SAVED_PROMPT = 100_000  # characters of the prompt field kept in the history state
 
@@ -168,6 +179,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self._run: dict[str, Any] | None = None  # the current/last generation run
         self._cancel = threading.Event()
         self._defaults_of: str | None = None  # the model whose card defaults the config started from
+        self._chat_of: dict[str, bool] = {}  # model folder -> has a chat template
         self._build()
         ctx.modelDirsChanged.connect(self.refresh_models)
         self.model_combo.currentIndexChanged.connect(lambda _i: self._model_changed())
@@ -193,7 +205,23 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         # Left: prompt, run buttons, branches.
         self.prompt = QPlainTextEdit()
         self.prompt.setObjectName("PromptEdit")
-        self.prompt.setPlaceholderText("Prompt (empty: start from the document-start token)")
+        self.prompt.setPlaceholderText(PLAIN_PLACEHOLDER)
+        # Chat mode (models whose tokenizer_config.json has a chat_template): the prompt box is the
+        # user's turn, rendered with the template after the optional system turn; Reply adds the
+        # shown branch (the assistant's reply) and a new user turn to that branch's conversation.
+        self.chat_combo = QComboBox()
+        self.chat_combo.addItem("Plain", "plain")
+        self.chat_combo.addItem("Chat", "chat")
+        self.chat_combo.setToolTip("Plain: the prompt is continued as it is.\nChat (models with a chat template): "
+                                   "the prompt is your turn, rendered with the model's chat template; the reply "
+                                   "ends at its end-of-turn token")
+        self.chat_combo.currentIndexChanged.connect(lambda _i: self._update_chat_widgets())
+        self.system_edit = QLineEdit()
+        self.system_edit.setObjectName("SystemEdit")
+        self.system_edit.setPlaceholderText("system turn (optional)")
+        self.reply_button = push_button(
+            "Reply", "Chat: the shown branch's reply and the prompt box (your next turn) continue its conversation",
+            self.reply)
         self.generate_button = push_button(
             "Generate", "A new branch from the prompt with the decoding panel's settings (Ctrl+Enter in the prompt)",
             self.generate)
@@ -209,8 +237,9 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self.export_json_button = push_button(
             "Export JSON…", "Tokens, ids, log-probabilities, settings, seed, model and prompt", self.export_json)
         left = column(
-            section_title("Prompt"), (self.prompt, 2),
-            hbox(self.generate_button, self.stop_button, self.continue_button, self.regenerate_button),
+            section_title("Prompt"), labelled_row(("Mode:", self.chat_combo), ((self.system_edit, 1),), stretch=False),
+            (self.prompt, 2),
+            hbox(self.generate_button, self.stop_button, self.continue_button, self.regenerate_button, self.reply_button),
             section_title("Branches"), (self.tree, 3),
             hbox(self.delete_button, STRETCH, self.export_text_button, self.export_json_button))
 
@@ -259,7 +288,9 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self._update_buttons()
 
     def _model_changed(self) -> None:
-        """A newly chosen model: the tab's decoding config becomes its card's defaults."""
+        """A newly chosen model: the tab's decoding config becomes its card's defaults (and Chat
+        mode is offered when it has a chat template)."""
+        self._update_chat_widgets()
         model_id = self.model_combo.currentData()
         info = self._infos.get(model_id) if model_id else None
         if info is None or model_id == self._defaults_of:
@@ -273,12 +304,143 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             self._say_error(f"Model {branch.model_id!r} of this branch is no longer installed.")
         return info
 
+    # --- chat ----------------------------------------------------------------------------------
+    def chat_available(self, info=None) -> bool:
+        """Does the (chosen) model offer a chat template? Read once per folder (a small JSON file)."""
+        from engines.text.chat import has_chat_template
+
+        info = info if info is not None else self.current_model_info()
+        if info is None:
+            return False
+        key = str(info.path)
+        if key not in self._chat_of:
+            self._chat_of[key] = has_chat_template(info.path)
+        return self._chat_of[key]
+
+    def is_chat(self) -> bool:
+        return self.chat_combo.currentData() == "chat" and self.chat_available()
+
+    def set_chat_mode(self, on: bool) -> bool:
+        """Chat mode on (when the model has a chat template) or off; whether it is on now."""
+        self.chat_combo.setCurrentIndex(self.chat_combo.findData("chat" if on else "plain"))
+        self._update_chat_widgets()
+        return self.is_chat()
+
+    def _update_chat_widgets(self) -> None:
+        if not hasattr(self, "chat_combo"):
+            return
+        available = self.chat_available()
+        item = self.chat_combo.model().item(self.chat_combo.findData("chat"))
+        if item is not None:
+            item.setEnabled(available)
+            item.setToolTip("" if available else "this model has no chat template (tokenizer_config.json)")
+        if not available and self.chat_combo.currentData() == "chat":
+            self.chat_combo.setCurrentIndex(self.chat_combo.findData("plain"))
+        chat = self.is_chat()
+        self.system_edit.setVisible(chat)
+        self.reply_button.setVisible(chat)
+        self.prompt.setPlaceholderText(CHAT_PLACEHOLDER if chat else PLAIN_PLACEHOLDER)
+        if hasattr(self, "continue_button"):
+            self._update_buttons()
+
+    def _new_turns(self, before=(), message: str | None = None) -> tuple:
+        """[system] + `before` + the user's turn from the prompt box."""
+        from engines.text.chat import ChatTurn
+
+        system = self.system_edit.text()
+        head = (ChatTurn("system", system),) if system.strip() and not before else ()
+        return (*head, *before, ChatTurn("user", self.prompt.toPlainText() if message is None else message))
+
+    @staticmethod
+    def turns_of(branch: Branch | None) -> tuple:
+        """The chat turns a branch's runs render (empty: a plain branch)."""
+        from engines.text.chat import turns_from_json
+
+        seg = branch.segments[0] if branch is not None and branch.segments else None
+        if seg is None or not isinstance(seg.request, dict) or not seg.request.get("turns"):
+            return ()
+        try:
+            return turns_from_json(seg.request["turns"])
+        except ChainruleError:
+            return ()
+
+    def reply_text(self, branch: Branch) -> str:
+        """The assistant's reply of a chat branch: its tokens without the end-of-turn token."""
+        model = work.cached_model(self._infos.get(branch.model_id))
+        ids = branch.token_ids()
+        if model is not None and ids:
+            from engines.text.session import stop_ids
+
+            request = TextRequest.from_json(branch.segments[0].request)
+            if ids[-1] in stop_ids(model, request.end_ids(model)):
+                ids = ids[:-1]
+            return model.tokenizer.decode(ids)
+        return self.branch_text(branch)
+
+    def reply(self) -> Branch | None:
+        """Chat: a new branch under the shown one whose turns are the shown branch's, its reply
+        (as the assistant's turn) and the prompt box (the user's next turn)."""
+        from engines.text.chat import ChatTurn
+
+        src = self.store.get(self._shown)
+        turns = self.turns_of(src)
+        if src is None or not turns:
+            return self.generate()
+        info = self._branch_model(src)
+        if info is None:
+            return None
+        if not self.prompt.toPlainText().strip():
+            self._say_error("Write your next turn in the prompt box, then press Reply.")
+            return None
+        turns = self._new_turns((*turns, ChatTurn("assistant", self.reply_text(src))))
+        request = self._request(src.model_id, "", turns=turns)
+        if request is None:
+            return None
+        branch = self.store.add(Branch(self.store.new_id(), src.id, src.model_id, ""))
+        branch.segments.append(self._segment(0, request, "generate"))
+        parent_run = src.segments[-1].run_id if src.segments else None
+        self._start(branch, new_branch=True, info=info, request=request, parent_run=parent_run)
+        return branch
+
+    def score_branch(self, branch: Branch | None = None) -> bool:
+        """Score the branch's text on the Score page, after the prompt it continued (a chat: its turns
+        rendered with the template, and the reply without its end-of-turn token); whether it started."""
+        from engines.text.chat import load_chat
+
+        branch = branch if branch is not None else self.store.get(self._shown)
+        info = self._branch_model(branch) if branch is not None else None
+        if info is None or not branch.tokens:
+            return False
+        turns = self.turns_of(branch)
+        try:
+            if turns:
+                chat = load_chat(info.path, None)
+                if chat is None:
+                    raise InputError(f"{info.id} no longer has a chat template")
+                prompt, text = chat.render(turns), self.reply_text(branch)
+            else:
+                prompt, text = branch.prompt, self.branch_text(branch)
+        except ChainruleError as exc:
+            self._say_error(str(exc))
+            return False
+        if not text:
+            self._say_error("This branch has no text to score (its only token ends the turn).")
+            return False
+        self.select_model(branch.model_id)
+        self.score.prompt.setText(prompt)
+        self.score.chat_prompt = bool(turns)
+        self.score.text.setPlainText(text)
+        self.pages.setCurrentWidget(self.score)
+        self.score.score()
+        return True
+
     def _tokenizer(self, model_id: str):
         model = work.cached_model(self._infos.get(model_id))
         return model.tokenizer if model is not None else None
 
     # --- settings of a run ---------------------------------------------------------------
-    def _request(self, model_id: str, prompt: str, prefix_ids=(), prefix_pick: bool = False) -> TextRequest | None:
+    def _request(self, model_id: str, prompt: str, prefix_ids=(), prefix_pick: bool = False,
+                 turns=()) -> TextRequest | None:
         """The TextRequest of a run from the widgets and the tab's decoding config (seed drawn),
         or None after saying why there is none."""
         config = self.ctx.decoding_config(self.MODEL_KIND)
@@ -287,9 +449,10 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
                             "Compare page, or choose greedy or sample in the decoding panel.")
             return None
         try:
-            return TextRequest(model=model_id, prompt=prompt, max_new_tokens=self.max_tokens.value(),
+            return TextRequest(model=model_id, prompt="" if turns else prompt, max_new_tokens=self.max_tokens.value(),
                                stop=parse_stop_strings(self.stop_edit.text()), decoding=config,
-                               prefix_ids=tuple(int(i) for i in prefix_ids), prefix_pick=prefix_pick).resolved()
+                               prefix_ids=tuple(int(i) for i in prefix_ids), prefix_pick=prefix_pick,
+                               turns=tuple(turns)).resolved()
         except ChainruleError as exc:
             self._say_error(str(exc))
             return None
@@ -309,13 +472,17 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         info = self.chosen_model()
         if info is None:
             return None
-        return info, self.prompt.toPlainText(), self.max_tokens.value(), parse_stop_strings(self.stop_edit.text())
+        args = (info, self.prompt.toPlainText(), self.max_tokens.value(), parse_stop_strings(self.stop_edit.text()))
+        return (*args, self._new_turns()) if self.is_chat() else args
 
     # --- runs --------------------------------------------------------------------------
     def generate(self) -> Branch | None:
         """A new root branch from the prompt."""
         info = self.chosen_model()
-        request = self._request(info.id, self.prompt.toPlainText()) if info is not None else None
+        if info is not None and self.is_chat():
+            request = self._request(info.id, "", turns=self._new_turns())
+        else:
+            request = self._request(info.id, self.prompt.toPlainText()) if info is not None else None
         if request is None:
             return None
         branch = self.store.add(Branch(self.store.new_id(), None, info.id, request.prompt))
@@ -334,7 +501,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         if not branch.prompt_ids:
             self._say_error("This branch has not started yet: wait for its first token.")
             return None
-        request = self._request(branch.model_id, branch.prompt, branch.token_ids())
+        request = self._request(branch.model_id, branch.prompt, branch.token_ids(), turns=self.turns_of(branch))
         if request is None:
             return None
         parent_run = branch.segments[-1].run_id if branch.segments else None
@@ -352,7 +519,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         if info is None:
             return None
         tokens = list(src.tokens[: src.origin])
-        request = self._request(src.model_id, src.prompt, [t.token_id for t in tokens])
+        request = self._request(src.model_id, src.prompt, [t.token_id for t in tokens], turns=self.turns_of(src))
         if request is None:
             return None
         branch = self.store.add(Branch(self.store.new_id(), src.parent, src.model_id, src.prompt,
@@ -373,7 +540,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             return None
         tokens = list(src.tokens[:index])
         request = self._request(src.model_id, src.prompt, [*(t.token_id for t in tokens), int(token_id)],
-                                prefix_pick=True)
+                                prefix_pick=True, turns=self.turns_of(src))
         if request is None:
             return None
         branch = self.store.add(Branch(self.store.new_id(), src.id, src.model_id, src.prompt,
@@ -455,6 +622,8 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             elif isinstance(ev, work.RunEnded):
                 branch.stopped_by = ev.stopped_by
                 run["reason"] = ev.reason
+            elif isinstance(ev, work.ModelLoading):
+                run["loading"] = None if ev.stage == "ready" else ev.stage
         if bid == self._shown and new:
             self.view.append_records(new)
         self._update_item(branch)
@@ -498,6 +667,12 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             raise InputError(f"model {request.model!r} is not installed: add its folder in the Models tab")
         self._model_changed()  # the card's defaults first, so the request's config is the one that stays
         self.prompt.setPlainText(request.prompt)
+        if request.turns:  # a chat: its last user turn goes in the prompt box, a system turn in its field
+            self.set_chat_mode(True)
+            system = next((t.content for t in request.turns if t.role == "system"), "")
+            user = next((t.content for t in reversed(request.turns) if t.role == "user"), "")
+            self.system_edit.setText(system)
+            self.prompt.setPlainText(user)
         self.max_tokens.setValue(request.max_new_tokens)
         self.stop_edit.setText(format_stop_strings(request.stop))
         self.ctx.set_decoding_config(request.decoding, self.MODEL_KIND)
@@ -553,7 +728,8 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             "version": HISTORY_STATE_VERSION, "model": self.model_combo.currentData(),
             "prompt": self.prompt.toPlainText()[:MAX_SAVED_PROMPT], "max_new_tokens": self.max_tokens.value(),
             "stop": self.stop_edit.text()[:1000], "shown": self._shown, "colour_mode": self.mode_combo.currentData(),
-            "tree": self.store.to_state(self._shown, work.MAX_HISTORY_STATE_BYTES - MAX_SAVED_PROMPT * 4),
+            "chat": self.chat_combo.currentData() == "chat", "system": self.system_edit.text()[:MAX_SAVED_PROMPT],
+            "tree": self.store.to_state(self._shown, work.MAX_HISTORY_STATE_BYTES - MAX_SAVED_PROMPT * 8),
         }
 
     def restore_history_state(self, state: Any) -> None:
@@ -582,6 +758,10 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             self.stop_edit.setText(state["stop"])
         if state.get("colour_mode") in MODES:
             self.set_colour_mode(state["colour_mode"])
+        if isinstance(state.get("system"), str):
+            self.system_edit.setText(state["system"])
+        if isinstance(state.get("chat"), bool):
+            self.set_chat_mode(state["chat"])
         self.store, self._run, self._notes = store, None, {}
         self._shown = None
         self._rebuild_tree()
@@ -796,7 +976,9 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
             parts.append(f"{run['n']} tokens")
             if run["t0"] is not None and run["t_last"] is not None and run["t_last"] > run["t0"]:
                 parts.append(f"{run['n'] / (run['t_last'] - run['t0']):.1f} tokens/s")
-            state = "generating…" if branch.state == "running" else {
+            loading = {"start": "loading the model…", "tokenizer": "loading the model: tokenizer…",
+                       "session": "loading the model: ONNX Runtime session…"}.get(run.get("loading") or "")
+            state = (loading or "generating…") if branch.state == "running" else {
                 "done": {"eos": "ended (end-of-text token)", "max": "ended (max new tokens)",
                          "stop string": "ended (stop string)"}.get(run["reason"] or "", "done"),
                 "stopped": "stopped", "error": "failed"}.get(branch.state, branch.state)
@@ -829,6 +1011,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         self.stop_button.setEnabled(self.runner.is_busy())
         self.continue_button.setEnabled(shown is not None and bool(shown.prompt_ids))
         self.regenerate_button.setEnabled(shown is not None)
+        self.reply_button.setEnabled(shown is not None and bool(self.turns_of(shown)) and shown.state != "running")
         for b in (self.delete_button, self.export_text_button, self.export_json_button):
             b.setEnabled(shown is not None)
 

@@ -101,8 +101,12 @@ class BranchTreeMixin:
         segs = "<br>".join(
             f"{html.escape(s.kind)} from token {s.start + 1}: seed {s.seed} · {html.escape(s.chain)}" for s in branch.segments)
         command = self.cli_command(branch)
+        turns = self.turns_of(branch)
+        prompt = (f"chat: {len(turns)} turn{'s' if len(turns) != 1 else ''}, the last ({turns[-1].role}): "
+                  f"{html.escape(first_words(turns[-1].content, 60) or '(empty)')}" if turns
+                  else f"prompt: {html.escape(first_words(branch.prompt, 60) or '(empty)')}")
         item.setToolTip(0, f"<b>branch {branch.id}</b> · {branch.state}<br>"
-                           f"prompt: {html.escape(first_words(branch.prompt, 60) or '(empty)')}<br>{segs}"
+                           f"{prompt}<br>{segs}"
                            + (f"<br>first run from the command line:<br><code>{html.escape(command)}</code>"
                               if command else "") + "<br><i>right-click for more</i>")
 
@@ -160,6 +164,7 @@ class BranchTreeMixin:
         menu.addSeparator()
         menu.addAction("Continue", self.continue_branch)
         menu.addAction("Regenerate", self.regenerate)
+        menu.addAction("Score its text (Score page)", lambda: self.score_branch(branch))
         menu.addSeparator()
         menu.addAction("Export text…", self.export_text)
         menu.addAction("Export JSON…", self.export_json)

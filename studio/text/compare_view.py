@@ -159,10 +159,10 @@ class CompareView(QWidget):
         req = self._request()
         if req is None:
             return
-        info, prompt, max_new, stops = req
+        info, prompt, max_new, stops, *chat = req  # chat mode: the turns come last
         seed = resolve_seed(self.ctx.decoding_config("text"))
         try:
-            requests = work.compare_requests(info, specs, prompt, seed, max_new, stops)
+            requests = work.compare_requests(info, specs, prompt, seed, max_new, stops, turns=chat[0] if chat else ())
         except ChainruleError as exc:
             self._say(str(exc), error=True)
             return

@@ -61,6 +61,10 @@ class ScoreView(QWidget):
 
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("optional prompt: the text is scored as its continuation (not scored itself)")
+        # True while the prompt is a rendered chat put here by the Text tab (encoded as it is, no BOS
+        # added, as generation encoded it); typing in it makes it a plain prompt again
+        self.chat_prompt = False
+        self.prompt.textEdited.connect(lambda _t: setattr(self, "chat_prompt", False))
         self.text = QPlainTextEdit()
         self.text.setPlaceholderText("Paste the text to score, or load a UTF-8 file…")
         self.load_button = QPushButton("Load file…")
@@ -117,10 +121,10 @@ class ScoreView(QWidget):
         info = self._model_info()
         if info is None:
             return
-        text, prompt = self.text.toPlainText(), self.prompt.text()
+        text, prompt, chat = self.text.toPlainText(), self.prompt.text(), self.chat_prompt
         self.totals.setStyleSheet("")
         self.totals.setText("Scoring…")
-        self.runner.start(lambda: work.score_events(info, text, prompt),
+        self.runner.start(lambda: work.score_events(info, text, prompt, chat),
                           on_events=self._on_events, on_errored=self._error)
 
     def _on_events(self, batch: list) -> None:

@@ -104,6 +104,12 @@ def tooltip_html(record, index: int | None = None) -> str:
         extra.append(f"entropy {record.entropy:.2f} nats")
     if extra:
         head.append(" &nbsp; ".join(extra))
+    n_masked = getattr(record, "n_masked", 0)
+    if n_masked:  # a padded vocabulary (engines.text.vocab_mask): said, never hidden
+        from engines.text.vocab_mask import describe_mass
+
+        head.append(f"<i>{html.escape(describe_mass(n_masked, getattr(record, 'masked_mass', None)))}"
+                    " (p is renormalised over the rest)</i>")
     before, after = record.top_before, record.top_after
     rows = []
     for i in range(max(len(before), len(after))):

@@ -3,7 +3,7 @@
 Nothing here touches Qt. Every function returns a generator of small, immutable events that
 the tab turns into widgets on the UI thread:
 
-* `generate_events` - one branch's run: a `TextRequest` (engines/text/request.py) run by
+* `generate_events` - one branch's run (first `ModelLoading` stages while its model loads): a `TextRequest` (engines/text/request.py) run by
   `engines.text.request.run`, the same runner `chainrule generate text` uses, so a studio run
   with seed s gives exactly the tokens `chainrule generate text --seed s` gives (or
   `chainrule generate --from` on the branch's JSON export); each token carries its
@@ -18,6 +18,8 @@ reads the cached tokenizer (cheap, thread-safe decode) once a run has loaded it.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -25,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from engines.decoding.config import DecodingConfig
+from engines.errors import InputError
 from engines.generation import rank_and_entropy as engine_rank_and_entropy
 from engines.registry import ModelInfo
 from engines.text.request import TextRequest
@@ -34,14 +37,53 @@ N_ALTERNATIVES = 10
 
 # --- model cache -----------------------------------------------------------------------------
 
+_LOADING = threading.local()  # the progress callback of the load running on this thread, if any
+
+
 def _load(info: ModelInfo):
     from engines.text.model import load_text_model
 
-    return load_text_model(info)
+    return load_text_model(info, progress=getattr(_LOADING, "say", None))
 
 
 # load_model on a worker thread (it may load); cached_model never loads: safe on the UI thread.
 load_model, cached_model, forget_models = ModelCache(_load, "decoder").functions()
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """A loading stage of the run's model ("start", then load_text_model's "tokenizer", "session",
+    "ready"); the tab shows it on its status line. None come when the model is already loaded."""
+
+    model_id: str
+    stage: str
+
+
+def load_model_events(info: ModelInfo):
+    """`yield from` this on the worker: yields ModelLoading per stage while the model loads (on a
+    helper thread, so each stage reaches the UI as it happens), then returns the model."""
+    model = cached_model(info)
+    if model is not None:
+        return model
+    stages: queue.SimpleQueue = queue.SimpleQueue()
+    out: dict[str, Any] = {}
+
+    def body() -> None:
+        _LOADING.say = stages.put
+        try:
+            out["model"] = load_model(info)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the worker below
+            out["error"] = exc
+        finally:
+            stages.put(None)
+
+    threading.Thread(target=body, name=f"load {info.id}", daemon=True).start()
+    yield ModelLoading(info.id, "start")
+    while (stage := stages.get()) is not None:
+        yield ModelLoading(info.id, stage)
+    if "error" in out:
+        raise out["error"]
+    return out["model"]
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -62,6 +104,8 @@ class TokenRecord:
     top_after: Alternatives = ()  # the top alternatives after the sampler chain
     picked: bool = False  # chosen by the user from the alternatives, not sampled
     window_slides: int = 0  # times the context window had slid when this token came
+    n_masked: int = 0  # ids the tokenizer cannot decode, masked (never drawn or listed; engines.text.vocab_mask)
+    masked_mass: float | None = None  # the probability the model gave them at this step
 
     @property
     def probability(self) -> float:
@@ -73,6 +117,7 @@ class TokenRecord:
         return cls(
             token_id=ev.token_id, text=ev.text, logprob=ev.logprob, rank=ev.rank, entropy=ev.entropy,
             top_before=ev.top_before, top_after=ev.top_after, picked=ev.picked, window_slides=ev.window_slides,
+            n_masked=ev.n_masked, masked_mass=ev.masked_mass,
         )
 
 
@@ -117,7 +162,7 @@ def generate_events(request: TextRequest, info: ModelInfo, *,
     from engines.text.request import TextStarted, TextToken, plan, run
     from engines.text.session import describe_pick
 
-    model = load_model(info)
+    model = yield from load_model_events(info)
     runner = run(request, info, model=model, should_stop=should_stop, n_alternatives=N_ALTERNATIVES)
     started = next(runner)
     assert isinstance(started, TextStarted)
@@ -138,8 +183,10 @@ def generate_events(request: TextRequest, info: ModelInfo, *,
         return
     if should_stop is not None and should_stop():
         return  # stopped from outside: the run did not end on its own
-    eos = model.tokenizer.eos_id
-    reason = "eos" if last is not None and eos is not None and last.token_id == eos else "max"
+    from engines.text.session import stop_ids
+
+    ends = stop_ids(model, started.request.end_ids(model))  # a chat's end-of-turn tokens too
+    reason = "eos" if last is not None and last.token_id in ends else "max"
     yield RunEnded(reason, None)
 
 
@@ -147,7 +194,10 @@ def cli_arguments(request: TextRequest, info: ModelInfo | None = None) -> list[s
     """`chainrule` arguments that make `request` (None for a branch continuation: it has no flags)."""
     if request.prefix_ids:
         return None
-    return request.to_command(info)
+    try:
+        return request.to_command(info)
+    except InputError:  # a chat of more turns than --system / --user carry: its JSON export runs with --from
+        return None
 
 
 # --- compare -----------------------------------------------------------------------------------
@@ -196,11 +246,12 @@ class CompareStarted:
 
 
 def compare_requests(info: ModelInfo, specs: Sequence[CompareSpec], prompt: str, seed: int, max_new_tokens: int,
-                     stop_strings: Sequence[str] = ()) -> list[TextRequest]:
-    """One TextRequest per column: the same prompt and seed under each spec's config
+                     stop_strings: Sequence[str] = (), turns: Sequence[Any] = ()) -> list[TextRequest]:
+    """One TextRequest per column: the same prompt (or chat turns) and seed under each spec's config
     (InputError / DecodingError naming the setting when the widgets' values are refused)."""
-    return [TextRequest(model=info.id, prompt=prompt, max_new_tokens=max_new_tokens, stop=tuple(stop_strings),
-                        decoding=spec.config.replace(seed=seed)) for spec in specs]
+    return [TextRequest(model=info.id, prompt="" if turns else prompt, max_new_tokens=max_new_tokens,
+                        stop=tuple(stop_strings), decoding=spec.config.replace(seed=seed), turns=tuple(turns))
+            for spec in specs]
 
 
 def compare_events(
@@ -253,13 +304,16 @@ class ScoreDone:
     n_chars: int
 
 
-def score_events(info: ModelInfo, text: str, prompt: str = "") -> Iterator[Any]:
+def score_events(info: ModelInfo, text: str, prompt: str = "", chat: bool = False) -> Iterator[Any]:
+    """`score_text` (`chat`: the prompt is a rendered chat, encoded without an added BOS)."""
     from engines.text.session import score_text
 
     model = load_model(info)
-    r = score_text(model, text, prompt)
+    r = score_text(model, text, prompt, chat=chat)
+    masses = r.masked_mass if r.masked_mass is not None else [None] * len(r.token_ids)
     yield ScoreDone(
-        tuple(TokenRecord(int(i), t, float(lp)) for i, t, lp in zip(r.token_ids, r.token_texts, r.logprobs)),
+        tuple(TokenRecord(int(i), t, float(lp), n_masked=r.n_masked, masked_mass=None if m is None else float(m))
+              for i, t, lp, m in zip(r.token_ids, r.token_texts, r.logprobs, masses)),
         r.total_logprob, r.bits_per_char, r.perplexity, r.nats_per_token, len(r.token_ids), r.n_chars,
     )
 
@@ -348,17 +402,23 @@ def _round(p: float) -> float:
 
 
 def record_to_state(rec: TokenRecord, alternatives: bool = True) -> list:
-    """[id, text, logprob, rank, entropy, picked, slides, top_before, top_after] (compact, JSON)."""
+    """[id, text, logprob, rank, entropy, picked, slides, top_before, top_after] (compact, JSON), then
+    [n_masked, masked_mass] when the model's vocabulary was masked."""
     alts = (lambda a: [[int(i), t, _round(p)] for i, t, p in a]) if alternatives else (lambda a: [])
-    return [int(rec.token_id), rec.text, float(rec.logprob), rec.rank, rec.entropy, bool(rec.picked),
-            int(rec.window_slides), alts(rec.top_before), alts(rec.top_after)]
+    row = [int(rec.token_id), rec.text, float(rec.logprob), rec.rank, rec.entropy, bool(rec.picked),
+           int(rec.window_slides), alts(rec.top_before), alts(rec.top_after)]
+    if rec.n_masked:
+        row += [int(rec.n_masked), None if rec.masked_mass is None else _round(rec.masked_mass)]
+    return row
 
 
 def record_from_state(row: Any) -> TokenRecord:
-    tid, text, lp, rank, entropy, picked, slides, before, after = row
+    tid, text, lp, rank, entropy, picked, slides, before, after, *masked = row
+    n_masked, mass = (masked + [0, None])[:2] if len(masked) <= 2 else (None, None)
     alts = lambda a: tuple((int(i), str(t), float(p)) for i, t, p in a)  # noqa: E731
     return TokenRecord(int(tid), str(text), float(lp), None if rank is None else int(rank),
-                       None if entropy is None else float(entropy), alts(before), alts(after), bool(picked), int(slides))
+                       None if entropy is None else float(entropy), alts(before), alts(after), bool(picked), int(slides),
+                       int(n_masked), None if mass is None else float(mass))
 
 
 def branch_to_state(branch: Branch, alternatives: bool = True) -> dict[str, Any]:
