@@ -439,3 +439,18 @@ def test_iobinding_transport_gives_the_same_tokens(folder):
         outs[transport] = (toks, lps)
     assert outs["numpy"][0] == outs["binding"][0] == case["generated_ids"]
     np.testing.assert_allclose(outs["binding"][1], case["logprobs"], atol=TOL, rtol=0)
+
+
+def test_the_qwen2_fixture_chats_with_its_chatml_template_and_ends_turns_at_im_end():
+    """The tiny Qwen2 export carries the ChatML template transformers saved (chat_template.jinja): the
+    engine renders turns as transformers' apply_chat_template does and ends a reply at <|im_end|>."""
+    from engines.text.chat import ChatTurn, chat_of
+    from engines.text.model import load_text_model
+
+    model = load_text_model(get_model("tiny-qwen2", [str(FIXTURES)]))
+    chat = chat_of(model)
+    assert chat is not None
+    rendered = chat.render([ChatTurn("system", "Be brief."), ChatTurn("user", "Hello")])
+    assert rendered == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+    assert model.tokenizer.encode("<|im_end|>") == [2] and 2 in chat.end_ids
