@@ -167,6 +167,11 @@ def check_file_name(name: Any, where: str) -> str:
     return name
 
 
+def max_cached_positions(n_layer: int, n_kv_head: int, head_dim: int) -> int:
+    """The most positions a float32 KV cache of this shape may hold within MAX_STATE_BYTES."""
+    return MAX_STATE_BYTES // _state_bytes(2, n_layer, n_kv_head, head_dim)
+
+
 def _state_bytes(*factors: int) -> int:
     return 4 * math.prod(factors)  # float32
 
@@ -271,7 +276,11 @@ def _check_text(card: dict) -> None:
     block = _int(arch, "block_size", w, 1, 1 << 20, required=False)
     if context is None and block is None:
         raise CardError("the card gives neither context_length nor architecture.block_size")
-    _check_state(_state_bytes(2, n_layer, n_head, head_dim, context or block), "the KV cache")
+    # grouped- and multi-query attention cache only the key/value heads
+    n_kv_head = _int(arch, "n_kv_head", w, 1, 1024, required=False) or n_head
+    if n_head % n_kv_head:
+        raise CardError(f"architecture.n_head = {n_head} is not a multiple of n_kv_head = {n_kv_head}")
+    _check_state(_state_bytes(2, n_layer, n_kv_head, head_dim, context or block), "the KV cache")
 
 
 IMAGE_FIELDS = {"height": (1, 4096), "width": (1, 4096), "channels": (1, 4), "levels": (2, 65536),

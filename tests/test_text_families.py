@@ -361,9 +361,9 @@ def test_kv_heads_come_from_the_graph_when_the_config_does_not_say(tmp_path):
 
 @pytest.mark.parametrize("changes, words", [
     ({"num_key_value_heads": 4}, "has 2 key/value heads but the model's config says 4"),
-    ({"num_key_value_heads": 3}, "3 key/value heads do not divide 4 attention heads"),
+    ({"num_key_value_heads": 3}, "n_head = 4 is not a multiple of n_kv_head = 3"),  # refused when listed
     ({"head_dim": 16}, "has 8 head size but the model's config says 16"),
-    ({"num_key_value_heads": "two"}, "architecture lacks valid"),
+    ({"num_key_value_heads": "two"}, "n_kv_head must be a whole number"),
     ({"num_hidden_layers": 3}, "missing input(s) past_key_values.2.key"),
 ])
 def test_a_config_that_contradicts_the_graph_is_refused_in_one_line(tmp_path, changes, words):
@@ -454,3 +454,25 @@ def test_the_qwen2_fixture_chats_with_its_chatml_template_and_ends_turns_at_im_e
     assert rendered == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
                         "<|im_start|>assistant\n")
     assert model.tokenizer.encode("<|im_end|>") == [2] and 2 in chat.end_ids
+
+
+@pytest.mark.parametrize("config, context, capped", [
+    # Qwen2.5-0.5B's shape: 14 query heads but 2 key/value heads: an 805 MB cache at 32k positions
+    ({"model_type": "qwen2", "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+      "hidden_size": 896, "max_position_embeddings": 32768, "vocab_size": 151936}, 32768, None),
+    # Llama-3.2-1B's: 128k positions would need 8 GiB of cache: the engine's window becomes 64k
+    ({"model_type": "llama", "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "hidden_size": 2048, "head_dim": 64, "max_position_embeddings": 131072, "vocab_size": 128256}, 65536, 131072),
+])
+def test_real_model_shapes_are_listed_with_a_cache_that_fits(tmp_path, config, context, capped):
+    """The KV cache is counted with the key/value heads (GQA), and a context longer than the state cap
+    allows becomes the engine's (sliding) window instead of making the model unusable."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.onnx").write_bytes(b"")
+    shutil.copy(FIXTURES / "tiny-qwen2" / "tokenizer.json", folder / "tokenizer.json")
+    info = read_card(folder)
+    assert info.usable, info.problem
+    assert info.card["context_length"] == context
+    assert info.card["architecture"].get("window_capped_from") == capped

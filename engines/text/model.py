@@ -242,7 +242,27 @@ def optimum_architecture(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
             context = min(positions, window)
     if config.get("tie_word_embeddings") is not None:
         arch["tied_embeddings"] = bool(config.get("tie_word_embeddings"))
+    context = _fit_window(arch, context)
     return arch, context
+
+
+def _fit_window(arch: dict[str, Any], context: Any) -> Any:
+    """A context too long for the per-sequence state cap (a 32k- or 128k-token model's KV cache can
+    take tens of GiB) becomes the engine's window, the largest power of two that fits: the model
+    still loads and the window slides as it does for every model (`arch["window_capped_from"]`
+    records the model's own length; the Models view shows it with the architecture)."""
+    from engines.card_schema import max_cached_positions
+
+    sizes = [arch.get(k) for k in ("n_layer", "head_dim")] + [arch.get("n_kv_head") or arch.get("n_head")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes) \
+            or not isinstance(context, int) or isinstance(context, bool):
+        return context  # the schema refuses what is malformed, with its own message
+    fits = max_cached_positions(sizes[0], sizes[2], sizes[1])
+    if context <= fits or fits < 1:
+        return context
+    window = 1 << (fits.bit_length() - 1)
+    arch["window_capped_from"] = context
+    return window
 
 
 def _token_name(value: Any) -> str | None:
