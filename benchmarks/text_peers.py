@@ -131,6 +131,19 @@ def build(size: str, work: Path) -> dict:
             "hf": hf, "onnx": onnx_dir, "base": base}
 
 
+def int8_folder(info: dict) -> Path:
+    """The Optimum folder quantized the way `chainrule quantize --bits 8 --weight-type qint8` does it
+    (engines.text.quantize.quantize_graph: Gemm -> MatMul, ONNX Runtime's dynamic int8, per-channel)."""
+    from engines.text.quantize import quantize_graph
+
+    target = info["base"] / "onnx-int8"
+    if not (target / "model.onnx").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(info["onnx"], target, ignore=shutil.ignore_patterns("model.onnx*"))
+        quantize_graph(info["onnx"] / "model.onnx", target / "model.onnx", 8, "QInt8")
+    return target
+
+
 def genai_folder(info: dict, threads: int, model_type: str) -> Path:
     d = info["base"] / f"genai-{model_type}-{threads}"
     d.mkdir(exist_ok=True)
@@ -352,10 +365,11 @@ def load_engines(info: dict, threads: int, args) -> tuple[dict, dict]:
         "transformers": lambda: transformers_engine(info["hf"], threads),
         "ct2_f32": lambda: ct2_engine(info["base"] / "ct2-float32", threads),
         "ct2_int8": lambda: ct2_engine(info["base"] / "ct2-int8", threads),
+        "project_int8": lambda: project_engine(int8_folder(info), threads),
     }
     engines, notes = {}, {}
     for name, make in makers.items():
-        if make is None:
+        if make is None or (args.engines and name not in args.engines):
             continue
         try:
             engines[name] = make()
@@ -428,8 +442,9 @@ def uptime() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-COLUMNS = ["project", "project_venv", "ort_loop", "optimum", "genai", "transformers", "ct2_f32", "ct2_int8"]
-TITLES = {"project": "this project (ORT CPU)", "project_venv": "this project (.venv, ORT-gpu CPU EP)",
+COLUMNS = ["project", "project_venv", "ort_loop", "optimum", "genai", "transformers", "ct2_f32", "project_int8",
+           "ct2_int8"]
+TITLES = {"project_int8": "this project int8 (`chainrule quantize --bits 8`)", "project": "this project (ORT CPU)", "project_venv": "this project (.venv, ORT-gpu CPU EP)",
           "ort_loop": "bare ORT loop", "optimum": "Optimum ORTModel", "genai": "onnxruntime-genai",
           "transformers": "transformers (torch)", "ct2_f32": "CTranslate2 fp32", "ct2_int8": "CTranslate2 int8"}
 
@@ -461,11 +476,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default="/tmp/text_peers")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--engines", default="", help="comma-separated subset of: " + ", ".join(COLUMNS) + " (default: all)")
     default_venv = ROOT / ".venv" / "bin" / "python"
     ap.add_argument("--project-venv", default=str(default_venv) if default_venv.is_file() else "",
                     help="python of the project's own venv, run as a subprocess in the same round robin ('' = skip)")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
+    args.engines = [e for e in args.engines.split(",") if e]
     result = {"command": " ".join(["python", "benchmarks/text_peers.py", *sys.argv[1:]]), "load_start": uptime(),
               "versions": versions(), "prompt_tokens": PROMPT_LEN, "new_tokens": NEW, "ttft_prompt_tokens": TTFT_PROMPT,
               "repeats": args.repeats, "sizes": []}
