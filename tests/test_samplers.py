@@ -366,3 +366,28 @@ def test_different_seeds_differ_over_many_draws():
     assert not np.array_equal(draws[0], draws[1])
     assert not np.array_equal(draws[1], draws[2])
     assert (draws[0] != draws[1]).mean() > 0.8
+
+
+def test_top_indices_on_big_rows_equal_the_full_selection():
+    """The strided-threshold shortcut for big rows gives exactly what selecting over the whole row gives,
+    ties (by lower index) and -inf / NaN entries included."""
+    from engines.decoding.samplers import _top_indices
+
+    def full(values, n):  # the plain definition: finite entries by value descending, then index
+        idx = np.flatnonzero(np.isfinite(values))
+        return idx[np.lexsort((idx, -values[idx]))][:n]
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        v = rng.normal(0, 2, rng.integers(640, 6000))
+        if trial % 3 == 0:
+            v = np.round(v)  # many ties
+        if trial % 4 == 0:
+            v[rng.random(v.size) < 0.5] = -np.inf
+        if trial % 5 == 0:
+            v[rng.integers(0, v.size, 3)] = np.nan
+        for n in (1, 3, 10):
+            np.testing.assert_array_equal(_top_indices(v, n), full(v, n))
+    few = np.full(5000, -np.inf)
+    few[[7, 4000]] = [1.0, 2.0]  # fewer finite values than asked for: the plain path
+    assert _top_indices(few, 10).tolist() == [4000, 7]

@@ -107,8 +107,28 @@ def _scatter_back(order: np.ndarray, sorted_mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+_SAMPLE_STRIDE = 8  # big rows: the threshold comes from every 8th value (see _top_indices)
+
+
 def _top_indices(values: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the n largest finite entries of a 1-D array, largest first, ties by lower index."""
+    """Indices of the n largest finite entries of a 1-D array, largest first, ties by lower index.
+
+    On a big row (a 50k-token vocabulary, every step the views are read) selecting over the whole
+    row costs ~0.4 ms; instead the n-th largest finite value of a strided subsample is a threshold
+    t that can only be at or below the row's own n-th largest (the subsample's values are the row's),
+    so every value >= t holds the true top n and all their ties. Sorting those few gives exactly
+    the full selection's answer."""
+    if n > 0 and values.size >= 64 * n:
+        sample = values[::_SAMPLE_STRIDE]
+        sample = sample[np.isfinite(sample)]
+        if sample.size >= n:
+            t = np.partition(sample, sample.size - n)[sample.size - n]
+            candidates = np.flatnonzero(values >= t)  # NaN and -inf never pass a finite threshold
+            vals = values[candidates]
+            finite = np.isfinite(vals)  # +inf would pass: it is not a value that can be listed
+            candidates, vals = candidates[finite], vals[finite]
+            order = np.lexsort((candidates, -vals))  # value descending, then index ascending
+            return candidates[order][:n].astype(np.int64)
     finite = np.flatnonzero(np.isfinite(values))  # (F,)
     if n <= 0 or finite.size == 0:
         return np.zeros(0, dtype=np.int64)
