@@ -226,3 +226,32 @@ def test_every_run_is_recorded_with_its_pngs_carrying_their_requests(window, tab
         window.ctx.history = None
         store.close()
     assert Path(tmp_path / "history").is_dir()
+
+
+def test_a_re_opened_run_brings_its_samples_back_into_the_grid(window, tab, qtbot, tmp_path):
+    from studio.history.store import HistoryStore
+
+    store = HistoryStore(tmp_path / "history")
+    window.ctx.history = store
+    window.history.store = store
+    try:
+        use_config(window, seed=31)
+        tab.samples_spin.setValue(3)
+        run = run_and_wait(qtbot, tab, tab.generate)
+        images = {i: d.image.copy() for i, d in run.results.items()}
+        tab.canvas.set_state(pixels=np.zeros((1, 6, 7), np.uint8))
+        use_config(window, seed=5)
+        tab.samples_spin.setValue(1)
+        assert window.history.reopen_run(run.run_id), window.statusBar().currentMessage()
+        back = tab.run
+        assert back is not run and sorted(back.results) == [0, 1, 2]
+        for i, image in images.items():
+            np.testing.assert_array_equal(back.results[i].image, image)
+            assert back.results[i].total_logprob == pytest.approx(run.results[i].total_logprob)
+            assert back.results[i].request == run.results[i].request  # exportable with its own request
+        np.testing.assert_array_equal(tab.canvas.pixels, images[0])  # the first sample on the canvas
+        assert tab.samples_spin.value() == 3 and window.ctx.decoding_config("image").seed == 31
+    finally:
+        window.history.store = None
+        window.ctx.history = None
+        store.close()

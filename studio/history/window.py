@@ -224,7 +224,8 @@ class WindowHistory(QObject):
             tab = self.apply_request_json(data)
             show = getattr(tab, "show_history_outputs", None)
             if callable(show):
-                show(self.store.output_paths(run_id))
+                row = self.store.get_run(run_id)
+                show(self.store.output_paths(run_id), request_json=data, summary=row.summary if row else None)
         except ChainruleError as exc:
             self.ctx.show_error(f"Cannot re-open run #{run_id}: {_one_line(exc)}")
             return False

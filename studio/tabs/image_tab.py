@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import shlex
 import threading
 import time
@@ -671,7 +672,8 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             stamped = stamp(done.request.to_json(), info) if info is not None else done.request.to_json()
             files[f"sample_{i + 1}.png"] = png_bytes(done.image, levels, stamped)
             summary["samples"].append({"sample": i + 1, "seed": done.seed, "logprob": done.total_logprob,
-                                       "bits_per_dim": done.bits_per_dim})
+                                       "bits_per_dim": done.bits_per_dim, "sampled_logprob": done.sampled_logprob,
+                                       "n_sampled": done.n_sampled})
         if summary["samples"]:
             summary["logprob"] = summary["samples"][0]["logprob"]
         status = {"done": "done", "stopped": "stopped"}.get(state, "failed")
@@ -780,6 +782,34 @@ class ImageTab(LikelihoodPanelMixin, DrawingTabMixin, StatusLineMixin, ModelPick
             self._restore_run(state["run"], pixels, mask)
         self._update_buttons()
         self._update_status()
+
+    def show_history_outputs(self, paths, request_json=None, summary=None) -> None:
+        """A re-opened run (History tab): its stored samples back in the grid, the first on the canvas,
+        pickable and exportable with their requests. Files or numbers that do not fit are left out."""
+        import re
+
+        from engines.image.png import read_image
+
+        if not isinstance(request_json, dict) or not isinstance(summary, dict):
+            return
+        known = {s.get("sample"): s for s in summary.get("samples") or [] if isinstance(s, dict)}
+        g = self.geom
+        samples = []
+        for path in paths:
+            m = re.fullmatch(r"sample_(\d+)\.png", os.path.basename(path))
+            info = known.get(int(m.group(1))) if m else None
+            if info is None or not {"seed", "logprob", "bits_per_dim", "sampled_logprob", "n_sampled"} <= set(info):
+                continue
+            image = read_image(path, channels=g.channels, height=g.height, width=g.width, levels=g.levels).pixels
+            samples.append({"sample": int(m.group(1)) - 1, "seed": info["seed"], "total_logprob": info["logprob"],
+                            "bits_per_dim": info["bits_per_dim"], "sampled_logprob": info["sampled_logprob"],
+                            "n_sampled": info["n_sampled"], "pixels": PixelArray.of(image).to_json()})
+        if not samples:
+            return
+        pixels, mask = self.canvas.state()  # the request's init and mask, as apply_request set them
+        self._restore_run({"kind": summary.get("kind"), "request": request_json, "samples": samples}, pixels, mask)
+        if self.run is not None and self.run.results:
+            self.pick_sample(min(self.run.results))
 
     def _restore_run(self, saved: dict, pixels: np.ndarray, mask: np.ndarray) -> None:
         """The last run as finished: its samples in the grid, pickable and exportable with their requests."""

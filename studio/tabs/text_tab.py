@@ -679,7 +679,7 @@ class TextTab(BranchTreeMixin, RunnerMixin, StatusLineMixin, ModelPickerMixin, Q
         note = " (it continued a branch: Generate starts from the prompt)" if request.prefix_ids else ""
         self._say(f"Settings restored from a saved run{note}: press Generate to run it again.")
 
-    def show_history_outputs(self, paths) -> None:
+    def show_history_outputs(self, paths, request_json=None, summary=None) -> None:
         """A re-opened run's outputs: its branch export goes back into the tree (or is shown,
         when the tree still holds that branch)."""
         for path in paths:
