@@ -105,14 +105,6 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
     return config
 
 
-def reproducing_arguments(command: list[str], info, config: DecodingConfig) -> list[str]:
-    """`chainrule` arguments (command + model + decoding) that rebuild `config` for `info`:
-    the inverse of `config_from_args` (see engines.decoding.flags)."""
-    from engines.decoding.flags import decoding_arguments, model_arguments
-
-    return [*command, *model_arguments(info), *decoding_arguments(config, info.card.get("decoding_defaults"))]
-
-
 # --- parser ------------------------------------------------------------------------
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -114,16 +114,21 @@ def resolve_in_folder(folder: Path, name: str, what: str) -> Path:
     return folder / name
 
 
-def read_json_in_folder(folder: Path, name: str, what: str = "file") -> Any:
-    """A JSON file of a model folder, contained, bounded in size and nesting; CardError otherwise."""
+def read_bytes_in_folder(folder: Path, name: str, what: str = "file", max_bytes: int = MAX_CARD_BYTES) -> bytes:
+    """The bytes of a small file of a model folder: contained (`resolve_in_folder`), a regular file of
+    at most `max_bytes`; CardError otherwise."""
     path = resolve_in_folder(folder, name, what)
     # Non-blocking open: a FIFO put in place of the file must not hang the listing.
     with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
         st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CARD_BYTES:
-            raise CardError(f"{name} is not a regular file of at most {MAX_CARD_BYTES:,} bytes")
-        data = f.read(MAX_CARD_BYTES + 1)
-    return parse_json(data, name)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            raise CardError(f"{name} is not a regular file of at most {max_bytes:,} bytes")
+        return f.read(max_bytes + 1)
+
+
+def read_json_in_folder(folder: Path, name: str, what: str = "file") -> Any:
+    """A JSON file of a model folder, contained, bounded in size and nesting; CardError otherwise."""
+    return parse_json(read_bytes_in_folder(folder, name, what), name)
 
 
 def scan_folder(folder: Path) -> int:

@@ -403,33 +403,13 @@ def _loads_large(p: Path) -> Any:
 
 
 def _request_in_png(p: Path, size: int) -> dict[str, Any]:
-    from PIL import Image
+    from engines.image.png import _open  # contained, header-checked, bomb-safe: the one PNG reader
 
-    from engines import limits
-
-    Image.MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS  # a decompression bomb is refused by PIL itself
     if size > MAX_SAMPLE_FILE_BYTES:
         raise InputError(f"{p}: {size:,} bytes is too large for an exported sample")
-    try:
-        with Image.open(p) as im:
-            if im.format != "PNG":
-                raise InputError(f"{p} is not a PNG")
-            text = getattr(im, "text", {}) or {}
-            raw = text.get(PNG_CHUNK_KEY)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types on hostile files
-        raise InputError(f"cannot read {p}: {type(exc).__name__}") from None
-    if raw is None:
-        raise InputError(f"{p} carries no chainrule request (no {PNG_CHUNK_KEY!r} text chunk): only PNGs "
-                         "exported by chainrule can be regenerated")
-    data = loads_bounded(raw, str(p))
-    if not isinstance(data, Mapping):
-        raise InputError(f"{p}: its request chunk is not a JSON object")
-    return dict(data)
-
-
-AUDIO_TAG = "comment"  # soundfile's name for the WAV INFO ICMT / FLAC COMMENT tag
+    raw = _open(p, "sample").info.get(PNG_CHUNK_KEY)  # Pillow keeps text chunks in .info
+    return _request_in_text(raw, p, f"no {PNG_CHUNK_KEY!r} text chunk: only PNGs exported by chainrule can be "
+                                    "regenerated")
 
 
 def _request_in_audio_tags(p: Path) -> dict[str, Any]:
@@ -437,15 +417,20 @@ def _request_in_audio_tags(p: Path) -> dict[str, Any]:
 
     try:
         with sf.SoundFile(str(p)) as f:
-            raw = f.comment
+            raw = f.comment  # the WAV INFO ICMT / FLAC COMMENT tag
     except Exception as exc:  # noqa: BLE001 - libsndfile errors on hostile files
         raise InputError(f"cannot read {p}: {type(exc).__name__}") from None
+    return _request_in_text(raw, p, f"neither {sidecar_path(p).name} beside it nor a comment tag; only audio "
+                                    "exported by chainrule can be regenerated")
+
+
+def _request_in_text(raw: Any, p: Path, missing: str) -> dict[str, Any]:
+    """The request a file's text chunk or tag holds: a JSON object (InputError otherwise)."""
     if not raw:
-        raise InputError(f"{p} carries no chainrule request: neither {sidecar_path(p).name} beside it nor a "
-                         "comment tag; only audio exported by chainrule can be regenerated")
+        raise InputError(f"{p} carries no chainrule request ({missing})")
     data = loads_bounded(raw, str(p))
     if not isinstance(data, Mapping):
-        raise InputError(f"{p}: its request tag is not a JSON object")
+        raise InputError(f"{p}: its embedded request is not a JSON object")
     return dict(data)
 
 

@@ -15,22 +15,15 @@ from engines.audio.generate import MAX_BATCH
 from engines.audio.model import load_audio_model
 from engines.audio.request import (DEFAULT_SECONDS, AudioRequest, Chunk, Finished, card_decoding_defaults,
                                    card_frame_temperature, recording_ref, run, write_sample)
-from engines.audio.request import audio_temperature as request_temperature
 from engines.audio.scoring import SURPRISE_WINDOW, score_audio, score_clips
 from engines.cli import config_from_args
 from engines.cli_common import (check_count, check_out_path, eval_indices, eval_subset_label, print_model_and_seed,
                                 print_notes, refuse_overwriting_inputs, sample_paths)
-from engines.decoding.config import DecodingConfig
 from engines.errors import InputError, stopped_note
 from engines.progress import Progress
 from engines.registry import ModelInfo
 
 LN2 = math.log(2)
-
-
-def audio_temperature(config: DecodingConfig) -> float:
-    """The one decoding value audio uses; greedy means temperature 0 (engines.audio.request)."""
-    return request_temperature(config)
 
 
 def _speech(info: ModelInfo):

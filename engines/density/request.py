@@ -48,13 +48,6 @@ ORDERING_NAMES = ("raster", "reverse", "column", "random")
 # whatever group it is in.
 SAMPLE_GROUP = 256
 
-# --- decoding: what a binary pixel can use ------------------------------------------------------
-
-def check_decoding(config: DecodingConfig) -> float:
-    """The temperature the draw uses (0 = greedy); DecodingError naming, in the Decoding panel's words, the
-    first setting a black-or-white pixel cannot use (the declaration: `engines.decoding.support`)."""
-    return check_config(config)
-
 
 # --- orderings -----------------------------------------------------------------------------------
 
@@ -183,7 +176,7 @@ class DensityRequest:
         if (self.init is None) != (self.mask is None):
             raise InputError("a completion needs both the init image and the mask (white = regenerate)"
                              if self.mask is None else "the mask needs the init image whose other pixels are kept")
-        check_decoding(self.decoding)
+        check_config(self.decoding)
 
     # --- what it is -----------------------------------------------------------------------------
     @property
@@ -344,7 +337,7 @@ def run(request: DensityRequest, info, *, should_stop: Callable[[], bool] | None
     request = request.resolved()
     model = load_model(info) if model is None else model
     notes = request.check(model)
-    temperature = check_decoding(request.decoding)
+    temperature = check_config(request.decoding)
     base, random_seed, _ = resolve_ordering(model, request.ordering)
     k = model.check_k(request.ensemble_k)
     known, regenerate = request.inputs(model.height, model.width)

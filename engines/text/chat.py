@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -211,14 +210,12 @@ class Chat:
 
 
 def _read_text_in_folder(folder: Path, name: str) -> str:
-    from engines.registry import resolve_in_folder
+    from engines.registry import read_bytes_in_folder
 
-    path = resolve_in_folder(folder, name, name)
-    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_TEMPLATE_BYTES:
-            raise ModelLoadError(f"{folder / name}: not a regular file of at most {MAX_TEMPLATE_BYTES:,} bytes")
-        data = f.read(MAX_TEMPLATE_BYTES + 1)
+    try:
+        data = read_bytes_in_folder(folder, name, name, MAX_TEMPLATE_BYTES)
+    except CardError as exc:
+        raise ModelLoadError(printable(f"{folder / name}: {exc}")) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -197,7 +197,8 @@ class LaneFinished:
 def run_events(info: ModelInfo, requests: Sequence[Any], *, pace: Pace | None = None,
                cancel: threading.Event | None = None) -> Iterator[Any]:
     """Carry out every lane's DensityRequest (see the module doc), all checked before the first event."""
-    from engines.density.request import DensityFinished, DensitySample, check_decoding, run
+    from engines.density.request import DensityFinished, DensitySample, run
+    from engines.density.sampling import check_config
     from engines.density.sampling import DensityStep
 
     cancel = cancel or threading.Event()
@@ -213,7 +214,7 @@ def run_events(info: ModelInfo, requests: Sequence[Any], *, pace: Pace | None = 
         starts.append(next(gen))  # refuses bad input before anything is shown
         gens.append(gen)
     first = starts[0]
-    yield RunStarted(info.id, model.family, check_decoding(first.request.decoding), first.k, time.perf_counter())
+    yield RunStarted(info.id, model.family, check_config(first.request.decoding), first.k, time.perf_counter())
     for i, st in enumerate(starts):
         yield LaneStarted(i, st.ordering, st.request.seed, st.request.count, st.order, st.known.copy(),
                           st.pending.copy(), st.mask_seed, st.notes)

@@ -418,9 +418,10 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         pixels, layer = self.canvas.state()
         config = self.ctx.decoding_config(self.MODEL_KIND)
         try:
-            from engines.density.request import DensityRequest, check_decoding, image_input, mask_input
+            from engines.density.request import DensityRequest, image_input, mask_input
+            from engines.density.sampling import check_config
 
-            temperature = check_decoding(config)  # a filter a binary pixel cannot use: refused before anything else
+            temperature = check_config(config)  # a filter a binary pixel cannot use: refused before anything else
             k = work.check_k(self.k(), info) if family == "made" else 1
             regenerate = None
             if kind == "inpaint":
@@ -847,7 +848,8 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
     def _restore_run(self, saved: dict) -> None:
         """The last run as it finished: its samples in the grid (or its orderings side by side), pickable
         and exportable with their requests."""
-        from engines.density.request import DensityRequest, check_decoding
+        from engines.density.request import DensityRequest
+        from engines.density.sampling import check_config
         from engines.requests import request_from_json
 
         g, info = self.geom, self._infos[self._model_id]
@@ -861,7 +863,7 @@ class DensityTab(DensityComparisonMixin, DrawingTabMixin, StatusLineMixin, Model
         kind = saved.get("kind") if saved.get("kind") in Run.KINDS else "sample"
         k = int(saved["results"][0]["k"]) if saved.get("results") else 1
         run = Run(kind, info, self.family(), lanes, (before_pixels, before_mask), regenerate, lanes[0].decoding,
-                  check_decoding(lanes[0].decoding), k)
+                  check_config(lanes[0].decoding), k)
         run.recorded = True  # it is in the history already
         self._show_results_for(run, before_pixels)
         for r in saved.get("results") or []:
